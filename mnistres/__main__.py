@@ -1,0 +1,3 @@
+from mnistres.cli import main
+
+main()

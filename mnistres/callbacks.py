@@ -1,0 +1,174 @@
+"""Callbacks: code that runs at fixed points of training, and the built-in ones.
+
+A callback subclasses `Callback` and overrides the hooks it needs. Each hook gets the
+`Trainer` (model, optimizer, config, console, current epoch and step...). `on_epoch_end`
+receives the epoch's log dict and may add keys to it: they land in `metrics.jsonl`.
+Setting `trainer.stop_reason` to a sentence ends training after the current epoch.
+
+Callbacks are registered like every other entry; the factory is usually the class:
+
+    @callbacks.register("my_logger", help="...", options={"every": 10})
+    class MyLogger(Callback):
+        def __init__(self, *, every): ...
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from mnistres.registry import callbacks
+
+if TYPE_CHECKING:  # the trainer imports torch; callbacks themselves need not
+    from mnistres.trainer import Trainer
+
+
+class Callback:
+    """Base class: every hook is a no-op."""
+
+    def on_train_begin(self, trainer: "Trainer") -> None: ...
+
+    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None: ...
+
+    def on_batch_end(self, trainer: "Trainer", step: int) -> None:
+        """After each optimizer step; `step` counts from 1 within the epoch.
+
+        Per-batch values (`trainer.batch_loss`, running sums) are device tensors: reading
+        them (`.item()`) waits for the device, so do it rarely.
+        """
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, Any]) -> None: ...
+
+    def on_train_end(self, trainer: "Trainer", status: str) -> None: ...
+
+
+@callbacks.register(
+    "per_class_accuracy",
+    help="adds val_acc_class_0..9 (validation accuracy of each class) to every epoch's log",
+)
+class PerClassAccuracy(Callback):
+    def __init__(self) -> None:
+        pass
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, Any]) -> None:
+        confusion = trainer.val_confusion  # rows: true class, columns: predicted class
+        for label, row in enumerate(confusion):
+            support = sum(row)
+            logs[f"val_acc_class_{label}"] = row[label] / support if support else float("nan")
+
+
+@callbacks.register(
+    "early_stopping",
+    help="stop when `monitor` has not improved by min_delta for `patience` epochs",
+    options={"monitor": "val_acc", "patience": 3, "min_delta": 0.0, "mode": "auto"},
+)
+class EarlyStopping(Callback):
+    def __init__(self, *, monitor: str, patience: int, min_delta: float, mode: str) -> None:
+        from mnistres.errors import ConfigError
+
+        if mode == "auto":
+            mode = "min" if "loss" in monitor else "max"
+        if mode not in ("min", "max"):
+            raise ConfigError(f"early_stopping mode={mode!r}: expected auto, min or max")
+        if patience < 1:
+            raise ConfigError(f"early_stopping patience={patience}: expected at least 1")
+        self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, abs(min_delta), mode
+        self.best: float | None = None
+        self.waited = 0
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, Any]) -> None:
+        from mnistres.errors import ConfigError
+
+        if self.monitor not in logs:
+            raise ConfigError(
+                f"early_stopping monitors '{self.monitor}', which the epoch log lacks "
+                f"(it has: {', '.join(logs)})"
+            )
+        value = float(logs[self.monitor])
+        improved = self.best is None or (
+            value > self.best + self.min_delta if self.mode == "max" else value < self.best - self.min_delta
+        )
+        if improved:
+            self.best, self.waited = value, 0
+            return
+        self.waited += 1
+        if self.waited >= self.patience:
+            trainer.stop_reason = (
+                f"early stopping: {self.monitor} did not improve on {self.best:.4f} for {self.patience} epochs"
+            )
+
+
+@callbacks.register(
+    "progress",
+    help="a live bar per epoch in a terminal (loss, accuracy, images/s, ETA) and one line per epoch",
+    options={"refresh_s": 0.25},
+)
+class Progress(Callback):
+    """Reads device values at most every `refresh_s` seconds, so the bar costs almost nothing."""
+
+    def __init__(self, *, refresh_s: float) -> None:
+        self.refresh_s = refresh_s
+        self._bar: Any = None
+        self._task: Any = None
+        self._last = 0.0
+        self._started = 0.0
+
+    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+        console = trainer.console
+        if not console.is_terminal:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+
+        self._bar = Bar(
+            TextColumn("epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(
+            "train", total=trainer.steps_per_epoch, epoch=f"{epoch}/{trainer.config.epochs}", stats=""
+        )
+        self._started = self._last = time.perf_counter()
+
+    def on_batch_end(self, trainer: "Trainer", step: int) -> None:
+        if self._bar is None:
+            return
+        now = time.perf_counter()
+        if now - self._last < self.refresh_s and step < trainer.steps_per_epoch:
+            self._bar.update(self._task, completed=step)
+            return
+        self._last = now
+        loss, acc, seen = trainer.running_metrics()
+        rate = seen / max(now - self._started, 1e-9)
+        self._bar.update(
+            self._task, completed=step, stats=f"loss {loss:.4f}  acc {acc:.4f}  {rate:,.0f} img/s"
+        )
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, Any]) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        trainer.console.print(epoch_line(logs, trainer.config.epochs), highlight=False, soft_wrap=True)
+
+    def on_train_end(self, trainer: "Trainer", status: str) -> None:
+        if self._bar is not None:  # interrupted or diverged mid-epoch
+            self._bar.stop()
+            self._bar = None
+
+
+def epoch_line(logs: dict[str, Any], epochs: int) -> str:
+    """One plain line per epoch, the same in a terminal and in a log file."""
+    parts = [f"epoch {logs['epoch']}/{epochs}"]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        value = logs.get(key)
+        if isinstance(value, float) and math.isfinite(value):
+            parts.append(f"{key} {value:.4f}")
+    parts.append(f"lr {logs['lr']:.3g}")
+    parts.append(f"{logs['seconds']:.1f}s")
+    parts.append(f"{logs['images_per_s']:,.0f} img/s")
+    return "  ".join(parts)

@@ -1,0 +1,63 @@
+"""Checkpoints: only tensors and plain values, saved atomically, loaded with weights_only=True.
+
+Loading never unpickles arbitrary objects, so a checkpoint from a stranger cannot run
+code. Everything needed to rebuild the model (the RunConfig) travels inside the file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mnistres import atomic
+from mnistres.errors import CheckpointError
+
+FORMAT = "mnistres-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Save `payload` plus the format tag; the old file survives any failure midway."""
+    document = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
+    with atomic.replacing(path) as temp:
+        torch.save(document, temp)
+
+
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint; every way it can be wrong becomes one CheckpointError line."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        hint = " (did you mean best.pt or last.pt inside it?)" if (path / "best.pt").exists() else ""
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file{hint}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty")
+    try:
+        document = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(
+            f"{path} holds objects that a safe load refuses (only tensors and plain values are "
+            f"allowed), so it is not an mnistres checkpoint or it was tampered with: {first}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file): {first}") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a torch file but not an mnistres checkpoint")
+    version = document.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} uses checkpoint format {version}, newer than this mnistres reads "
+            f"({FORMAT_VERSION}); upgrade mnistres"
+        )
+    for key in ("config", "model"):
+        if key not in document:
+            raise CheckpointError(f"{path} lacks '{key}'; it is damaged")
+    return document

@@ -1,0 +1,235 @@
+"""The `mnistres` command line: parse options, build a RunConfig, call the library, show results.
+
+No training logic lives here, and torch is imported only inside the commands that need
+it, so `mnistres --help` answers at once. User mistakes (`MnistresError`) become one line
+on stderr and exit code 2, in `_Group.invoke`, the one place that does it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, List, Optional
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from mnistres import __version__
+from mnistres import config as config_module
+from mnistres.errors import MnistresError
+
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+def _debug() -> bool:
+    return os.environ.get("MNISTRES_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+class _Group(TyperGroup):
+    """Turns user mistakes and Ctrl-C into one line and an exit code (traceback only with --debug)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MnistresError as error:
+            if _debug():
+                raise
+            Console(stderr=True).print(f"Error: {error}", style="red", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USAGE) from None
+        except KeyboardInterrupt:
+            if _debug():
+                raise
+            Console(stderr=True).print("Interrupted.", style="yellow", soft_wrap=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="mnistres",
+    help="Train, evaluate and inspect the report's ResNet on MNIST.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mnistres {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks (also MNISTRES_DEBUG=1).")] = False,
+) -> None:
+    if debug:
+        os.environ["MNISTRES_DEBUG"] = "1"
+
+
+def _default(key: str) -> str:
+    """A RunConfig default, as help text shows it."""
+    return str(getattr(config_module.RunConfig, key))
+
+
+# Options shared by several commands.
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")]
+DataDirOpt = Annotated[Optional[Path], typer.Option(
+    "--data-dir", help="Folder holding MNIST/raw/ (default: $MNISTRES_DATA_DIR, then the user cache).")]
+DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="mnist | fashion-mnist.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of RunConfig keys.")]
+SetOpt = Annotated[Optional[List[str]], typer.Option(
+    "--set", "-s", help="KEY=VALUE for any RunConfig key; repeatable; wins over everything else.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (0: torch's default).")]
+
+
+@app.command()
+def train(
+    config_file: ConfigOpt = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training set.", show_default=_default("epochs"))] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step.", show_default=_default("batch_size"))] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate.", show_default=_default("lr"))] = None,
+    activation: Annotated[Optional[str], typer.Option(help="Activation name[:options].", show_default=_default("activation"))] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="Optimizer name[:options].", show_default=_default("optimizer"))] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="LR schedule name[:options].", show_default=_default("schedule"))] = None,
+    device: DeviceOpt = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.", show_default=_default("seed"))] = None,
+    data_dir: DataDirOpt = None,
+    dataset: DatasetOpt = None,
+    out_dir: Annotated[Optional[Path], typer.Option(help="Parent folder of run directories.", show_default=_default("out_dir"))] = None,
+    name: Annotated[Optional[str], typer.Option(
+        help="Run directory name.", show_default="from the settings and the time")] = None,
+    train_size: Annotated[Optional[int], typer.Option(help="Use this many training images (seeded subset).")] = None,
+    val_split: Annotated[Optional[float], typer.Option(
+        help="Hold out this fraction of the training set for validation instead of using the test set.")] = None,
+    threads: ThreadsOpt = None,
+    download: Annotated[Optional[bool], typer.Option(
+        "--download/--no-download", help="Fetch missing dataset files.", show_default="download")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in the run directory.")] = False,
+    sets: SetOpt = None,
+) -> None:
+    """Train one run; everything it produces goes to OUT_DIR/NAME/."""
+    options = {
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "activation": activation, "optimizer": optimizer,
+        "schedule": schedule, "device": device, "seed": seed, "data_dir": _text(data_dir), "dataset": dataset,
+        "out_dir": _text(out_dir), "name": name, "train_size": train_size, "val_split": val_split,
+        "threads": threads, "download": download,
+    }
+    run_config = config_module.build(config_file, options, sets or [])
+
+    from mnistres import display
+    from mnistres.trainer import train as run_training
+
+    console = Console()
+    result = run_training(run_config, console=console, overwrite=overwrite)
+    if result.history:
+        console.print(display.history_table(result.history, result.summary["val_set"]))
+    if result.summary["per_class"]:
+        console.print(display.per_class_table(result.summary["per_class"],
+                                              f"Per class, {result.summary['val_set']} set, final epoch"))
+    best = result.summary["best"]
+    if result.status == "diverged":
+        console.print(f"Diverged: {result.message}", style="yellow", markup=False, soft_wrap=True)
+    elif result.message:
+        console.print(result.message, markup=False, soft_wrap=True)
+    if best:
+        final = result.history[-1]
+        console.print(
+            f"{result.status}: {result.summary['val_set']} accuracy {final['val_acc']:.4f} "
+            f"(best {best['val_acc']:.4f} at epoch {best['epoch']}); run directory: {result.run_dir}",
+            markup=False, soft_wrap=True, highlight=False,
+        )
+    else:
+        console.print(f"{result.status}; run directory: {result.run_dir}", markup=False, soft_wrap=True)
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint (.pt) written by `mnistres train`.")],
+    per_class: Annotated[bool, typer.Option("--per-class", help="Support, accuracy, precision, recall, F1 per class.")] = False,
+    confusion: Annotated[bool, typer.Option("--confusion", help="The 10x10 confusion matrix.")] = False,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    split: Annotated[str, typer.Option(help="test | train.")] = "test",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per evaluation batch.")] = 1000,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
+    download: Annotated[bool, typer.Option("--download/--no-download", help="Fetch missing dataset files.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
+) -> None:
+    """Measure a checkpoint on a dataset split; the architecture comes from the checkpoint."""
+    from mnistres import display
+    from mnistres.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=_text(data_dir), split=split,
+                                 device=device, batch_size=batch_size, download=download, threads=threads)
+    if as_json:
+        sys.stdout.write(json.dumps(_json_safe(result), indent=2) + "\n")
+        return
+    console = Console()
+    console.print(
+        f"{result['dataset']} {result['split']} ({result['images']:,} images): accuracy {result['accuracy']:.4f}  "
+        f"loss {result['loss']:.4f}   [{result['checkpoint']}, epoch {result['epoch']}, {result['device']}]",
+        markup=False, highlight=False, soft_wrap=True,
+    )
+    if per_class:
+        console.print(display.per_class_table(result["per_class"]))
+    if confusion:
+        console.print(display.confusion_table(result["confusion_matrix"]))
+
+
+@app.command()
+def summary(
+    config_file: ConfigOpt = None,
+    activation: Annotated[Optional[str], typer.Option(help="Activation name[:options].")] = None,
+    device: DeviceOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """The architecture as a Keras-style table: layer, output shape, parameters."""
+    run_config = config_module.build(config_file, {"activation": activation, "device": device}, sets or [])
+
+    from mnistres import devices, display, model
+
+    network = model.build(run_config.activation, run_config.width, run_config.blocks)
+    network.to(devices.resolve(run_config.device))
+    rows, totals = model.summary_rows(network)
+    title = (f"ResNet: width {run_config.width}, {run_config.blocks} residual blocks, "
+             f"activation {run_config.activation}, input (None, 1, 28, 28)")
+    Console().print(display.layers_table(rows, totals, title))
+
+
+@app.command()
+def plugins() -> None:
+    """Every activation, optimizer, schedule and callback, with options and source."""
+    from mnistres import display
+    from mnistres.registry import REGISTRIES
+
+    console = Console()
+    for kind, registry in REGISTRIES.items():
+        console.print(display.registry_table(kind, registry.entries()))
+
+
+def _text(path: Optional[Path]) -> Optional[str]:
+    return None if path is None else str(path)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN is not JSON: undefined ratios become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def main() -> None:
+    app()

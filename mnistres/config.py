@@ -1,0 +1,260 @@
+"""RunConfig: everything that defines a run, as plain data.
+
+A config is built in layers, later wins: the defaults below, a YAML file (`--config`),
+the explicit CLI options, then `--set key=value`. Every layer is checked for unknown
+keys and every value for its type and range before any work starts, so a typo costs a
+second, not an epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Tuple
+
+from mnistres import values
+from mnistres.errors import ConfigError
+
+DATASETS = ("mnist", "fashion-mnist")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+DEFAULT_CALLBACKS = ("per_class_accuracy", "progress")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # data
+    dataset: str = "mnist"  # mnist | fashion-mnist
+    data_dir: Optional[str] = None  # folder holding <Dataset>/raw/; None: $MNISTRES_DATA_DIR, then the user cache
+    download: bool = True  # fetch missing files (needs network); false: fail if absent
+    train_size: Optional[int] = None  # training images used (seeded subset); None: all
+    val_split: float = 0.0  # fraction of the training file held out for validation; 0: validate on the test set
+    # model
+    activation: str = "relu"  # activations registry name[:options]
+    width: int = 64  # channels of the stem and every residual block
+    blocks: int = 3  # residual blocks (two 3x3 convs each)
+    # optimisation
+    optimizer: str = "adam"  # optimizers registry name[:options]
+    lr: float = 0.001  # base (or peak, for onecycle) learning rate
+    weight_decay: Optional[float] = None  # L2 / decoupled decay; None: the optimizer's default
+    momentum: Optional[float] = None  # for optimizers with momentum; None: the optimizer's default
+    schedule: str = "constant"  # schedulers registry name[:options]
+    batch_size: int = 32  # training images per step
+    epochs: int = 10  # passes over the training images
+    label_smoothing: float = 0.0  # cross-entropy target smoothing, 0 = off
+    augment: bool = False  # random shifts of up to 2 pixels during training
+    seed: int = 0  # seeds weights, subset, hold-out and batch order
+    precise_bn: int = 2048  # training images that refresh BatchNorm statistics before each evaluation; 0: off (Keras's way)
+    # execution
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    amp: str = "auto"  # auto (bf16 on CUDA, off elsewhere) | off | bf16 | fp16
+    compile: bool = False  # torch.compile the model
+    channels_last: bool = True  # NHWC memory layout (faster convolutions on CPU and GPU)
+    threads: int = 0  # CPU threads for torch; 0: torch's default
+    callbacks: Tuple[str, ...] = DEFAULT_CALLBACKS  # callbacks registry names[:options]; replaces the default list
+    # output
+    name: Optional[str] = None  # run directory name; None: generated from the settings and time
+    out_dir: str = "runs"  # parent folder of run directories
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["callbacks"] = list(self.callbacks)
+        return data
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return from_dict({**self.to_dict(), **changes})
+
+
+KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunConfig))
+_TYPES = typing.get_type_hints(RunConfig)
+
+
+# --- building -------------------------------------------------------------------------
+
+
+def from_dict(data: Mapping[str, Any], *, origin: str = "config") -> RunConfig:
+    """Coerce and validate `data` (unknown keys rejected) into a RunConfig."""
+    clean = {check_key(key, origin): value for key, value in data.items()}
+    coerced = {key: coerce(key, value) for key, value in clean.items()}
+    config = RunConfig(**coerced)
+    validate(config)
+    return config
+
+
+def build(
+    config_file: str | Path | None = None,
+    options: Mapping[str, Any] | None = None,
+    sets: Iterable[str] = (),
+) -> RunConfig:
+    """defaults <- YAML file <- explicit options <- --set pairs, then validate."""
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        for key, value in load_yaml(config_file).items():
+            merged[check_key(key, str(config_file))] = value
+    for key, value in (options or {}).items():
+        if value is not None:
+            merged[check_key(key, "option")] = value
+    for pair in sets:
+        key, value = parse_set(pair)
+        merged[key] = value
+    return from_dict(merged)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {path}: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of RunConfig keys, not a {type(data).__name__}")
+    return data
+
+
+def parse_set(pair: str) -> tuple[str, Any]:
+    """`key=value` from --set; the value is typed later, by the key."""
+    key, sep, value = pair.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {pair!r}")
+    return check_key(key, "--set"), value
+
+
+def check_key(key: Any, origin: str) -> str:
+    name = str(key).strip().replace("-", "_")
+    if name in KEYS:
+        return name
+    close = difflib.get_close_matches(name, KEYS, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"unknown key '{key}' in {origin}{hint} Keys: {', '.join(KEYS)}")
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Turn `value` (text or YAML) into the type the field declares."""
+    kind = _TYPES[key]
+    optional = False
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        inner = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        kind, optional = inner[0], True
+    try:
+        if optional and values.is_none(value):
+            return None
+        if kind is bool:
+            return values.to_bool(value)
+        if kind is int:
+            return values.to_int(value)
+        if kind is float:
+            return values.to_float(value)
+        if kind is str:
+            return values.to_str(value)
+        if typing.get_origin(kind) is tuple:
+            return tuple(split_specs(value))
+    except values.ValueProblem as problem:
+        raise ConfigError(f"{key}={value!r}: {problem}") from None
+    raise AssertionError(f"no coercion for {key}: {kind}")  # a RunConfig field of a new type
+
+
+def split_specs(value: Any) -> list[str]:
+    """A list of `name[:k=v,...]` specs, from a YAML list or comma-separated text.
+
+    In text, a piece that is only `k=v` belongs to the spec before it, so
+    `early_stopping:patience=3,min_delta=0.01,progress` is two specs.
+    """
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [values.to_str(item) for item in value]
+    if not isinstance(value, str):
+        raise values.ValueProblem("expected a list of names")
+    specs: list[str] = []
+    for piece in filter(None, (p.strip() for p in value.split(","))):
+        if "=" in piece and ":" not in piece and specs:
+            specs[-1] += "," + piece
+        else:
+            specs.append(piece)
+    return specs
+
+
+# --- validation -----------------------------------------------------------------------
+
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+
+
+def validate(config: RunConfig) -> None:
+    """Range checks that need no registry and no torch."""
+
+    def bad(key: str, allowed: str) -> ConfigError:
+        return ConfigError(f"{key}={getattr(config, key)!r} is out of range: {allowed}")
+
+    if config.dataset not in DATASETS:
+        close = difflib.get_close_matches(config.dataset.lower(), DATASETS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown dataset '{config.dataset}'{hint} Available: {', '.join(DATASETS)}")
+    if config.train_size is not None and config.train_size < 1:
+        raise bad("train_size", "at least 1 (or none for all)")
+    if not 0.0 <= config.val_split < 1.0:
+        raise bad("val_split", "0 (use the test set) or a fraction between 0 and 1")
+    if not config.lr > 0 or config.lr != config.lr or config.lr == float("inf"):
+        raise bad("lr", "a positive number")
+    if config.weight_decay is not None and not config.weight_decay >= 0:
+        raise bad("weight_decay", "zero or more")
+    if config.momentum is not None and not 0.0 <= config.momentum < 1.0:
+        raise bad("momentum", "from 0 up to (not including) 1")
+    for key in ("batch_size", "epochs", "width"):
+        if getattr(config, key) < 1:
+            raise bad(key, "at least 1")
+    for key in ("blocks", "seed", "threads", "precise_bn"):
+        if getattr(config, key) < 0:
+            raise bad(key, "zero or more")
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise bad("label_smoothing", "from 0 up to (not including) 1")
+    if config.amp not in AMP_MODES:
+        raise bad("amp", " | ".join(AMP_MODES))
+    if config.name is not None and not _NAME_OK.match(config.name):
+        raise bad("name", "letters, digits and . _ + = - (no slashes or spaces)")
+    if not config.out_dir:
+        raise bad("out_dir", "a folder path")
+
+
+def check_names(config: RunConfig) -> dict[str, Any]:
+    """Resolve every registry name the config uses (loads plugins, not torch).
+
+    Returns the parsed specs so callers build exactly what was checked.
+    """
+    from mnistres.registry import activations, callbacks, optimizers, schedulers
+
+    optimizer = optimizers.parse(config.optimizer)
+    extra = {k: getattr(config, k) for k in ("momentum", "weight_decay") if getattr(config, k) is not None}
+    entry = optimizers.get(optimizer.name)
+    for key in extra:
+        if key not in entry.options:
+            raise ConfigError(
+                f"{key}={extra[key]} does not apply to optimizer '{entry.name}' "
+                f"(it accepts: {', '.join(entry.options)})"
+            )
+    return {
+        "activation": activations.parse(config.activation),
+        "optimizer": type(optimizer)(optimizer.name, {**optimizer.options, **extra}),
+        "schedule": schedulers.parse(config.schedule),
+        "callbacks": [callbacks.parse(spec) for spec in config.callbacks],
+    }
+
+
+def dump_yaml(config: RunConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,233 @@
+"""Datasets as tensors on the device, and a loader that only slices them.
+
+MNIST is 47 MB as uint8: it is read once (from the original IDX files, gzipped or not,
+where they lie, so a read-only folder works), moved to the device, and every batch is
+an index into it, normalised on the device. No per-sample Python, no DataLoader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import math
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from mnistres.errors import ConfigError, DataError
+
+# dataset -> (folder under the data dir as torchvision names it, torchvision class name)
+FOLDERS = {"mnist": ("MNIST", "MNIST"), "fashion-mnist": ("FashionMNIST", "FashionMNIST")}
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# Pixel mean and standard deviation (of value/255) over each training set.
+NORMALISATION = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
+CLASSES = 10
+IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
+
+
+def default_data_dir() -> Path:
+    """The per-user cache: $XDG_CACHE_HOME/mnistres, ~/Library/Caches/mnistres, %LOCALAPPDATA%\\mnistres."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "mnistres"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """--data-dir, else $MNISTRES_DATA_DIR, else the per-user cache."""
+    chosen = data_dir or os.environ.get("MNISTRES_DATA_DIR") or default_data_dir()
+    return Path(chosen).expanduser()
+
+
+# --- reading IDX files ----------------------------------------------------------------
+
+
+def raw_dir(dataset: str, root: Path) -> Path:
+    return root / FOLDERS[dataset][0] / "raw"
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_idx(path: Path, magic: int) -> torch.Tensor:
+    """An IDX file (plain or .gz) as a uint8 tensor of the shape its header states."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as error:
+        raise DataError(f"cannot read {path}: {error}") from None
+    if len(data) < 8:
+        raise DataError(f"{path} is too short to be an IDX file ({len(data)} bytes)")
+    found = int.from_bytes(data[0:4], "big")
+    if found != magic:
+        raise DataError(f"{path} is not an IDX {'image' if magic == IMAGE_MAGIC else 'label'} file "
+                        f"(magic number {found}, expected {magic})")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    expected = math.prod(shape)
+    if len(data) - header != expected:
+        raise DataError(f"{path} is truncated or padded: header says {shape} ({expected:,} bytes), "
+                        f"file holds {len(data) - header:,}")
+    return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape)
+
+
+def load_split(dataset: str, root: Path, split: str, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 1, 28, 28) uint8 and labels (N,) int64 of one split, on the CPU."""
+    folder = raw_dir(dataset, root)
+    stems = FILES[split]
+    paths = [_find(folder, stem) for stem in stems]
+    if None in paths:
+        _download(dataset, root, download)
+        paths = [_find(folder, stem) for stem in stems]
+    images = read_idx(paths[0], IMAGE_MAGIC)
+    labels = read_idx(paths[1], LABEL_MAGIC).long()
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(f"{paths[0]} / {paths[1]}: unexpected shapes {tuple(images.shape)} / {tuple(labels.shape)}")
+    if len(images) != len(labels):
+        raise DataError(f"{paths[0].name} holds {len(images):,} images but {paths[1].name} "
+                        f"{len(labels):,} labels in {folder}")
+    if len(labels) and int(labels.max()) >= CLASSES:
+        raise DataError(f"{paths[1]} has label {int(labels.max())}; expected 0-9")
+    return images.unsqueeze(1), labels
+
+
+def _missing_message(dataset: str, root: Path, why: str) -> str:
+    folder = raw_dir(dataset, root)
+    names = ", ".join(f"{stem}[.gz]" for pair in FILES.values() for stem in pair)
+    return (f"{dataset} not found in {folder} ({why}). Expected the four files: {names}. "
+            f"Point --data-dir (or MNISTRES_DATA_DIR) at the folder that holds {FOLDERS[dataset][0]}/raw/")
+
+
+def _download(dataset: str, root: Path, allowed: bool) -> None:
+    if not allowed:
+        raise DataError(_missing_message(dataset, root, "downloads are off"))
+    import torchvision
+
+    dataset_class = getattr(torchvision.datasets, FOLDERS[dataset][1])
+    # torchvision prints its mirror attempts; keep stdout clean for --json consumers.
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            dataset_class(root=str(root), train=True, download=True)
+    except Exception as error:  # noqa: BLE001 - network and filesystem failures all mean "no data"
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(_missing_message(dataset, root, f"download failed: {reason}")) from None
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+
+
+# --- tensors on the device and batches ------------------------------------------------
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # (N, 1, 28, 28) uint8, on the device
+    labels: torch.Tensor  # (N,) int64, on the device
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Data:
+    train: Split
+    val: Split
+    val_name: str  # "test" or "held-out"
+    mean: float
+    std: float
+
+
+def prepare(dataset: str, root: Path, *, download: bool, train_size: int | None, val_split: float,
+            seed: int, device: torch.device) -> Data:
+    """Training and validation splits on `device`, subset and hold-out drawn with `seed`."""
+    train_images, train_labels = load_split(dataset, root, "train", download)
+    total = len(train_labels)
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    held = int(round(val_split * total))
+    if val_split > 0 and held < 1:
+        raise ConfigError(f"val_split={val_split} holds out no image of the {total:,} training images")
+    available = total - held
+    if train_size is not None and train_size > available:
+        raise ConfigError(f"train_size={train_size:,} is more than the {available:,} training images available"
+                          + (f" after holding out {held:,}" if held else ""))
+    train_index = order[held:held + (train_size or available)]
+    if held:
+        val_images, val_labels, val_name = train_images[order[:held]], train_labels[order[:held]], "held-out"
+    else:
+        val_images, val_labels = load_split(dataset, root, "test", download)
+        val_name = "test"
+    mean, std = NORMALISATION[dataset]
+    return Data(
+        train=Split(train_images[train_index].to(device), train_labels[train_index].to(device)),
+        val=Split(val_images.to(device), val_labels.to(device)),
+        val_name=val_name,
+        mean=mean,
+        std=std,
+    )
+
+
+class Batches:
+    """Iterates (inputs, labels) over a Split: shuffled index slices, normalised on the device.
+
+    The shuffle generator lives on the CPU so that the order is the same on every device.
+    """
+
+    def __init__(self, split: Split, batch_size: int, *, mean: float, std: float, shuffle: bool = False,
+                 generator: torch.Generator | None = None, augment: bool = False,
+                 channels_last: bool = False) -> None:
+        self.split, self.batch_size = split, batch_size
+        self.shuffle, self.generator, self.augment = shuffle, generator, augment
+        self.scale, self.shift = 1.0 / (255.0 * std), mean / std
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.split) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        images, labels = self.split.images, self.split.labels
+        count = len(labels)
+        order = None
+        if self.shuffle:
+            order = torch.randperm(count, generator=self.generator).to(labels.device, non_blocking=True)
+        for start in range(0, count, self.batch_size):
+            if order is None:
+                x, y = images[start:start + self.batch_size], labels[start:start + self.batch_size]
+            else:
+                index = order[start:start + self.batch_size]
+                x, y = images[index], labels[index]
+            if self.augment:
+                x = random_shift(x, 2, self.generator)
+            yield self.normalise(x), y
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float().mul_(self.scale).sub_(self.shift)
+        return x.contiguous(memory_format=self.memory_format)
+
+
+def random_shift(images: torch.Tensor, pixels: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Shift each image by up to `pixels` in x and y (zero fill), all in one gather on the device."""
+    count, _, height, width = images.shape
+    padded = torch.nn.functional.pad(images, (pixels,) * 4)
+    offsets = torch.randint(0, 2 * pixels + 1, (2, count), generator=generator).to(images.device)
+    rows = torch.arange(height, device=images.device)[None, :] + offsets[0][:, None]  # (N, H)
+    cols = torch.arange(width, device=images.device)[None, :] + offsets[1][:, None]  # (N, W)
+    batch = torch.arange(count, device=images.device)[:, None, None]
+    return padded[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)

@@ -1,0 +1,74 @@
+"""Rich tables for the terminal. No torch here: these take plain lists and dicts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+from rich.table import Table
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return "—" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def history_table(history: Iterable[dict[str, Any]], val_set: str) -> Table:
+    """The epochs of a run, like Keras's History."""
+    table = Table(title="Training history", title_justify="left")
+    for header in ("epoch", "train loss", "train acc", f"{val_set} loss", f"{val_set} acc", "lr", "seconds", "img/s"):
+        table.add_column(header, justify="right")
+    for row in history:
+        table.add_row(str(row["epoch"]), _number(row["train_loss"]), _number(row["train_acc"]),
+                      _number(row["val_loss"]), _number(row["val_acc"]), f"{row['lr']:.3g}",
+                      f"{row['seconds']:.1f}", f"{row['images_per_s']:,.0f}")
+    return table
+
+
+def per_class_table(rows: Iterable[dict[str, Any]], title: str = "Per class") -> Table:
+    table = Table(title=title, title_justify="left")
+    for header in ("class", "support", "accuracy", "precision", "recall", "F1"):
+        table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(str(row["class"]), f"{row['support']:,}", _number(row["accuracy"]),
+                      _number(row["precision"]), _number(row["recall"]), _number(row["f1"]))
+    return table
+
+
+def confusion_table(matrix: list[list[int]]) -> Table:
+    table = Table(title="Confusion matrix (rows: true class, columns: predicted)", title_justify="left")
+    table.add_column("true \\ pred", justify="right", style="bold")
+    for label in range(len(matrix)):
+        table.add_column(str(label), justify="right")
+    for label, row in enumerate(matrix):
+        cells = [f"[green]{n}[/green]" if i == label else (f"[red]{n}[/red]" if n else "·") for i, n in enumerate(row)]
+        table.add_row(str(label), *cells)
+    return table
+
+
+def layers_table(rows: list[tuple[str, str, str, int]], totals: dict[str, int], title: str) -> Table:
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    table.add_column("Layer (type)")
+    table.add_column("Output shape")
+    table.add_column("Param #", justify="right")
+    for name, kind, shape, params in rows:
+        table.add_row(f"{name} ({kind})", shape, f"{params:,}")
+    table.caption = (
+        f"Total params: {totals['trainable'] + totals['non_trainable']:,}   "
+        f"Trainable: {totals['trainable']:,}   Non-trainable: {totals['non_trainable']:,}   "
+        f"BatchNorm running statistics (buffers): {totals['buffers']:,}"
+    )
+    return table
+
+
+def registry_table(kind: str, entries: Iterable[Any]) -> Table:
+    table = Table(title=kind, title_justify="left")
+    table.add_column("name", style="bold")
+    table.add_column("options (defaults)")
+    table.add_column("source")
+    table.add_column("help")
+    for entry in entries:
+        options = ", ".join(f"{k}={v}" for k, v in entry.options.items()) or "—"
+        table.add_row(entry.name, options, entry.source, entry.help)
+    return table

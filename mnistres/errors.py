@@ -1,0 +1,29 @@
+"""The exceptions that mean "the user asked for something we cannot do".
+
+The CLI turns every `MnistresError` into one line on stderr and exit code 2; anything
+else is a bug and keeps its traceback.
+"""
+
+
+class MnistresError(Exception):
+    """A user mistake or an unmet precondition, explained in one line."""
+
+
+class ConfigError(MnistresError):
+    """A RunConfig key, value or file that cannot be used."""
+
+
+class UnknownNameError(MnistresError):
+    """A registry name that nothing registered."""
+
+
+class DataError(MnistresError):
+    """Dataset files that are missing, unreadable or malformed."""
+
+
+class DeviceError(MnistresError):
+    """A --device that this machine does not have."""
+
+
+class CheckpointError(MnistresError):
+    """A checkpoint that is missing, damaged or not ours."""

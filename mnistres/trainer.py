@@ -1,0 +1,314 @@
+"""One training run, top to bottom: config -> seed/device -> data -> model -> optimizer -> loop.
+
+Everything the run produces goes to its run directory:
+config.yaml, metrics.jsonl (one line per epoch), summary.json, last.pt and best.pt.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+import mnistres
+from mnistres import atomic, checkpoint, data as data_module, devices, evaluate
+from mnistres import model as model_module
+from mnistres.callbacks import Callback
+from mnistres.config import RunConfig, check_names, dump_yaml
+from mnistres.errors import ConfigError
+from mnistres.registry import REGISTRIES, callbacks as callback_registry, optimizers, schedulers
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt")
+EVAL_BATCH = 1000  # images per evaluation batch: large, since no gradients are kept
+# The batch order gets its own stream of random numbers, apart from the subset/hold-out draw.
+SHUFFLE_SEED_OFFSET = 1_000_003
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str  # completed | diverged | interrupted | failed
+    message: str  # why it stopped, when not simply completed
+    history: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def train(config: RunConfig, *, console: Any = None, extra_callbacks: Iterable[Callback] = (),
+          overwrite: bool = False) -> RunResult:
+    """Run one training run as `config` describes; the library's entry point."""
+    return Trainer(config, console=console, extra_callbacks=extra_callbacks, overwrite=overwrite).fit()
+
+
+def default_name(config: RunConfig) -> str:
+    def clean(text: str) -> str:
+        return "".join(c if c.isalnum() or c in ".-" else "_" for c in text)
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return clean(f"{config.dataset}-{config.activation}-{config.optimizer}-lr{config.lr:g}-bs{config.batch_size}") + f"-{stamp}"
+
+
+def run_directory(config: RunConfig, overwrite: bool) -> Path:
+    """Where the run goes; refuses to mix a new run into an old one."""
+    run_dir = Path(config.out_dir) / (config.name or default_name(config))
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} exists and is not a folder")
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if existing and not overwrite:
+        raise ConfigError(
+            f"{run_dir} already holds a run ({', '.join(existing)}); pass --overwrite to replace it "
+            f"or choose another --name"
+        )
+    return run_dir
+
+
+class Trainer:
+    """Holds the state that callbacks see: config, model, optimizer, epoch, step, console."""
+
+    def __init__(self, config: RunConfig, *, console: Any = None, extra_callbacks: Iterable[Callback] = (),
+                 overwrite: bool = False) -> None:
+        if console is None:
+            from rich.console import Console
+
+            console = Console()
+        self.config, self.console, self.overwrite = config, console, overwrite
+        self.extra_callbacks = list(extra_callbacks)
+        self.epoch = 0  # current epoch, from 1
+        self.global_step = 0
+        self.stop_reason = ""  # set by a callback (e.g. early stopping) to end after this epoch
+        self.val_confusion: list[list[int]] = []
+        self.batch_loss: torch.Tensor | None = None
+
+    # --- the run, top to bottom ---------------------------------------------------------
+
+    def fit(self) -> RunResult:
+        config = self.config
+        specs = check_names(config)  # every registry name resolved before any work
+        self.run_dir = run_dir = run_directory(config, self.overwrite)
+        started, clock = datetime.now(timezone.utc), time.perf_counter()
+
+        devices.set_threads(config.threads)
+        self.device = device = devices.resolve(config.device)
+        self.amp = devices.amp_dtype(config.amp, device)
+        torch.manual_seed(config.seed)
+
+        root = data_module.resolve_data_dir(config.data_dir)
+        self.data = data = data_module.prepare(
+            config.dataset, root, download=config.download, train_size=config.train_size,
+            val_split=config.val_split, seed=config.seed, device=device,
+        )
+        if config.batch_size > len(data.train):
+            raise ConfigError(f"batch_size={config.batch_size} is larger than the {len(data.train):,} training images")
+        self.shuffle_generator = torch.Generator().manual_seed(config.seed + SHUFFLE_SEED_OFFSET)
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        train_batches = data_module.Batches(
+            data.train, config.batch_size, mean=data.mean, std=data.std, shuffle=True,
+            generator=self.shuffle_generator, augment=config.augment, channels_last=config.channels_last,
+        )
+        val_batches = data_module.Batches(data.val, EVAL_BATCH, mean=data.mean, std=data.std,
+                                          channels_last=config.channels_last)
+        self.steps_per_epoch = len(train_batches)
+
+        self.model = model_module.build(specs["activation"], config.width, config.blocks)
+        self.model.to(device=device, memory_format=memory_format)
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.optimizer = optimizers.build(specs["optimizer"], self.model.parameters(), lr=config.lr)
+        self.scheduler = schedulers.build(specs["schedule"], self.optimizer, lr=config.lr, epochs=config.epochs,
+                                          steps_per_epoch=self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp is torch.float16)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.callbacks = [callback_registry.build(spec) for spec in specs["callbacks"]] + self.extra_callbacks
+        self.provenance = provenance(config, specs)
+
+        # Only now, with data, model and optimizer ready, does anything reach the disk.
+        if self.overwrite:
+            for name in RUN_FILES:
+                (run_dir / name).unlink(missing_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(run_dir / "config.yaml", dump_yaml(config))
+
+        history: list[dict[str, Any]] = []
+        best: dict[str, Any] = {}
+        status, message = "completed", ""
+        self._emit("on_train_begin")
+        try:
+            for epoch in range(1, config.epochs + 1):
+                self.epoch = epoch
+                self._emit("on_epoch_begin", epoch)
+                logs = self.train_epoch(train_batches)
+                if logs is None:  # non-finite loss
+                    status, message = "diverged", self.divergence_message()
+                    break
+                eval_start = time.perf_counter()
+                model_module.refresh_batchnorm(self.model, self.refresh_batches(epoch), config.precise_bn, self.amp)
+                logs["val_loss"], logs["val_acc"], self.val_confusion = evaluate.measure(
+                    self.forward, val_batches, self.amp)
+                logs["eval_seconds"] = time.perf_counter() - eval_start
+                self._emit("on_epoch_end", epoch, logs)
+                history.append(logs)
+                atomic.write_text(run_dir / "metrics.jsonl", "".join(_json_line(row) for row in history))
+                self.save(run_dir / "last.pt", logs)
+                if not best or logs["val_acc"] > best["val_acc"]:
+                    best = {"epoch": epoch, "val_acc": logs["val_acc"], "val_loss": logs["val_loss"]}
+                    shutil.copyfile(run_dir / "last.pt", run_dir / ".best.pt.tmp")
+                    (run_dir / ".best.pt.tmp").replace(run_dir / "best.pt")
+                if self.stop_reason:
+                    message = self.stop_reason
+                    break
+        except KeyboardInterrupt:
+            # last.pt keeps the last completed epoch: a consistent point to go on from.
+            status, message = "interrupted", f"interrupted during epoch {self.epoch}"
+            raise
+        except BaseException as error:
+            status, message = "failed", f"{type(error).__name__}: {error}"
+            raise
+        finally:
+            summary = self.summarise(status, message, history, best, started, time.perf_counter() - clock)
+            atomic.write_json(run_dir / "summary.json", summary)
+            self._emit("on_train_end", status)
+        return RunResult(run_dir, status, message, history, summary)
+
+    def train_epoch(self, batches: data_module.Batches) -> dict[str, Any] | None:
+        """One pass over the training images; None if the loss stopped being finite."""
+        model, optimizer, device = self.model, self.optimizer, self.device
+        model.train()
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.seen = 0
+        # Reading a value from the device waits for it; on the CPU that costs nothing, on a GPU
+        # it would stall the queue every step, so there we look every 50 steps.
+        check_every = 1 if device.type == "cpu" else 50
+        lr = optimizer.param_groups[0]["lr"]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for step, (x, y) in enumerate(batches, start=1):
+            with torch.autocast(device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                logits = self.forward(x)
+                loss = self.criterion(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+            self.scheduler.step()
+            self.global_step += 1
+            self.batch_loss = loss.detach()
+            self.loss_sum += self.batch_loss * y.numel()
+            self.correct += (logits.argmax(1) == y).sum()
+            self.seen += y.numel()
+            if (step % check_every == 0 or step == len(batches)) and not torch.isfinite(self.loss_sum):
+                self.diverged_at = (self.epoch, step, lr)
+                return None
+            self._emit("on_batch_end", step)
+        loss_sum, correct = float(self.loss_sum), int(self.correct)  # the epoch's one sync
+        seconds = time.perf_counter() - start
+        return {
+            "epoch": self.epoch,
+            "train_loss": loss_sum / self.seen,
+            "train_acc": correct / self.seen,
+            "lr": lr,
+            "seconds": seconds,
+            "images_per_s": self.seen / seconds,
+        }
+
+    def refresh_batches(self, epoch: int) -> data_module.Batches:
+        """Un-augmented training batches for precise BN, in an order fixed by seed and epoch
+        (its own generator, so the training order does not depend on it)."""
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        return data_module.Batches(self.data.train, min(512, self.config.precise_bn or 1), mean=self.data.mean,
+                                   std=self.data.std, shuffle=True, generator=generator,
+                                   channels_last=self.config.channels_last)
+
+    def running_metrics(self) -> tuple[float, float, int]:
+        """Loss, accuracy and images so far in this epoch (waits for the device)."""
+        seen = max(self.seen, 1)
+        return float(self.loss_sum) / seen, int(self.correct) / seen, self.seen
+
+    def divergence_message(self) -> str:
+        epoch, step, lr = self.diverged_at
+        where = f"at epoch {epoch}, step {step}" if self.device.type == "cpu" else f"in epoch {epoch}, by step {step}"
+        return (f"training loss became NaN/inf {where} (lr {lr:g}); the run stopped. "
+                f"Try a lower --lr (e.g. {self.config.lr / 10:g}) or a warm-up schedule (--schedule onecycle)")
+
+    # --- files ---------------------------------------------------------------------------
+
+    def save(self, path: Path, logs: dict[str, Any]) -> None:
+        rng = {"torch": torch.get_rng_state(), "shuffle": self.shuffle_generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        checkpoint.save(path, {
+            "mnistres_version": mnistres.__version__,
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "metrics": dict(logs),
+            "normalisation": [self.data.mean, self.data.std],
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng,
+        })
+
+    def summarise(self, status: str, message: str, history: list[dict[str, Any]], best: dict[str, Any],
+                  started: datetime, wall: float) -> dict[str, Any]:
+        summary: dict[str, Any] = {
+            "status": status,
+            "message": message,
+            "epochs_completed": len(history),
+            "epochs_planned": self.config.epochs,
+            "final": history[-1] if history else {},
+            "best": best,
+            "val_set": self.data.val_name,
+            "train_images": len(self.data.train),
+            "val_images": len(self.data.val),
+            "per_class": evaluate.class_metrics(self.val_confusion) if self.val_confusion else [],
+            "confusion_matrix": self.val_confusion,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "train_seconds": sum(row["seconds"] for row in history),
+            "wall_seconds": wall,
+            "started": started.isoformat(timespec="seconds"),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": devices.describe(self.device),
+            "versions": versions(),
+            "plugins": self.provenance,
+        }
+        if status == "diverged":
+            epoch, step, lr = self.diverged_at
+            summary["diverged_at"] = {"epoch": epoch, "step": step, "lr": lr}
+        return summary
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+
+def provenance(config: RunConfig, specs: dict[str, Any]) -> dict[str, Any]:
+    """Which plugin supplied each registry name the run used."""
+    pairs = [("activation", REGISTRIES["activations"], specs["activation"]),
+             ("optimizer", REGISTRIES["optimizers"], specs["optimizer"]),
+             ("schedule", REGISTRIES["schedulers"], specs["schedule"])]
+    found = {key: {"name": str(spec), "source": registry.get(spec.name).source} for key, registry, spec in pairs}
+    found["callbacks"] = [{"name": str(spec), "source": callback_registry.get(spec.name).source}
+                          for spec in specs["callbacks"]]
+    return found
+
+
+def versions() -> dict[str, str]:
+    import torchvision
+
+    return {"mnistres": mnistres.__version__, "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "python": platform.python_version()}
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(row, allow_nan=True) + "\n"
