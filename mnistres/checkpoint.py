@@ -38,13 +38,17 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
         raise CheckpointError(f"{path} is a folder, not a checkpoint file{hint}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty")
+    if not zipfile.is_zipfile(path) and not _starts_like_pickle(path):
+        raise CheckpointError(f"{path} is not a readable checkpoint (not a torch file, or truncated)")
     try:
         document = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        refused = [line.strip() for line in str(error).splitlines() if "Unsupported" in line or "global" in line.lower()]
+        if not refused:
+            raise CheckpointError(f"{path} is not a readable checkpoint (damaged pickle data)") from None
         raise CheckpointError(
-            f"{path} holds objects that a safe load refuses (only tensors and plain values are "
-            f"allowed), so it is not an mnistres checkpoint or it was tampered with: {first}"
+            f"{path} holds objects that a safe load refuses (only tensors and plain values are allowed), "
+            f"so it is not an mnistres checkpoint and was not loaded: {refused[0]}"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -61,3 +65,9 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
         if key not in document:
             raise CheckpointError(f"{path} lacks '{key}'; it is damaged")
     return document
+
+
+def _starts_like_pickle(path: Path) -> bool:
+    """Torch files from before the zip format are a bare pickle (protocol marker 0x80)."""
+    with open(path, "rb") as handle:
+        return handle.read(1) == b"\x80"

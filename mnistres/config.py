@@ -42,7 +42,7 @@ class RunConfig:
     lr: float = 0.001  # base (or peak, for onecycle) learning rate
     weight_decay: Optional[float] = None  # L2 / decoupled decay; None: the optimizer's default
     momentum: Optional[float] = None  # for optimizers with momentum; None: the optimizer's default
-    schedule: str = "constant"  # schedulers registry name[:options]
+    schedule: str = "cosine"  # schedulers registry name[:options]; the report kept lr constant ("constant")
     batch_size: int = 32  # training images per step
     epochs: int = 10  # passes over the training images
     label_smoothing: float = 0.0  # cross-entropy target smoothing, 0 = off
@@ -80,6 +80,8 @@ def from_dict(data: Mapping[str, Any], *, origin: str = "config") -> RunConfig:
     """Coerce and validate `data` (unknown keys rejected) into a RunConfig."""
     clean = {check_key(key, origin): value for key, value in data.items()}
     coerced = {key: coerce(key, value) for key, value in clean.items()}
+    if "dataset" in coerced:  # accept Fashion-MNIST, fashion_mnist, ...
+        coerced["dataset"] = coerced["dataset"].lower().replace("_", "-")
     config = RunConfig(**coerced)
     validate(config)
     return config

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import math
 import os
 import socket
@@ -121,13 +122,18 @@ def _download(dataset: str, root: Path, allowed: bool) -> None:
     import torchvision
 
     dataset_class = getattr(torchvision.datasets, FOLDERS[dataset][1])
-    # torchvision prints its mirror attempts; keep stdout clean for --json consumers.
+    folder = raw_dir(dataset, root)
+    created = [p for p in (root, folder.parent, folder) if not p.exists()]
+    # torchvision prints its mirror attempts on stdout; keep stdout clean for --json consumers.
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(io.StringIO()):
             dataset_class(root=str(root), train=True, download=True)
     except Exception as error:  # noqa: BLE001 - network and filesystem failures all mean "no data"
+        for path in reversed(created):  # leave no empty folders behind
+            with contextlib.suppress(OSError):
+                path.rmdir()
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(_missing_message(dataset, root, f"download failed: {reason}")) from None
     finally:

@@ -83,7 +83,6 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
     except ConfigError as error:
         raise type(error)(f"{path}: its stored config does not load: {error}") from None
     if dataset is not None:
-        dataset = dataset.strip().lower().replace("_", "-")
         run_config = run_config.replace(dataset=dataset)
     name = run_config.dataset
     root = data.resolve_data_dir(data_dir or (None if os.environ.get("MNISTRES_DATA_DIR") else run_config.data_dir))
@@ -93,11 +92,12 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
         network.load_state_dict(document["model"])
     except RuntimeError as error:
         raise ConfigError(f"{path}: weights do not fit the stored architecture: {str(error).splitlines()[0]}") from None
-    network.to(target)
+    # The same memory layout as in training, so eval reproduces the logged accuracy exactly.
+    network.to(target, memory_format=torch.channels_last if run_config.channels_last else torch.contiguous_format)
     images, labels = data.load_split(name, root, split, download)
     split_data = data.Split(images.to(target), labels.to(target))
     mean, std = document.get("normalisation", data.NORMALISATION[name])
-    batches = data.Batches(split_data, batch_size, mean=mean, std=std)
+    batches = data.Batches(split_data, batch_size, mean=mean, std=std, channels_last=run_config.channels_last)
     loss, accuracy, confusion = measure(network, batches, devices.amp_dtype(run_config.amp, target))
     return {
         "checkpoint": str(path),

@@ -157,8 +157,8 @@ class Trainer:
                 self.save(run_dir / "last.pt", logs)
                 if not best or logs["val_acc"] > best["val_acc"]:
                     best = {"epoch": epoch, "val_acc": logs["val_acc"], "val_loss": logs["val_loss"]}
-                    shutil.copyfile(run_dir / "last.pt", run_dir / ".best.pt.tmp")
-                    (run_dir / ".best.pt.tmp").replace(run_dir / "best.pt")
+                    with atomic.replacing(run_dir / "best.pt") as temp:
+                        shutil.copyfile(run_dir / "last.pt", temp)
                 if self.stop_reason:
                     message = self.stop_reason
                     break

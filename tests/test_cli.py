@@ -1,0 +1,233 @@
+"""The commands as a user runs them: help, exit codes, the train -> eval round trip."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from mnistres import __version__
+from mnistres.cli import app
+
+runner = CliRunner()
+COMMANDS = {
+    "train": ["--epochs", "--batch-size", "--lr", "--activation", "--optimizer", "--schedule", "--device",
+              "--seed", "--data-dir", "--dataset", "--out-dir", "--name", "--train-size", "--val-split", "--set",
+              "--config", "--threads"],
+    "eval": ["--per-class", "--confusion", "--dataset", "--data-dir", "--split", "--device", "--json"],
+    "summary": ["--set", "--config", "--device"],
+    "plugins": [],
+}
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_help_lists_every_option(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0, result.output
+    for option in COMMANDS[command]:
+        assert option in result.output, f"{command} --help lacks {option}"
+
+
+def test_top_level_help_and_version():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.output
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"mnistres {__version__}"
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from typer.testing import CliRunner; from mnistres.cli import app; "
+            "r1 = CliRunner().invoke(app, ['--help']); r2 = CliRunner().invoke(app, ['train', '--help']); "
+            "assert r1.exit_code == r2.exit_code == 0; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_python_dash_m():
+    out = subprocess.run([sys.executable, "-m", "mnistres", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"mnistres {__version__}"
+
+
+def test_train_then_eval_round_trip(fast):
+    result = invoke("train", *fast, "--name", "trip")
+    assert result.exit_code == 0, result.output
+    run = Path("runs/trip")
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt"):
+        assert (run / name).is_file(), name
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s",
+                "eval_seconds", *(f"val_acc_class_{k}" for k in range(10))):
+        assert key in rows[-1], key
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 2
+    assert summary["final"]["val_acc"] == rows[-1]["val_acc"]
+    assert len(summary["per_class"]) == 10 and len(summary["confusion_matrix"]) == 10
+    assert sum(map(sum, summary["confusion_matrix"])) == summary["val_images"]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["width"] == 8 and saved["lr"] == 0.01 and saved["optimizer"] == "adam"
+    assert "Training history" in result.output and "Per class" in result.output
+    assert result.output.count("epoch 1/2") == 1  # one plain line per epoch off a terminal
+
+    data_dir = fast[fast.index("--data-dir") + 1]
+    result = invoke("eval", str(run / "best.pt"), "--per-class", "--confusion", "--data-dir", data_dir,
+                    "--device", "cpu", "--no-download")
+    assert result.exit_code == 0, result.output
+    class_rows = [line for line in result.output.splitlines() if line.startswith("│") and "│" in line[1:]]
+    assert len([r for r in class_rows if r.split("│")[1].strip() in map(str, range(10))]) == 20  # per-class + confusion
+    assert "Confusion matrix" in result.output
+
+    result = invoke("eval", str(run / "best.pt"), "--json", "--data-dir", data_dir, "--device", "cpu")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)  # nothing but JSON on stdout
+    best_epoch = summary["best"]["epoch"]
+    # eval rebuilds the model from the checkpoint alone and measures exactly what training logged
+    assert report["accuracy"] == rows[best_epoch - 1]["val_acc"]
+    assert report["images"] == summary["val_images"] and len(report["per_class"]) == 10
+
+
+def test_yaml_config_and_set_precedence(fast, tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("epochs: 5\nbatch_size: 16\nname: from-yaml\n")
+    result = invoke("train", "--config", str(config_file), *fast, "--set", "epochs=1")
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load(Path("runs/from-yaml/config.yaml").read_text())
+    # fast passes --epochs 2 and --batch-size 32 (options beat YAML); --set epochs=1 beats both
+    assert saved["epochs"] == 1 and saved["batch_size"] == 32
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--activation", "rleu"], "did you mean 'relu'"),
+    (["--optimizer", "adma"], "did you mean 'adam'"),
+    (["--schedule", "cosin"], "did you mean 'cosine'"),
+    (["--set", "callbacks=progres"], "did you mean 'progress'"),
+    (["--dataset", "mnsit"], "did you mean 'mnist'"),
+    (["--set", "lrr=0.1"], "did you mean 'lr'"),
+    (["--lr", "-1"], "lr=-1.0"),
+    (["--set", "epochs=ten"], "epochs='ten'"),
+    (["--set", "val_split=1.5"], "val_split=1.5"),
+    (["--train-size", "0"], "train_size=0"),
+    (["--train-size", "999999"], "train_size=999,999"),
+    (["--batch-size", "100000"], "batch_size=100000"),
+    (["--optimizer", "sgd:nesterovv=true"], "has no option 'nesterovv'"),
+    (["--optimizer", "adam", "--set", "momentum=0.9"], "does not apply to optimizer 'adam'"),
+    (["--device", "gpu"], "unknown device 'gpu'"),
+    (["--config", "missing.yaml"], "config file not found"),
+])
+def test_user_mistakes_get_one_line_and_exit_2(fast, args, fragment):
+    result = invoke("train", *fast, *args, "--name", "bad")
+    assert result.exit_code == 2, result.output
+    assert fragment in result.stderr
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not Path("runs/bad").exists(), "a failed start must not leave a run directory"
+
+
+def test_malformed_yaml(fast, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1,\n")
+    result = invoke("train", "--config", str(bad), *fast)
+    assert result.exit_code == 2 and "not valid YAML" in result.stderr
+
+
+def test_unavailable_cuda(fast):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = invoke("train", *fast, "--device", "cuda", "--name", "bad")
+    assert result.exit_code == 2 and "no CUDA GPU" in result.stderr and "cpu" in result.stderr
+
+
+def test_missing_data_offline_names_the_folder_and_files(tmp_path, fast):
+    empty = tmp_path / "nodata"
+    args = [a if a != fast[1] else str(empty) for a in fast]
+    result = invoke("train", *args, "--name", "bad")
+    assert result.exit_code == 2
+    message = result.stderr
+    assert str(empty / "MNIST" / "raw") in message
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        assert stem in message
+    assert not Path("runs/bad").exists()
+
+
+def test_failed_download_is_one_line(tmp_path, fast, monkeypatch):
+    import torchvision
+
+    class Offline:  # like torchvision without network: makes its folders, then fails
+        def __init__(self, root, **kwargs):
+            (Path(root) / "MNIST" / "raw").mkdir(parents=True)
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", Offline)
+    args = [a if a != fast[1] else str(tmp_path / "nodata") for a in fast]
+    args.remove("--no-download")
+    result = invoke("train", *args)
+    assert result.exit_code == 2 and "download failed" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "nodata").exists(), "a failed download must not leave empty folders"
+
+
+def test_existing_run_is_not_overwritten_silently(fast):
+    assert invoke("train", *fast, "--epochs", "1", "--name", "again").exit_code == 0
+    before = Path("runs/again/summary.json").read_text()
+    result = invoke("train", *fast, "--epochs", "1", "--name", "again")
+    assert result.exit_code == 2 and "--overwrite" in result.stderr
+    assert Path("runs/again/summary.json").read_text() == before
+    result = invoke("train", *fast, "--epochs", "1", "--name", "again", "--overwrite", "--seed", "3")
+    assert result.exit_code == 0
+    assert Path("runs/again/summary.json").read_text() != before
+
+
+def test_divergence_is_a_result_not_a_crash(fast):
+    result = invoke("train", *fast, "--optimizer", "sgd", "--lr", "1e6", "--name", "boom")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(Path("runs/boom/summary.json").read_text())
+    assert summary["status"] == "diverged"
+    assert summary["diverged_at"]["epoch"] == 1 and summary["diverged_at"]["step"] >= 1
+    assert "NaN/inf" in result.output and "lower --lr" in result.output
+
+
+@pytest.mark.parametrize("content", [None, b"", b"\x00not a checkpoint\xff" * 50])
+def test_eval_bad_checkpoint(tmp_path, content):
+    path = tmp_path / "model.pt"
+    if content is not None:
+        path.write_bytes(content)
+    result = invoke("eval", str(path), "--device", "cpu")
+    assert result.exit_code == 2
+    assert str(path) in result.stderr and "Traceback" not in result.output
+
+
+def test_summary_prints_the_layer_table():
+    result = invoke("summary", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    for layer in ("stem.0 (Conv2d)", "blocks.2.act2 (ReLU (after add))", "head.4 (Linear)"):
+        assert layer in result.output
+    assert "(None, 64, 7, 7)" in result.output and "(None, 10)" in result.output
+    # stem conv 7*7*64 + BN 2*64; 3 blocks of 2 convs 3*3*64*64 + 2 BNs; dense 64*64+64; dense 64*10+10
+    expected = 7 * 7 * 64 + 2 * 64 + 3 * (2 * 9 * 64 * 64 + 2 * 2 * 64) + (64 * 64 + 64) + (64 * 10 + 10)
+    assert f"Total params: {expected:,}" in result.output.replace("\n", " ")
+    small = invoke("summary", "--set", "width=8", "--set", "blocks=1", "--activation", "tanh")
+    assert small.exit_code == 0 and "blocks.1" not in small.output and "Tanh" in small.output
+
+
+def test_plugins_lists_every_builtin():
+    result = invoke("plugins")
+    assert result.exit_code == 0
+    for name in ("relu", "mish", "sgd", "radam", "onecycle", "per_class_accuracy", "early_stopping"):
+        assert name in result.output
+    assert "built-in" in result.output

@@ -1,0 +1,119 @@
+"""IDX reading, splits and the on-device loader."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TEST_IMAGES, TRAIN_IMAGES, write_dataset
+from mnistres import data
+from mnistres.errors import ConfigError, DataError
+
+CPU = torch.device("cpu")
+
+
+def test_reads_gz_and_plain_alike(tmp_path, data_dir):
+    plain = write_dataset(tmp_path / "plain", compress=False)
+    a = data.load_split("mnist", data_dir, "train", download=False)
+    b = data.load_split("mnist", plain, "train", download=False)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert a[0].shape == (TRAIN_IMAGES, 1, 28, 28) and a[0].dtype == torch.uint8
+
+
+def test_read_only_folder(tmp_path):
+    root = write_dataset(tmp_path / "ro")
+    for path in sorted(root.rglob("*"), reverse=True):
+        path.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP)
+    try:
+        images, labels = data.load_split("mnist", root, "test", download=True)
+        assert len(images) == len(labels) == TEST_IMAGES
+    finally:
+        for path in root.rglob("*"):
+            path.chmod(stat.S_IRWXU)
+
+
+def test_fashion_layout(tmp_path):
+    root = write_dataset(tmp_path, folder="FashionMNIST")
+    assert len(data.load_split("fashion-mnist", root, "test", download=False)[1]) == TEST_IMAGES
+
+
+def test_data_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("MNISTRES_DATA_DIR", str(tmp_path / "env"))
+    assert data.resolve_data_dir(str(tmp_path / "opt")) == tmp_path / "opt"
+    assert data.resolve_data_dir(None) == tmp_path / "env"
+    monkeypatch.delenv("MNISTRES_DATA_DIR")
+    assert data.resolve_data_dir(None) == data.default_data_dir()
+
+
+def test_subset_and_holdout(data_dir):
+    split = data.prepare("mnist", data_dir, download=False, train_size=100, val_split=0.25, seed=3, device=CPU)
+    assert len(split.train) == 100 and len(split.val) == TRAIN_IMAGES // 4 and split.val_name == "held-out"
+    same = data.prepare("mnist", data_dir, download=False, train_size=100, val_split=0.25, seed=3, device=CPU)
+    assert torch.equal(split.train.images, same.train.images)
+    other = data.prepare("mnist", data_dir, download=False, train_size=100, val_split=0.25, seed=4, device=CPU)
+    assert not torch.equal(split.train.images, other.train.images)
+    # held-out and training images never overlap
+    train_set = {bytes(img.numpy()) for img in split.train.images}
+    assert not any(bytes(img.numpy()) in train_set for img in split.val.images)
+    full = data.prepare("mnist", data_dir, download=False, train_size=None, val_split=0.0, seed=0, device=CPU)
+    assert len(full.train) == TRAIN_IMAGES and len(full.val) == TEST_IMAGES and full.val_name == "test"
+
+
+def test_too_large_subset(data_dir):
+    with pytest.raises(ConfigError, match="more than the"):
+        data.prepare("mnist", data_dir, download=False, train_size=TRAIN_IMAGES + 1, val_split=0.0, seed=0,
+                     device=CPU)
+
+
+def test_batches_visit_every_image_once_per_epoch(data_dir):
+    split = data.prepare("mnist", data_dir, download=False, train_size=None, val_split=0.0, seed=0, device=CPU)
+    batches = data.Batches(split.train, 48, mean=0.0, std=1.0 / 255, shuffle=True,
+                           generator=torch.Generator().manual_seed(0))
+    assert len(batches) == -(-TRAIN_IMAGES // 48)
+    for _ in range(2):
+        seen = torch.cat([x.flatten(1) for x, _ in batches])  # scale 1/(255*std) = 1: raw pixel values
+        assert seen.shape[0] == TRAIN_IMAGES
+        assert sorted(map(tuple, seen.long().tolist())) == sorted(map(tuple, split.train.images.flatten(1).long().tolist()))
+
+
+def test_normalisation_on_device(data_dir):
+    split = data.prepare("mnist", data_dir, download=False, train_size=None, val_split=0.0, seed=0, device=CPU)
+    x, y = next(iter(data.Batches(split.train, 32, mean=0.5, std=0.25)))
+    expected = (split.train.images[:32].float() / 255 - 0.5) / 0.25
+    assert torch.allclose(x, expected, atol=1e-5) and x.dtype == torch.float32 and y.dtype == torch.int64
+
+
+def test_random_shift_moves_content_within_two_pixels():
+    image = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
+    image[0, 0, 14, 14] = 255
+    shifted = data.random_shift(image.repeat(200, 1, 1, 1), 2, torch.Generator().manual_seed(0))
+    positions = {tuple((s[0] == 255).nonzero()[0].tolist()) for s in shifted}
+    assert positions == {(r, c) for r in range(12, 17) for c in range(12, 17)}
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda b: b[:4] and b"\x00\x00\x08\x04" + b[4:], "magic number"),
+    (lambda b: b[:-100], "truncated"),
+    (lambda b: b[:6], "too short"),
+])
+def test_corrupt_idx(tmp_path, damage, fragment):
+    root = write_dataset(tmp_path)
+    path = root / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(damage(gzip.decompress(path.read_bytes()))))
+    with pytest.raises(DataError, match=fragment):
+        data.load_split("mnist", root, "train", download=False)
+
+
+def test_image_label_count_mismatch(tmp_path):
+    from conftest import idx_bytes
+
+    root = write_dataset(tmp_path)
+    labels = root / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(idx_bytes(bytes(10), (10,))))
+    with pytest.raises(DataError, match="labels"):
+        data.load_split("mnist", root, "train", download=False)

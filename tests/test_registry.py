@@ -1,0 +1,131 @@
+"""Registries: every entry builds and works, names fail helpfully, plugins use one door."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnistres import model as model_module
+from mnistres.errors import ConfigError, UnknownNameError
+from mnistres.registry import BUILT_IN, Registry, activations, callbacks, optimizers, schedulers
+
+
+def tiny_model(activation="relu"):
+    torch.manual_seed(0)
+    return model_module.build(activation, width=8, blocks=1)
+
+
+def one_step(model, optimizer, scheduler=None):
+    x, y = torch.randn(8, 1, 28, 28), torch.arange(8) % 10
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    assert torch.isfinite(loss)
+    return any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("name", activations.names())
+def test_every_activation_builds_and_trains(name):
+    model = tiny_model(name)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert one_step(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    # each layer gets its own module instance
+    acts = [m for m in model.modules() if type(m).__name__ == type(model.stem[2]).__name__]
+    assert len({id(m) for m in acts}) == len(acts) >= 3
+
+
+@pytest.mark.parametrize("name", optimizers.names())
+def test_every_optimizer_builds_and_steps(name):
+    model = tiny_model()
+    lr = 1.0 if name == "adadelta" else 0.01
+    optimizer = optimizers.build(name, model.parameters(), lr=lr)
+    assert one_step(model, optimizer)
+
+
+@pytest.mark.parametrize("name", schedulers.names())
+def test_every_schedule_builds_and_steps(name):
+    model = tiny_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    scheduler = schedulers.build(name, optimizer, lr=0.01, epochs=4, steps_per_epoch=3)
+    rates = []
+    for _ in range(12):  # every step of the four epochs; record the rate each one uses
+        rates.append(optimizer.param_groups[0]["lr"])
+        assert one_step(model, optimizer, scheduler)
+    assert all(r > 0 for r in rates)
+    if name == "constant":
+        assert set(rates) == {0.01}
+    else:
+        assert len(set(rates)) > 1
+
+
+@pytest.mark.parametrize("name", callbacks.names())
+def test_every_callback_runs_in_a_training_run(name, data_dir, tmp_path):
+    from rich.console import Console
+
+    from mnistres.config import RunConfig
+    from mnistres.trainer import train
+
+    config = RunConfig(data_dir=str(data_dir), download=False, device="cpu", epochs=2, width=8, blocks=1,
+                       lr=0.01, precise_bn=64, threads=1, callbacks=(name,), out_dir=str(tmp_path), name=name)
+    result = train(config, console=Console(file=open(tmp_path / "out.txt", "w")))
+    assert result.status == "completed" and len(result.history) >= 1
+
+
+def test_optimizer_options_reach_torch():
+    model = tiny_model()
+    optimizer = optimizers.build("sgd:momentum=0.9,nesterov=true", model.parameters(), lr=0.1)
+    assert optimizer.defaults["momentum"] == 0.9 and optimizer.defaults["nesterov"] is True
+    adam = optimizers.build("adam:eps=1e-7,beta1=0.8", model.parameters(), lr=0.1)
+    assert adam.defaults["eps"] == 1e-7 and adam.defaults["betas"] == (0.8, 0.999)
+
+
+def test_unknown_name_lists_names_and_closest():
+    with pytest.raises(UnknownNameError) as caught:
+        activations.get("tanhh")
+    message = str(caught.value)
+    assert "did you mean 'tanh'" in message
+    for name in activations.names():
+        assert name in message
+
+
+def test_names_are_case_and_dash_insensitive():
+    assert activations.get("Leaky-ReLU").name == "leaky_relu"
+
+
+def test_bad_option_values():
+    with pytest.raises(ConfigError, match="expected a number"):
+        optimizers.parse("sgd:momentum=lots")
+    with pytest.raises(ConfigError, match="key=value"):
+        optimizers.parse("sgd:momentum")
+
+
+def test_builtins_come_through_the_entry_point():
+    from importlib import metadata
+
+    groups = metadata.entry_points(group="mnistres.plugins")
+    assert "mnistres.builtins" in {ep.value for ep in groups}
+    for registry in (activations, optimizers, schedulers, callbacks):
+        assert all(entry.source == BUILT_IN for entry in registry.entries())
+
+
+def test_duplicate_registration_names_both_sources():
+    registry = Registry("widget")
+
+    @registry.register("thing", help="first")
+    def first():
+        return 1
+
+    with pytest.raises(ConfigError, match="registered twice"):
+        @registry.register("thing", help="second")
+        def second():
+            return 2
+
+
+def test_every_entry_describes_itself():
+    for registry in (activations, optimizers, schedulers, callbacks):
+        for entry in registry.entries():
+            assert entry.help and entry.name == entry.name.lower()

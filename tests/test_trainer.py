@@ -1,0 +1,106 @@
+"""The training loop through the library API: exact metrics, hooks, determinism, stopping."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from rich.console import Console
+
+from mnistres.callbacks import Callback
+from mnistres.config import RunConfig
+from mnistres.trainer import train
+
+
+def config(data_dir, tmp_path, **changes):
+    base = dict(data_dir=str(data_dir), download=False, device="cpu", epochs=2, width=8, blocks=1, lr=0.01,
+                precise_bn=64, threads=1, callbacks=("per_class_accuracy",), out_dir=str(tmp_path / "runs"),
+                name="run")
+    return RunConfig(**{**base, **changes})
+
+
+def quiet(tmp_path):
+    return Console(file=open(tmp_path / "console.txt", "w"))
+
+
+class Recorder(Callback):
+    """Records every hook, and each step's loss and batch size, to check the epoch log against."""
+
+    def __init__(self):
+        self.calls, self.losses, self.sizes = [], [], []
+
+    def on_train_begin(self, trainer):
+        self.calls.append("train_begin")
+
+    def on_epoch_begin(self, trainer, epoch):
+        self.calls.append(f"epoch_begin {epoch}")
+        self.losses.append([])
+
+    def on_batch_end(self, trainer, step):
+        self.losses[-1].append((float(trainer.batch_loss), trainer.seen))
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.calls.append(f"epoch_end {epoch}")
+        logs["recorded"] = epoch * 10
+
+    def on_train_end(self, trainer, status):
+        self.calls.append(f"train_end {status}")
+
+
+def test_hooks_order_and_exact_epoch_loss(data_dir, tmp_path):
+    recorder = Recorder()
+    result = train(config(data_dir, tmp_path, batch_size=48), console=quiet(tmp_path), extra_callbacks=[recorder])
+    assert recorder.calls == ["train_begin", "epoch_begin 1", "epoch_end 1", "epoch_begin 2", "epoch_end 2",
+                              "train_end completed"]
+    for epoch_losses, logs in zip(recorder.losses, result.history):
+        sizes = [seen - previous for (_, seen), previous in zip(epoch_losses, [0] + [s for _, s in epoch_losses])]
+        assert sizes[-1] != sizes[0], "the data size should leave a smaller last batch"
+        weighted = sum(loss * n for (loss, _), n in zip(epoch_losses, sizes)) / sum(sizes)
+        assert logs["train_loss"] == pytest.approx(weighted, rel=1e-5)
+        plain_mean = sum(loss for loss, _ in epoch_losses) / len(epoch_losses)
+        assert logs["train_loss"] != pytest.approx(plain_mean, rel=1e-7)
+        assert logs["recorded"] == logs["epoch"] * 10  # callbacks add keys to the log
+    lines = (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["recorded"] == 20
+
+
+def test_same_seed_same_metrics(data_dir, tmp_path):
+    timing = ("seconds", "images_per_s", "eval_seconds")
+    runs = [train(config(data_dir, tmp_path, name=f"r{i}", augment=True), console=quiet(tmp_path)) for i in range(2)]
+    strip = [[{k: v for k, v in row.items() if k not in timing} for row in run.history] for run in runs]
+    assert strip[0] == strip[1]
+    other = train(config(data_dir, tmp_path, name="r3", seed=1), console=quiet(tmp_path))
+    assert other.history[0]["train_loss"] != runs[0].history[0]["train_loss"]
+
+
+def test_per_class_accuracy_matches_confusion(data_dir, tmp_path):
+    result = train(config(data_dir, tmp_path), console=quiet(tmp_path))
+    final = result.history[-1]
+    for row in result.summary["per_class"]:
+        assert final[f"val_acc_class_{row['class']}"] == row["accuracy"]
+    assert sum(r["support"] for r in result.summary["per_class"]) == result.summary["val_images"]
+
+
+def test_early_stopping_ends_the_run(data_dir, tmp_path):
+    result = train(config(data_dir, tmp_path, epochs=8, lr=1e-7,
+                          callbacks=("early_stopping:patience=1,min_delta=0.5",)), console=quiet(tmp_path))
+    assert result.status == "completed" and len(result.history) == 2
+    assert "early stopping" in result.message and result.summary["epochs_completed"] == 2
+
+
+def test_best_checkpoint_holds_the_best_epoch(data_dir, tmp_path):
+    result = train(config(data_dir, tmp_path, epochs=3), console=quiet(tmp_path))
+    best = torch.load(result.run_dir / "best.pt", weights_only=True)
+    last = torch.load(result.run_dir / "last.pt", weights_only=True)
+    assert best["epoch"] == result.summary["best"]["epoch"] and last["epoch"] == 3
+    assert best["metrics"]["val_acc"] == max(row["val_acc"] for row in result.history)
+    assert best["config"]["width"] == 8
+
+
+def test_onecycle_and_label_smoothing_run(data_dir, tmp_path):
+    result = train(config(data_dir, tmp_path, schedule="onecycle", label_smoothing=0.1, optimizer="sgd",
+                          momentum=0.9), console=quiet(tmp_path))
+    assert result.status == "completed"
+    rates = [row["lr"] for row in result.history]
+    assert rates[0] != rates[1]
