@@ -8,7 +8,6 @@ to repeat the architecture.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Iterable
 
 import torch

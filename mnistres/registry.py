@@ -152,8 +152,6 @@ def normalise(name: str) -> str:
 def _format(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, tuple):
-        return ";".join(_format(v) for v in value)
     return str(value)
 
 

@@ -6,11 +6,10 @@ config.yaml, metrics.jsonl (one line per epoch), summary.json, last.pt and best.
 
 from __future__ import annotations
 
-import math
 import platform
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable

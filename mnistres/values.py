@@ -88,24 +88,4 @@ def like(default: Any, value: Any) -> Any:
         return to_float(value)
     if isinstance(default, str):
         return to_str(value)
-    if isinstance(default, tuple):
-        items = value.split(";") if isinstance(value, str) else list(value)
-        if len(items) != len(default):
-            raise ValueProblem(f"expected {len(default)} values separated by ';'")
-        return tuple(like(d, v) for d, v in zip(default, items))
-    if default is None:
-        if is_none(value):
-            return None
-        if isinstance(value, str):
-            return _number_or_text(value)
-        return value
     return value
-
-
-def _number_or_text(text: str) -> Any:
-    for convert in (to_int, to_float, to_bool):
-        try:
-            return convert(text)
-        except ValueProblem:
-            continue
-    return text.strip()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import gzip
-import os
 import stat
-from pathlib import Path
 
 import pytest
 import torch
