@@ -48,14 +48,11 @@ class Callback:
     help="adds val_acc_class_0..9 (validation accuracy of each class) to every epoch's log",
 )
 class PerClassAccuracy(Callback):
-    def __init__(self) -> None:
-        pass
-
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, Any]) -> None:
-        confusion = trainer.val_confusion  # rows: true class, columns: predicted class
-        for label, row in enumerate(confusion):
-            support = sum(row)
-            logs[f"val_acc_class_{label}"] = row[label] / support if support else float("nan")
+        from mnistres.evaluate import class_metrics
+
+        for row in class_metrics(trainer.val_confusion):
+            logs[f"val_acc_class_{row['class']}"] = row["accuracy"]
 
 
 @callbacks.register(
