@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import torch
@@ -69,6 +70,14 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     if mode == "fp16" and device.type == "cpu":
         raise DeviceError("amp=fp16 needs a GPU; on the CPU use amp=bf16 or amp=off")
     return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed precision when `dtype` is set; otherwise no autocast context at all (older torch
+    rejects some device types in `torch.autocast` even when it is disabled)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def describe(device: torch.device) -> str:

@@ -13,6 +13,8 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from mnistres import devices
+
 CLASSES = 10
 
 
@@ -28,8 +30,7 @@ def measure(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor
     loss_sum = confusion = None
     try:
         for x, y in batches:
-            device = y.device
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            with devices.autocast(y.device, amp_dtype):
                 logits = model(x)
             batch_loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
             counts = torch.bincount(y * CLASSES + logits.argmax(1), minlength=CLASSES * CLASSES)
@@ -67,7 +68,7 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
                         split: str = "test", device: str = "auto", batch_size: int = 1000,
                         download: bool = True, threads: int = 0) -> dict[str, Any]:
     """Evaluate a checkpoint on a dataset split; returns plain values (JSON-ready)."""
-    from mnistres import checkpoint, config as config_module, data, devices, model as model_module
+    from mnistres import checkpoint, config as config_module, data, model as model_module
     from mnistres.errors import ConfigError
 
     if split not in ("test", "train"):

@@ -16,6 +16,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from mnistres import devices
+
 HIDDEN = 64  # units of the dense layer before the classifier, as in the report
 CLASSES = 10
 
@@ -94,7 +96,7 @@ def refresh_batchnorm(model: nn.Module, batches: Iterable[tuple[torch.Tensor, to
     try:
         seen = 0
         for x, _ in batches:
-            with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            with devices.autocast(x.device, amp_dtype):
                 model(x)
             seen += len(x)
             if seen >= images:

@@ -189,7 +189,7 @@ class Trainer:
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         for step, (x, y) in enumerate(batches, start=1):
-            with torch.autocast(device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            with devices.autocast(device, self.amp):
                 logits = self.forward(x)
                 loss = self.criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)

@@ -104,3 +104,9 @@ def test_onecycle_and_label_smoothing_run(data_dir, tmp_path):
     assert result.status == "completed"
     rates = [row["lr"] for row in result.history]
     assert rates[0] != rates[1]
+
+
+def test_bf16_autocast_path_runs_on_cpu(data_dir, tmp_path):
+    result = train(config(data_dir, tmp_path, amp="bf16", channels_last=False), console=quiet(tmp_path))
+    assert result.status == "completed"
+    assert all(0.0 <= row["val_acc"] <= 1.0 for row in result.history)
