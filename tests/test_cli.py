@@ -231,3 +231,11 @@ def test_plugins_lists_every_builtin():
     for name in ("relu", "mish", "sgd", "radam", "onecycle", "per_class_accuracy", "early_stopping"):
         assert name in result.output
     assert "built-in" in result.output
+
+
+def test_debug_shows_the_traceback(fast, monkeypatch):
+    monkeypatch.setenv("MNISTRES_DEBUG", "0")  # restored after the test; --debug sets it to 1
+    result = invoke("--debug", "train", *fast, "--lr", "-1")
+    from mnistres.errors import ConfigError
+
+    assert isinstance(result.exception, ConfigError) and result.exit_code != 2
