@@ -7,6 +7,7 @@ filesystem) and is removed if writing fails, so the previous version stays intac
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -48,5 +49,20 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         temp.write_text(text, encoding="utf-8")
 
 
+def to_json(data: Any, indent: int | None = 2) -> str:
+    """Strict JSON that any reader accepts: NaN and infinities (undefined ratios) become null."""
+    return json.dumps(_finite(data), indent=indent, allow_nan=False)
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+    write_text(path, to_json(data) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value

@@ -7,8 +7,6 @@ on stderr and exit code 2, in `_Group.invoke`, the one place that does it.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -171,7 +169,9 @@ def eval_command(
     result = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=_text(data_dir), split=split,
                                  device=device, batch_size=batch_size, download=download, threads=threads)
     if as_json:
-        sys.stdout.write(json.dumps(_json_safe(result), indent=2) + "\n")
+        from mnistres.atomic import to_json
+
+        sys.stdout.write(to_json(result) + "\n")
         return
     console = Console()
     console.print(
@@ -218,17 +218,6 @@ def plugins() -> None:
 
 def _text(path: Optional[Path]) -> Optional[str]:
     return None if path is None else str(path)
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN is not JSON: undefined ratios become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def main() -> None:

@@ -152,7 +152,7 @@ class Trainer:
                 logs["eval_seconds"] = time.perf_counter() - eval_start
                 self._emit("on_epoch_end", epoch, logs)
                 history.append(logs)
-                atomic.write_text(run_dir / "metrics.jsonl", "".join(_json_line(row) for row in history))
+                atomic.write_text(run_dir / "metrics.jsonl", "".join(atomic.to_json(row, indent=None) + "\n" for row in history))
                 self.save(run_dir / "last.pt", logs)
                 if not best or logs["val_acc"] > best["val_acc"]:
                     best = {"epoch": epoch, "val_acc": logs["val_acc"], "val_loss": logs["val_loss"]}
@@ -306,8 +306,3 @@ def versions() -> dict[str, str]:
     return {"mnistres": mnistres.__version__, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "python": platform.python_version()}
 
-
-def _json_line(row: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(row, allow_nan=True) + "\n"

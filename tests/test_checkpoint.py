@@ -47,6 +47,15 @@ def test_atomic_text_has_normal_permissions(tmp_path):
     assert target.stat().st_mode & 0o044, "files must be readable by others like a plain open() makes them"
 
 
+def test_json_files_are_strict(tmp_path):
+    import json
+
+    target = tmp_path / "s.json"
+    atomic.write_json(target, {"f1": float("nan"), "rows": [{"loss": float("inf")}, (1.5, 2)]})
+    assert json.loads(target.read_text()) == {"f1": None, "rows": [{"loss": None}, [1.5, 2]]}
+    assert "NaN" not in target.read_text() and "Infinity" not in target.read_text()
+
+
 class Exploit:
     def __reduce__(self):
         return (Path.touch, (Path("pwned"),))

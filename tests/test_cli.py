@@ -29,6 +29,14 @@ def invoke(*args: str):
     return runner.invoke(app, list(args))
 
 
+def strict_json(text: str):
+    """Parse as strict JSON: NaN or Infinity would make other readers fail."""
+    def refuse(constant):
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_help_lists_every_option(command):
     result = invoke(command, "--help")
@@ -67,12 +75,12 @@ def test_train_then_eval_round_trip(fast):
         assert (run / name).is_file(), name
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")], "temporary files left behind"
 
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [strict_json(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2]
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s",
                 "eval_seconds", *(f"val_acc_class_{k}" for k in range(10))):
         assert key in rows[-1], key
-    summary = json.loads((run / "summary.json").read_text())
+    summary = strict_json((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["epochs_completed"] == 2
     assert summary["final"]["val_acc"] == rows[-1]["val_acc"]
     assert len(summary["per_class"]) == 10 and len(summary["confusion_matrix"]) == 10
@@ -92,7 +100,7 @@ def test_train_then_eval_round_trip(fast):
 
     result = invoke("eval", str(run / "best.pt"), "--json", "--data-dir", data_dir, "--device", "cpu")
     assert result.exit_code == 0
-    report = json.loads(result.stdout)  # nothing but JSON on stdout
+    report = strict_json(result.stdout)  # nothing but JSON on stdout
     best_epoch = summary["best"]["epoch"]
     # eval rebuilds the model from the checkpoint alone and measures exactly what training logged
     assert report["accuracy"] == rows[best_epoch - 1]["val_acc"]
