@@ -88,38 +88,56 @@ SetOpt = Annotated[Optional[List[str]], typer.Option(
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (0: torch's default).")]
 
 
+# The run options of `train`, which `sweep` applies to every point.
+EpochsOpt = Annotated[Optional[int], typer.Option(help="Passes over the training set.", show_default=_default("epochs"))]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(help="Images per step.", show_default=_default("batch_size"))]
+LrOpt = Annotated[Optional[float], typer.Option(help="Learning rate.", show_default=_default("lr"))]
+ActivationOpt = Annotated[Optional[str], typer.Option(help="Activation name[:options].", show_default=_default("activation"))]
+OptimizerOpt = Annotated[Optional[str], typer.Option(help="Optimizer name[:options].", show_default=_default("optimizer"))]
+ScheduleOpt = Annotated[Optional[str], typer.Option(help="LR schedule name[:options].", show_default=_default("schedule"))]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed.", show_default=_default("seed"))]
+OutDirOpt = Annotated[Optional[Path], typer.Option(help="Parent folder of run directories.", show_default=_default("out_dir"))]
+TrainSizeOpt = Annotated[Optional[int], typer.Option(help="Use this many training images (seeded subset).")]
+ValSplitOpt = Annotated[Optional[float], typer.Option(
+    help="Hold out this fraction of the training set for validation instead of using the test set.")]
+DownloadOpt = Annotated[Optional[bool], typer.Option(
+    "--download/--no-download", help="Fetch missing dataset files.", show_default="download")]
+
+
+def _run_options(**options: Any) -> dict[str, Any]:
+    """The run options as RunConfig keys (paths as text; None means "not given")."""
+    return {key: _text(value) if isinstance(value, Path) else value for key, value in options.items()}
+
+
 @app.command()
 def train(
     config_file: ConfigOpt = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training set.", show_default=_default("epochs"))] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per step.", show_default=_default("batch_size"))] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate.", show_default=_default("lr"))] = None,
-    activation: Annotated[Optional[str], typer.Option(help="Activation name[:options].", show_default=_default("activation"))] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="Optimizer name[:options].", show_default=_default("optimizer"))] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="LR schedule name[:options].", show_default=_default("schedule"))] = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchSizeOpt = None,
+    lr: LrOpt = None,
+    activation: ActivationOpt = None,
+    optimizer: OptimizerOpt = None,
+    schedule: ScheduleOpt = None,
     device: DeviceOpt = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed.", show_default=_default("seed"))] = None,
+    seed: SeedOpt = None,
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = None,
-    out_dir: Annotated[Optional[Path], typer.Option(help="Parent folder of run directories.", show_default=_default("out_dir"))] = None,
+    out_dir: OutDirOpt = None,
     name: Annotated[Optional[str], typer.Option(
         help="Run directory name.", show_default="from the settings and the time")] = None,
-    train_size: Annotated[Optional[int], typer.Option(help="Use this many training images (seeded subset).")] = None,
-    val_split: Annotated[Optional[float], typer.Option(
-        help="Hold out this fraction of the training set for validation instead of using the test set.")] = None,
+    train_size: TrainSizeOpt = None,
+    val_split: ValSplitOpt = None,
     threads: ThreadsOpt = None,
-    download: Annotated[Optional[bool], typer.Option(
-        "--download/--no-download", help="Fetch missing dataset files.", show_default="download")] = None,
+    download: DownloadOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in the run directory.")] = False,
     sets: SetOpt = None,
 ) -> None:
     """Train one run; everything it produces goes to OUT_DIR/NAME/."""
-    options = {
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "activation": activation, "optimizer": optimizer,
-        "schedule": schedule, "device": device, "seed": seed, "data_dir": _text(data_dir), "dataset": dataset,
-        "out_dir": _text(out_dir), "name": name, "train_size": train_size, "val_split": val_split,
-        "threads": threads, "download": download,
-    }
+    options = _run_options(
+        epochs=epochs, batch_size=batch_size, lr=lr, activation=activation, optimizer=optimizer, schedule=schedule,
+        device=device, seed=seed, data_dir=data_dir, dataset=dataset, out_dir=out_dir, name=name,
+        train_size=train_size, val_split=val_split, threads=threads, download=download,
+    )
     run_config = config_module.build(config_file, options, sets or [])
 
     from mnistres import display
@@ -146,6 +164,108 @@ def train(
         )
     else:
         console.print(f"{result.status}; run directory: {result.run_dir}", markup=False, soft_wrap=True)
+
+
+@app.command()
+def sweep(
+    param: Annotated[Optional[str], typer.Argument(
+        help="RunConfig key to vary: lr, activation, optimizer, batch_size, schedule, ...", metavar="PARAM",
+        show_default=False)] = None,
+    values: Annotated[Optional[List[str]], typer.Argument(help="Its values.", metavar="VALUE...", show_default=False)] = None,
+    grid: Annotated[Optional[List[str]], typer.Option(
+        "--grid", help="KEY=V1,V2,...: one more axis (every combination runs); repeatable.")] = None,
+    seeds: Annotated[Optional[int], typer.Option(
+        help="Runs per point, with seeds SEED, SEED+1, ...", show_default="1, or seeds: in --config")] = None,
+    jobs: Annotated[int, typer.Option(help="Points run at once, each in its own process.")] = 1,
+    devices: Annotated[Optional[str], typer.Option(
+        "--devices", help="Devices for parallel points, one per slot, e.g. cuda:0,cuda:1 (sets --jobs).")] = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Skip writing report.md at the end.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo every point, finished or not.")] = False,
+    config_file: Annotated[Optional[Path], typer.Option(
+        "--config", "-c", help="YAML of RunConfig keys, plus optional 'axes:' (each key with a list of values) and 'seeds:' N.")] = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchSizeOpt = None,
+    lr: LrOpt = None,
+    activation: ActivationOpt = None,
+    optimizer: OptimizerOpt = None,
+    schedule: ScheduleOpt = None,
+    device: DeviceOpt = None,
+    seed: Annotated[Optional[int], typer.Option(help="First seed.", show_default=_default("seed"))] = None,
+    data_dir: DataDirOpt = None,
+    dataset: DatasetOpt = None,
+    out_dir: OutDirOpt = None,
+    name: Annotated[Optional[str], typer.Option(
+        help="Sweep directory name.", show_default="the axes, e.g. lr-sweep")] = None,
+    train_size: TrainSizeOpt = None,
+    val_split: ValSplitOpt = None,
+    threads: ThreadsOpt = None,
+    download: DownloadOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Train one run per value (and per combination with --grid, and per seed), then compare them.
+
+    Every run option applies to every point. Running the same sweep again keeps the points that finished and redoes the others.
+
+    Example: mnistres sweep lr 0.1 0.01 0.001 --seeds 3
+    """
+    from mnistres import sweep as sweep_module
+
+    file_data, file_axes, file_seeds = sweep_module.load_file(config_file) if config_file else ({}, {}, None)
+    command_axes = ([(param, values or [])] if param is not None else []) + [sweep_module.parse_grid(g) for g in grid or []]
+    if param is not None and not values:
+        raise MnistresError(f"give the values to try: mnistres sweep {param} VALUE [VALUE...]")
+    axes = sweep_module.merge_axes(file_axes, command_axes)
+    options = _run_options(
+        epochs=epochs, batch_size=batch_size, lr=lr, activation=activation, optimizer=optimizer, schedule=schedule,
+        device=device, seed=seed, data_dir=data_dir, dataset=dataset, out_dir=out_dir, name=name,
+        train_size=train_size, val_split=val_split, threads=threads, download=download,
+    )
+    base = config_module.layered(file_data, str(config_file), options, sets or [])
+    device_list = [d.strip() for d in devices.split(",") if d.strip()] if devices else []
+    plan = sweep_module.make_plan(base, axes, seeds or file_seeds or 1)
+
+    from mnistres import display, results
+
+    console = _wide_console()
+    outcome = sweep_module.run(plan, jobs=max(jobs, len(device_list)) if devices else jobs, devices=device_list,
+                               console=console, overwrite=overwrite)
+    study = results.load_sweep(plan.directory)
+    if study.runs:
+        console.print(display.results_table(f"Sweep {plan.directory}", results.result_rows(study)))
+    counts = ", ".join(f"{outcome.count(s)} {s}" for s in ("completed", "diverged", "failed") if outcome.count(s))
+    kept = sum(state.kept for state in outcome.states)
+    console.print(f"{len(outcome.states)} points: {counts}" + (f" ({kept} kept from an earlier run)" if kept else ""),
+                  markup=False, highlight=False)
+    for state in outcome.states:
+        if state.status == "failed":
+            console.print(f"  {state.point.name}: {state.message}", style="red", markup=False, soft_wrap=True)
+    if not no_report and study.runs:
+        from mnistres import report as report_module
+
+        written = report_module.write([study], plan.directory / "report.md")
+        console.print(f"Report: {written.path} ({len(written.figures)} figures beside it)", markup=False, highlight=False)
+    if outcome.count("failed"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    paths: Annotated[List[Path], typer.Argument(help="Run directories, sweep directories, or folders of runs.")],
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Markdown file to write; figures (PNG) go beside it.",
+        show_default="report.md inside the one directory given, else ./report.md")] = None,
+) -> None:
+    """Write a Markdown report with figures from finished runs; reads only their files."""
+    from mnistres import display, report as report_module, results
+
+    studies = results.load_studies(paths)
+    written = report_module.write(studies, output or report_module.default_output(paths))
+    console = _wide_console()
+    for study in studies:
+        console.print(display.results_table(study.title, results.result_rows(study)))
+        for line in written.observations[study.title]:
+            console.print(f"• {line}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"Report: {written.path} ({len(written.figures)} figures beside it)", markup=False, highlight=False)
 
 
 @app.command("eval")
@@ -214,6 +334,15 @@ def plugins() -> None:
     console = Console()
     for kind, registry in REGISTRIES.items():
         console.print(display.registry_table(kind, registry.entries()))
+
+
+def _wide_console() -> Console:
+    """A console for wide tables: in a terminal its own width, elsewhere (a log file) 160 columns
+    unless COLUMNS says otherwise, so that columns are not squeezed to 80."""
+    console = Console()
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console = Console(width=160)
+    return console
 
 
 def _text(path: Optional[Path]) -> Optional[str]:

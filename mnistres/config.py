@@ -93,10 +93,16 @@ def build(
     sets: Iterable[str] = (),
 ) -> RunConfig:
     """defaults <- YAML file <- explicit options <- --set pairs, then validate."""
-    merged: dict[str, Any] = {}
-    if config_file is not None:
-        for key, value in load_yaml(config_file).items():
-            merged[check_key(key, str(config_file))] = value
+    file_data = load_yaml(config_file) if config_file is not None else {}
+    if "axes" in file_data:
+        raise ConfigError(f"{config_file} describes a sweep (it has axes:); run it with: mnistres sweep --config {config_file}")
+    return layered(file_data, str(config_file), options, sets)
+
+
+def layered(file_data: Mapping[str, Any], origin: str, options: Mapping[str, Any] | None = None,
+            sets: Iterable[str] = ()) -> RunConfig:
+    """The layers after the defaults: `file_data` (from `origin`), then options, then --set pairs."""
+    merged: dict[str, Any] = {check_key(key, origin): value for key, value in file_data.items()}
     for key, value in (options or {}).items():
         if value is not None:
             merged[check_key(key, "option")] = value
@@ -193,7 +199,7 @@ def split_specs(value: Any) -> list[str]:
 
 # --- validation -----------------------------------------------------------------------
 
-_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,-]*$")
 
 
 def validate(config: RunConfig) -> None:
@@ -219,6 +225,8 @@ def validate(config: RunConfig) -> None:
     for key in ("batch_size", "epochs", "width"):
         if getattr(config, key) < 1:
             raise bad(key, "at least 1")
+    if config.train_size is not None and config.batch_size > config.train_size:
+        raise bad("batch_size", f"at most train_size ({config.train_size}): a step cannot use more images than there are")
     for key in ("blocks", "seed", "threads", "precise_bn"):
         if getattr(config, key) < 0:
             raise bad(key, "zero or more")
@@ -227,7 +235,7 @@ def validate(config: RunConfig) -> None:
     if config.amp not in AMP_MODES:
         raise bad("amp", " | ".join(AMP_MODES))
     if config.name is not None and not _NAME_OK.match(config.name):
-        raise bad("name", "letters, digits and . _ + = - (no slashes or spaces)")
+        raise bad("name", "letters, digits and . _ + = , - (no slashes or spaces)")
     if not config.out_dir:
         raise bad("out_dir", "a folder path")
 

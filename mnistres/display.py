@@ -72,3 +72,15 @@ def registry_table(kind: str, entries: Iterable[Any]) -> Table:
         options = ", ".join(f"{k}={v}" for k, v in entry.options.items()) or "—"
         table.add_row(entry.name, options, entry.source, entry.help)
     return table
+
+
+def results_table(title: str, rows: Iterable[list[str]]) -> Table:
+    """A study's results, one row per variant (rows from `results.result_rows`)."""
+    from mnistres.results import RESULT_HEADERS_SHORT
+
+    table = Table(title=title, title_justify="left")
+    for number, header in enumerate(RESULT_HEADERS_SHORT):
+        table.add_column(header, justify="left" if number in (0, 7) else "right", no_wrap=number == 0)
+    for row in rows:
+        table.add_row(*row)
+    return table

@@ -22,6 +22,9 @@ COMMANDS = {
     "eval": ["--per-class", "--confusion", "--dataset", "--data-dir", "--split", "--device", "--json"],
     "summary": ["--set", "--config", "--device"],
     "plugins": [],
+    "sweep": ["--grid", "--seeds", "--jobs", "--devices", "--no-report", "--overwrite", "--config", "--epochs",
+              "--batch-size", "--lr", "--device", "--data-dir", "--train-size", "--set", "--name", "--threads"],
+    "report": ["--output"],
 }
 
 
@@ -56,10 +59,10 @@ def test_top_level_help_and_version():
 
 def test_help_does_not_import_torch():
     code = ("import sys; from typer.testing import CliRunner; from mnistres.cli import app; "
-            "r1 = CliRunner().invoke(app, ['--help']); r2 = CliRunner().invoke(app, ['train', '--help']); "
-            "assert r1.exit_code == r2.exit_code == 0; print('torch' in sys.modules)")
+            "codes = [CliRunner().invoke(app, [*c, '--help']).exit_code for c in ([], ['train'], ['sweep'], ['report'])]; "
+            "assert codes == [0, 0, 0, 0], codes; print('torch' in sys.modules, 'matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"
 
 
 def test_python_dash_m():

@@ -1,0 +1,367 @@
+"""`mnistres report`: a Markdown report with PNG figures, from run and sweep directories only.
+
+Every number and every sentence comes from the files the runs wrote (config.yaml,
+metrics.jsonl, summary.json); the observations are rules applied to those numbers, with
+the thresholds they use written next to them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from mnistres import __version__, atomic
+from mnistres.errors import ConfigError
+from mnistres.results import (EXECUTION_KEYS, RESULT_HEADERS, TARGET_ACC, Run, Spread, Study, Variant,
+                              format_value, result_rows, variant_stats)
+
+UNSTABLE_RANGE = 0.005  # val acc moving over more than 0.5 points in the last epochs is "unstable"
+LAST_EPOCHS = 3  # how many final epochs the stability rule looks at
+GAP_FLAG = 0.01  # train acc above val acc by more than 1 point is worth a line
+
+
+@dataclass
+class Written:
+    path: Path
+    figures: list[Path]
+    observations: dict[str, list[str]]  # per study title
+
+
+def default_output(paths: list[Path]) -> Path:
+    """report.md inside the one sweep or run given, else in the current folder."""
+    return Path(paths[0]) / "report.md" if len(paths) == 1 else Path("report.md")
+
+
+def write(studies: list[Study], output: Path) -> Written:
+    if output.suffix.lower() != ".md":
+        raise ConfigError(f"--output {output}: the report is Markdown, give a path ending in .md")
+    if output.exists() and output.is_dir():
+        raise ConfigError(f"--output {output} is a folder; give a file path ending in .md")
+    runs = [run for study in studies for run in study.runs]
+    if not runs:
+        raise ConfigError("no finished runs to report on yet (no summary.json found in the given directories)")
+    figures: list[Path] = []
+    observed: dict[str, list[str]] = {}
+    sources = ", ".join(f"`{study.path}`" if study.path else f"{len(study.runs)} run directories" for study in studies)
+    lines = [
+        f"# Report: {', '.join(study.title for study in studies)}",
+        "",
+        f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by mnistres {__version__} from {sources}. "
+        "Every number below is read from the runs' own files.",
+        "",
+    ]
+    lines += architecture_section(runs)
+    for study in studies:
+        # One study: its sections are the report's own; several: one chapter each.
+        h = "##" if len(studies) == 1 else "###"
+        if len(studies) > 1:
+            lines += [f"## {study.title}", ""]
+        lines += what_was_run(study, h)
+        lines += results_section(study, h)
+        curves = output.with_name(f"{output.stem}-{_slug(study.title)}-curves.png")
+        plot_curves(study, curves)
+        figures.append(curves)
+        lines += [f"{h} Curves", "", f"![Training curves, {study.title}]({curves.name})", "",
+                  "Mean over each variant's runs per epoch; the shaded band spans the lowest to the highest run. "
+                  "Train values are averaged over each epoch while the model learned; validation values are "
+                  "measured at the end of the epoch.", ""]
+        lines += per_class_section(study, h)
+        best = best_run(study)
+        if best is not None:
+            matrix = output.with_name(f"{output.stem}-{_slug(study.title)}-confusion.png")
+            plot_confusion(best, matrix)
+            figures.append(matrix)
+            lines += confusion_section(best, matrix, h)
+        observed[study.title] = observations(study)
+        lines += [f"{h} Observations", ""] + [f"- {text}" for text in observed[study.title]] + [""]
+    atomic.write_text(output, "\n".join(lines))
+    return Written(output, figures, observed)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text) or "runs"
+
+
+def _table(headers: Any, rows: list[list[Any]]) -> list[str]:
+    from tabulate import tabulate
+
+    return [tabulate(rows, headers=list(headers), tablefmt="github", disable_numparse=True), ""]
+
+
+# --- sections --------------------------------------------------------------------------------
+
+
+def architecture_section(runs: list[Run]) -> list[str]:
+    """The summary table of the first run's network, rebuilt from its config (no weights read)."""
+    config = runs[0].config
+    counts = sorted({run.summary.get("parameters") for run in runs if run.summary.get("parameters")})
+    lines = ["## Architecture", ""]
+    try:
+        from mnistres import model
+        from mnistres.registry import activations
+
+        network = model.build(activations.parse(config["activation"]), config["width"], config["blocks"])
+        rows, totals = model.summary_rows(network)
+    except Exception as error:  # e.g. an activation from a plugin that is not installed here
+        lines += [f"(The layer table could not be rebuilt here: {error}.)", ""]
+    else:
+        lines += [f"ResNet with width {config['width']}, {config['blocks']} residual blocks and activation "
+                  f"`{config['activation']}` (input 1×28×28), as `mnistres summary` prints it:", ""]
+        lines += _table(("layer (type)", "output shape", "parameters"),
+                        [[f"{name} ({kind})", shape, f"{params:,}"] for name, kind, shape, params in rows])
+        total = totals["trainable"] + totals["non_trainable"]
+        lines += [f"Total parameters: {total:,} (trainable {totals['trainable']:,}); BatchNorm running "
+                  f"statistics: {totals['buffers']:,} values.", ""]
+    if len(counts) > 1:
+        lines += [f"The runs differ in size: {', '.join(f'{n:,}' for n in counts)} parameters.", ""]
+    return lines
+
+
+def what_was_run(study: Study, h: str) -> list[str]:
+    runs = study.runs
+    first = runs[0]
+    seeds = sorted({run.config.get("seed") for run in runs if run.config.get("seed") is not None})
+    keys = [k for k in first.config if k not in EXECUTION_KEYS and k != "seed" and k not in study.varied]
+    shared = [k for k in keys if len({format_value(run.config.get(k)) for run in runs}) == 1]
+    differing = [k for k in keys if k not in shared]
+    sizes = sorted({(run.summary.get("train_images"), run.summary.get("val_set"), run.summary.get("val_images"))
+                    for run in runs}, key=str)
+    devices = sorted({str(run.summary.get("device", "?")) for run in runs})
+    versions = sorted({", ".join(f"{k} {v}" for k, v in run.summary.get("versions", {}).items()) for run in runs})
+    starts = sorted(run.summary["started"] for run in runs if run.summary.get("started"))
+    ends = sorted(run.summary["finished"] for run in runs if run.summary.get("finished"))
+    rows = [
+        ["dataset", f"{first.config.get('dataset')}: " + "; ".join(
+            f"{train:,} training images, validation on the {val_set} set ({val:,} images)"
+            for train, val_set, val in sizes if train is not None)],
+        ["runs", f"{len(runs)}: {len(study.variants)} variant(s) × seeds {', '.join(map(str, seeds))}"],
+        ["varied", "; ".join(f"{key}: {', '.join(format_value(v) for v in _values(study, key))}"
+                             for key in study.varied) or "nothing (a single variant)"],
+        ["shared settings", ", ".join(f"{k}={format_value(first.config.get(k))}" for k in shared)],
+    ]
+    if differing:
+        rows.append(["also differs", ", ".join(differing) + " (not a sweep axis; see the runs' config.yaml)"])
+    rows += [["device", "; ".join(devices)], ["versions", "; ".join(versions)]]
+    if starts and ends:
+        rows.append(["dates", f"{starts[0]} to {ends[-1]} (UTC)"])
+    return [f"{h} What was run", ""] + _table(("", ""), rows)
+
+
+def _values(study: Study, key: str) -> list[Any]:
+    seen: list[Any] = []
+    for variant in study.variants:
+        if variant.values.get(key) not in seen:
+            seen.append(variant.values.get(key))
+    return seen
+
+
+def results_section(study: Study, h: str) -> list[str]:
+    seeds = max(len(variant.runs) for variant in study.variants)
+    note = ("Accuracies in %, mean ± sample standard deviation over each variant's completed runs"
+            if seeds > 1 else "Accuracies in % (one run per variant, so no spread)")
+    return ([f"{h} Results", ""] + _table(RESULT_HEADERS, result_rows(study))
+            + [f"{note}; \"final\" is the last epoch. Epochs to {100 * TARGET_ACC:g} %: the first epoch whose "
+               "validation accuracy reached it. Seconds per epoch: training only, evaluation excluded.", ""])
+
+
+def per_class_section(study: Study, h: str) -> list[str]:
+    rows = []
+    for variant in study.variants:
+        tables = [run.summary.get("per_class") or [] for run in variant.usable]
+        if not tables or not tables[0]:
+            continue
+        classes = [row["class"] for row in tables[0]]
+        cells = [Spread.of(table[i]["accuracy"] for table in tables if len(table) > i).percent(1)
+                 for i in range(len(classes))]
+        rows.append([variant.label, *cells])
+    if not rows:
+        return []
+    return ([f"{h} Per-class validation accuracy (final epoch, %)", ""]
+            + _table(["variant", *map(str, classes)], rows))
+
+
+def best_run(study: Study) -> Optional[Run]:
+    candidates = [run for variant in study.variants for run in variant.usable if run.summary.get("confusion_matrix")]
+    return max(candidates, key=lambda run: run.final["val_acc"], default=None)
+
+
+def confusion_section(run: Run, figure: Path, h: str) -> list[str]:
+    matrix = run.summary["confusion_matrix"]
+    rows = [[str(label), *[str(n) for n in row]] for label, row in enumerate(matrix)]
+    return ([f"{h} Confusion matrix of the best run (`{run.name}`, final validation accuracy "
+             f"{100 * run.final['val_acc']:.2f} %)", "",
+             "Rows: true class; columns: predicted class; final epoch.", ""]
+            + _table(["true \\ predicted", *map(str, range(len(matrix)))], rows)
+            + [f"![Confusion matrix, {run.name}]({figure.name})", ""])
+
+
+# --- observations ------------------------------------------------------------------------------
+
+
+def _pts(fraction: float) -> str:
+    return f"{100 * fraction:.2f} points"
+
+
+def observations(study: Study) -> list[str]:
+    """Sentences that follow from the numbers by fixed rules, and nothing else."""
+    found: list[str] = []
+    stats = [(variant, variant_stats(variant)) for variant in study.variants]
+    ranked = sorted((pair for pair in stats if pair[1].final_val_acc.mean is not None),
+                    key=lambda pair: pair[1].final_val_acc.mean, reverse=True)
+    if not ranked:
+        found.append("No run completed, so there is no accuracy to compare.")
+    elif len(ranked) == 1:
+        only = ranked[0][1]
+        found.append(f"One variant completed ({only.label}): final validation accuracy {only.final_val_acc.percent()} %.")
+    else:
+        (_, top), (_, second) = ranked[0], ranked[1]
+        lead = top.final_val_acc.mean - second.final_val_acc.mean
+        text = (f"Highest final validation accuracy: {top.label} with {top.final_val_acc.percent()} %, "
+                f"{_pts(lead)} ahead of {second.label} ({second.final_val_acc.percent()} %).")
+        spreads = [s.final_val_acc.std for s in (top, second)]
+        if None in spreads:
+            text += (" With one completed run per variant the seed-to-seed spread is unknown, so this lead alone "
+                     "does not show a real difference; repeat with --seeds.")
+        elif lead > max(spreads):
+            text += f" The lead is larger than either variant's seed standard deviation (up to {_pts(max(spreads))})."
+        else:
+            text += (f" The lead is within the seed standard deviation (up to {_pts(max(spreads))}): these two are "
+                     "not told apart by this sweep.")
+        found.append(text)
+
+    usable = [run for variant, _ in stats for run in variant.usable]
+    window = min([LAST_EPOCHS] + [len(run.history) for run in usable])
+    if window < 2:
+        found.append("The runs are too short (fewer than 2 epochs) to judge the stability of validation accuracy.")
+    else:
+        unstable = []
+        for variant, _ in stats:
+            if variant.usable:
+                spread = statistics.fmean(_last_range(run, window) for run in variant.usable)
+                if spread > UNSTABLE_RANGE:
+                    unstable.append(f"{variant.label} ({_pts(spread)})")
+        if unstable:
+            found.append(f"Unstable validation accuracy (highest minus lowest over the last {window} epochs, mean "
+                         f"over runs, above {_pts(UNSTABLE_RANGE)}): {', '.join(unstable)}.")
+        else:
+            found.append(f"Every variant's validation accuracy stayed within {_pts(UNSTABLE_RANGE)} over its last "
+                         f"{window} epochs (mean over runs).")
+
+    gaps = [(s.label, s.final_train_acc.mean - s.final_val_acc.mean) for _, s in stats
+            if s.final_train_acc.mean is not None and s.final_val_acc.mean is not None]
+    if gaps:
+        label, largest = max(gaps, key=lambda pair: pair[1])
+        wide = [f"{name} ({_pts(gap)})" for name, gap in gaps if gap > GAP_FLAG]
+        if wide:
+            found.append(f"Train accuracy exceeds validation accuracy by more than {_pts(GAP_FLAG)} in the final "
+                         f"epoch for: {', '.join(wide)}.")
+        elif largest > 0:
+            found.append(f"Final train–validation gaps are small: the largest is {_pts(largest)} ({label}).")
+        else:
+            found.append(f"Validation accuracy is at or above train accuracy in the final epoch for every variant "
+                         f"(gaps down to {_pts(min(g for _, g in gaps))}); train accuracy is an average over an "
+                         "epoch of learning, so it lags.")
+
+    diverged = [run for run in study.runs if run.status == "diverged"]
+    if diverged:
+        where = [f"{run.name} (epoch {run.summary.get('diverged_at', {}).get('epoch', '?')}, "
+                 f"step {run.summary.get('diverged_at', {}).get('step', '?')})" for run in diverged]
+        found.append(f"{len(diverged)} run(s) diverged (loss became NaN or infinite): {', '.join(where)}.")
+    else:
+        found.append("No run diverged.")
+    others = [f"{run.name} ({run.status}: {run.summary.get('message', '')})" for run in study.runs
+              if run.status not in ("completed", "diverged")]
+    if others:
+        found.append(f"Not finished: {'; '.join(others)}.")
+
+    reached = [(s.label, s.target_text) for _, s in stats if s.reached_target]
+    missed = [f"{v.label} (in {max(len(run.history) for run in v.usable)} epochs)"
+              for v, s in stats if s.usable and not s.reached_target]
+    target = f"{100 * TARGET_ACC:g} %"
+    if reached:
+        found.append(f"Epochs to {target} validation accuracy: " + ", ".join(f"{l}: {t}" for l, t in reached) + ".")
+    if missed:
+        found.append(f"Never reached {target} validation accuracy: {', '.join(missed)}.")
+    return found
+
+
+def _last_range(run: Run, window: int) -> float:
+    values = [row["val_acc"] for row in run.history[-window:]]
+    return max(values) - min(values)
+
+
+# --- figures ---------------------------------------------------------------------------------------
+
+
+def _series(variant: Variant, key: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Epochs, and per epoch the mean, lowest and highest of `key` over the variant's runs."""
+    by_epoch: dict[int, list[float]] = {}
+    for run in variant.runs:
+        for row in run.history:
+            if isinstance(row.get(key), (int, float)):
+                by_epoch.setdefault(row["epoch"], []).append(float(row[key]))
+    epochs = sorted(by_epoch)
+    return (epochs, [statistics.fmean(by_epoch[e]) for e in epochs],
+            [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs])
+
+
+PANELS = (("train_acc", "train accuracy"), ("val_acc", "validation accuracy"),
+          ("train_loss", "train loss"), ("val_loss", "validation loss"))
+
+
+def plot_curves(study: Study, path: Path) -> None:
+    from matplotlib.figure import Figure  # the object API: no global state, no display needed
+    from matplotlib.ticker import LogFormatter
+
+    figure = Figure(figsize=(11, 8), layout="constrained")
+    axes = figure.subplots(2, 2)
+    for ax, (key, title) in zip(axes.flat, PANELS):
+        for variant in study.variants:
+            epochs, mean, low, high = _series(variant, key)
+            if not epochs:
+                continue
+            line, = ax.plot(epochs, mean, marker="o", markersize=3, label=f"{variant.label} ({len(variant.runs)})")
+            if len(variant.runs) > 1:
+                ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if "loss" in key:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(LogFormatter())
+            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes.flat[0].legend(fontsize="small", title="variant (runs)")
+    figure.suptitle(f"{study.title}: mean over runs, band = lowest to highest")
+    _save(figure, path)
+
+
+def plot_confusion(run: Run, path: Path) -> None:
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+
+    matrix = run.summary["confusion_matrix"]
+    figure = Figure(figsize=(6.5, 5.5), layout="constrained")
+    ax = figure.subplots()
+    image = ax.imshow([[max(n, 0.5) for n in row] for row in matrix], cmap="Blues", norm=LogNorm())
+    size = len(matrix)
+    for true in range(size):
+        for predicted in range(size):
+            if matrix[true][predicted]:
+                ax.text(predicted, true, str(matrix[true][predicted]), ha="center", va="center", fontsize=7,
+                        color="white" if true == predicted else "black")
+    ax.set_xticks(range(size))
+    ax.set_yticks(range(size))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"{run.name}: final epoch")
+    figure.colorbar(image, ax=ax, label="images (log scale)")
+    _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> None:
+    with atomic.replacing(path) as temp:
+        figure.savefig(temp, format="png", dpi=110)

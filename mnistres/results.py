@@ -1,0 +1,287 @@
+"""Read finished work back from disk: run directories, sweeps, and the numbers per variant.
+
+`sweep` (its end table) and `report` both go through here, so they cannot disagree, and
+neither looks at anything but the files a run wrote. No torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from mnistres.errors import ConfigError
+
+TARGET_ACC = 0.99  # "epochs to 99 %"
+# Keys that say how or where a run was executed, not what was run: they never make two
+# runs different variants.
+EXECUTION_KEYS = ("name", "out_dir", "data_dir", "download", "device", "threads")
+
+
+@dataclass
+class Run:
+    """One run directory as its files describe it."""
+
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status", "unknown")
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
+
+    def epoch_reaching(self, target: float = TARGET_ACC) -> Optional[int]:
+        return next((row["epoch"] for row in self.history if (row.get("val_acc") or 0) >= target), None)
+
+
+@dataclass
+class Variant:
+    """The runs that share every setting but the seed."""
+
+    label: str  # e.g. "lr=0.01" or "optimizer=sgd, batch_size=32"
+    values: dict[str, Any]  # the varied keys and their values
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def usable(self) -> list[Run]:
+        """Runs whose numbers count: they finished all their epochs (or stopped early on purpose)."""
+        return [run for run in self.runs if run.status == "completed" and run.history]
+
+
+@dataclass
+class Study:
+    """A set of runs compared with each other: one sweep, or the loose runs given to `report`."""
+
+    title: str
+    path: Optional[Path]
+    varied: list[str]  # keys whose values differ between variants (seed excluded)
+    variants: list[Variant]
+
+    @property
+    def runs(self) -> list[Run]:
+        return [run for variant in self.variants for run in variant.runs]
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"cannot read {path}: {error}") from None
+
+
+def read_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
+
+
+def load_run(path: Path) -> Run:
+    summary = read_json(path / "summary.json")
+    config = read_yaml(path / "config.yaml") if (path / "config.yaml").is_file() else {}
+    history = []
+    metrics = path / "metrics.jsonl"
+    if metrics.is_file():
+        for number, line in enumerate(metrics.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    history.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise ConfigError(f"{metrics}, line {number}: not JSON ({error.msg})") from None
+    if not isinstance(summary, dict) or not isinstance(config, dict):
+        raise ConfigError(f"{path} does not hold a mnistres run (summary.json or config.yaml malformed)")
+    return Run(path, config, summary, history)
+
+
+def is_run(path: Path) -> bool:
+    return (path / "summary.json").is_file()
+
+
+def is_sweep(path: Path) -> bool:
+    return (path / "sweep.yaml").is_file()
+
+
+def load_studies(paths: Iterable[Path]) -> list[Study]:
+    """Each sweep directory is a study; run directories given directly (or found one level
+    below a plain folder such as `runs/`) form one more study together."""
+    studies: list[Study] = []
+    loose: list[Run] = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_dir():
+            raise ConfigError(f"{path} is not a folder (expected a run or sweep directory)")
+        if is_sweep(path):
+            studies.append(load_sweep(path))
+        elif is_run(path):
+            loose.append(load_run(path))
+        else:
+            found = sorted(child for child in path.iterdir() if child.is_dir() and is_run(child))
+            if not found:
+                raise ConfigError(
+                    f"{path} is neither a run directory (summary.json) nor a sweep directory (sweep.yaml), "
+                    f"and holds no run directories"
+                )
+            loose.extend(load_run(child) for child in found)
+    if loose:
+        studies.append(study_of("runs", None, loose))
+    return studies
+
+
+def load_sweep(path: Path) -> Study:
+    plan = read_yaml(path / "sweep.yaml")
+    if not isinstance(plan, dict) or not isinstance(plan.get("points"), list):
+        raise ConfigError(f"{path / 'sweep.yaml'} is not a mnistres sweep file")
+    runs = [load_run(path / point["name"]) for point in plan["points"] if is_run(path / point["name"])]
+    varied = [key for key in plan.get("axes", {}) if key != "seed"]
+    return study_of(path.name, path, runs, varied)
+
+
+def study_of(title: str, path: Optional[Path], runs: list[Run], varied: Optional[list[str]] = None) -> Study:
+    """Group runs into variants by the keys that differ between them (seed and execution aside)."""
+    if varied is None:
+        keys = sorted({key for run in runs for key in run.config} - set(EXECUTION_KEYS) - {"seed"})
+        varied = [key for key in keys if len({_hashable(run.config.get(key)) for run in runs}) > 1]
+    variants: dict[tuple, Variant] = {}
+    for run in runs:
+        values = {key: run.config.get(key) for key in varied}
+        key = tuple(_hashable(value) for value in values.values())
+        if key not in variants:
+            label = ", ".join(f"{k}={format_value(v)}" for k, v in values.items()) if varied else run.name
+            variants[key] = Variant(label, values)
+        variants[key].runs.append(run)
+    return Study(title, path, varied, list(variants.values()))
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def format_value(value: Any) -> str:
+    """A config value as a user would type it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(format_value(item) for item in value)
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+# --- numbers per variant ------------------------------------------------------------------
+
+
+@dataclass
+class Spread:
+    """Mean and sample standard deviation over seeds (std is None for a single value)."""
+
+    mean: Optional[float]
+    std: Optional[float]
+    n: int
+
+    @classmethod
+    def of(cls, numbers: Iterable[Optional[float]]) -> "Spread":
+        clean = [float(x) for x in numbers if isinstance(x, (int, float)) and math.isfinite(x)]
+        if not clean:
+            return cls(None, None, 0)
+        return cls(statistics.fmean(clean), statistics.stdev(clean) if len(clean) > 1 else None, len(clean))
+
+    def percent(self, digits: int = 2) -> str:
+        if self.mean is None:
+            return "—"
+        text = f"{100 * self.mean:.{digits}f}"
+        return text + (f" ± {100 * self.std:.{digits}f}" if self.std is not None else "")
+
+    def plain(self, digits: int = 1) -> str:
+        if self.mean is None:
+            return "—"
+        return f"{self.mean:.{digits}f}" + (f" ± {self.std:.{digits}f}" if self.std is not None else "")
+
+
+@dataclass
+class VariantStats:
+    label: str
+    runs: int
+    usable: int
+    final_train_acc: Spread
+    final_val_acc: Spread
+    best_val_acc: Spread
+    best_epoch: Spread
+    epochs_to_target: Spread  # over the runs that reached the target
+    reached_target: int  # how many usable runs reached it
+    seconds_per_epoch: Spread
+    statuses: dict[str, int]
+
+    @property
+    def status_text(self) -> str:
+        """"3" when every run completed, else the count of each status."""
+        if list(self.statuses) == ["completed"]:
+            return str(self.runs)
+        return ", ".join(f"{count} {status}" for status, count in self.statuses.items())
+
+    @property
+    def target_text(self) -> str:
+        if not self.usable:
+            return "—"
+        if not self.reached_target:
+            return "not reached"
+        text = self.epochs_to_target.plain(1) if self.reached_target > 1 else f"{self.epochs_to_target.mean:.0f}"
+        return text if self.reached_target == self.usable else f"{text} ({self.reached_target} of {self.usable})"
+
+
+def variant_stats(variant: Variant) -> VariantStats:
+    usable = variant.usable
+    statuses: dict[str, int] = {}
+    for run in variant.runs:
+        statuses[run.status] = statuses.get(run.status, 0) + 1
+    reaching = [run.epoch_reaching() for run in usable]
+    return VariantStats(
+        label=variant.label,
+        runs=len(variant.runs),
+        usable=len(usable),
+        final_train_acc=Spread.of(run.final.get("train_acc") for run in usable),
+        final_val_acc=Spread.of(run.final.get("val_acc") for run in usable),
+        best_val_acc=Spread.of(max(row["val_acc"] for row in run.history) for run in usable),
+        best_epoch=Spread.of(max(run.history, key=lambda row: row["val_acc"])["epoch"] for run in usable),
+        epochs_to_target=Spread.of(epoch for epoch in reaching if epoch is not None),
+        reached_target=sum(epoch is not None for epoch in reaching),
+        seconds_per_epoch=Spread.of(statistics.fmean(row["seconds"] for row in run.history)
+                                    for run in variant.runs if run.history),
+        statuses=dict(sorted(statuses.items())),
+    )
+
+
+RESULT_HEADERS = ("variant", "final train acc %", "final val acc %", "best val acc %", "best epoch",
+                  f"epochs to {100 * TARGET_ACC:g} %", "s/epoch", "runs")
+# The same columns, named for a terminal table.
+RESULT_HEADERS_SHORT = ("variant", "train acc %", "val acc %", "best val %", "best ep",
+                        f"ep. to {100 * TARGET_ACC:g}%", "s/ep", "runs")
+
+
+def result_rows(study: Study) -> list[list[str]]:
+    """The results table shared by the sweep's end table and the report."""
+    rows = []
+    for stats in map(variant_stats, study.variants):
+        rows.append([
+            stats.label, stats.final_train_acc.percent(), stats.final_val_acc.percent(), stats.best_val_acc.percent(),
+            "—" if stats.best_epoch.mean is None else f"{stats.best_epoch.mean:.{1 if stats.best_epoch.n > 1 else 0}f}",
+            stats.target_text, f"{stats.seconds_per_epoch.mean:.1f}" if stats.seconds_per_epoch.mean else "—",
+            stats.status_text,
+        ])
+    return rows

@@ -1,0 +1,399 @@
+"""Sweeps: many runs whose configs differ in a few keys, one run directory per point.
+
+A sweep directory holds `sweep.yaml` (the axes, the seeds, the shared settings and the
+list of points), one run directory per point and `logs/<point>.log`. Running the same
+sweep again keeps the points whose run finished (completed or diverged: both are results)
+and redoes the rest. Points run one after another in this process, or `jobs` at a time as
+child processes (`mnistres train`), each with its share of the CPU threads or its own device.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from mnistres import atomic, config as config_module
+from mnistres.config import RunConfig
+from mnistres.errors import ConfigError, MnistresError
+from mnistres.results import EXECUTION_KEYS, format_value, read_json, read_yaml
+
+SWEEP_FILE = "sweep.yaml"
+SWEEP_KEYS = ("axes", "seeds")  # keys of a sweep YAML file that are not RunConfig keys
+NOT_AXES = ("name", "out_dir")  # where runs go is decided by the sweep
+FINISHED = ("completed", "diverged")  # a point with one of these is a result and is not run again
+POLL_S = 0.5  # how often the parallel runner looks at its children
+
+
+@dataclass(frozen=True)
+class Point:
+    name: str  # run directory name inside the sweep directory
+    values: dict[str, Any]  # the axis values of this point
+    seed: int
+    config: RunConfig
+
+
+@dataclass(frozen=True)
+class Plan:
+    directory: Path
+    base: RunConfig  # the settings every point shares
+    axes: dict[str, list[Any]]
+    seeds: list[int]
+    points: list[Point]
+
+
+# --- building the plan ---------------------------------------------------------------------
+
+
+def load_file(path: str | Path) -> tuple[dict[str, Any], dict[str, list[Any]], Optional[int]]:
+    """A sweep YAML: RunConfig keys, plus `axes:` (key -> list of values) and `seeds:` (a count)."""
+    data = config_module.load_yaml(path)
+    axes = data.pop("axes", None) or {}
+    seeds = data.pop("seeds", None)
+    if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
+        raise ConfigError(f"{path}: axes must map each key to a non-empty list of values, e.g. axes: {{lr: [0.1, 0.01]}}")
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
+        raise ConfigError(f"{path}: seeds must be a whole number of at least 1, got {seeds!r}")
+    return data, {str(k): list(v) for k, v in axes.items()}, seeds
+
+
+def parse_grid(text: str) -> tuple[str, list[str]]:
+    """`--grid batch_size=32,128` -> ("batch_size", ["32", "128"]). Registry specs keep their
+    own options: `optimizer=adam,sgd:momentum=0.9,nesterov=true` is two values."""
+    key, sep, rest = text.partition("=")
+    if not sep or not key.strip() or not rest.strip():
+        raise ConfigError(f"--grid expects KEY=V1,V2,..., got {text!r}")
+    return key.strip(), config_module.split_specs(rest)
+
+
+def make_plan(base: RunConfig, axes: Mapping[str, Sequence[Any]], seeds: int = 1) -> Plan:
+    """Check every axis and every point's config (names included) before anything runs."""
+    typed: dict[str, list[Any]] = {}
+    for raw_key, raw_values in axes.items():
+        key = config_module.check_key(raw_key, "sweep axes")
+        if key in NOT_AXES:
+            raise ConfigError(f"'{key}' cannot be swept: the sweep decides where its runs go (use --name for the sweep)")
+        if key in typed:
+            raise ConfigError(f"axis '{key}' is given twice")
+        coerced = [config_module.coerce(key, value) for value in raw_values]
+        if not coerced:
+            raise ConfigError(f"axis '{key}' has no values")
+        shown = [format_value(value) for value in coerced]
+        repeated = sorted({text for text in shown if shown.count(text) > 1})
+        if repeated:
+            raise ConfigError(f"axis '{key}' lists {', '.join(repeated)} more than once")
+        typed[key] = coerced
+    if not typed:
+        raise ConfigError("a sweep needs at least one axis: mnistres sweep PARAM VALUE... (or axes: in --config)")
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: expected at least 1")
+    if "seed" in typed and seeds > 1:
+        raise ConfigError("seed is an axis of this sweep; --seeds cannot add more seeds on top")
+    seed_list = [base.seed + i for i in range(seeds)] if "seed" not in typed else []
+
+    directory = Path(base.out_dir) / (base.name or "-".join(typed) + "-sweep")
+    points: list[Point] = []
+    names: set[str] = set()
+    for combination in itertools.product(*typed.values()):
+        values = dict(zip(typed, combination))
+        for seed in seed_list or [values["seed"]]:
+            parts = [f"{key}={format_value(value)}" for key, value in values.items()]
+            if "seed" not in typed:
+                parts.append(f"seed={seed}")
+            name = _safe_name(",".join(parts), names)
+            names.add(name)
+            point_config = base.replace(**values, seed=seed, name=name, out_dir=str(directory))
+            config_module.check_names(point_config)
+            points.append(Point(name, values, seed, point_config))
+    return Plan(directory, base, typed, seed_list or typed["seed"], points)
+
+
+def _safe_name(text: str, taken: set[str]) -> str:
+    """A folder name from the point's values; characters unsafe in paths become '-'."""
+    safe = "".join(c if c.isalnum() or c in "._+=,-" else "-" for c in text)
+    name, n = safe, 2
+    while name in taken:
+        name, n = f"{safe}-{n}", n + 1
+    return name
+
+
+def _shared(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What makes a result: the config without the keys that only say how or where it ran."""
+    return {k: v for k, v in config.items() if k not in EXECUTION_KEYS}
+
+
+def plan_record(plan: Plan) -> dict[str, Any]:
+    return {
+        "axes": plan.axes,
+        "seeds": plan.seeds,
+        "base": _shared(plan.base.to_dict()),
+        "points": [{"name": p.name, "values": p.values, "seed": p.seed} for p in plan.points],
+    }
+
+
+def check_directory(plan: Plan, overwrite: bool) -> None:
+    """A sweep directory may be run again with the same shared settings; anything else is refused."""
+    path = plan.directory / SWEEP_FILE
+    if plan.directory.exists() and not plan.directory.is_dir():
+        raise ConfigError(f"{plan.directory} exists and is not a folder")
+    if overwrite or not path.is_file():
+        if not path.is_file() and plan.directory.is_dir() and any(plan.directory.iterdir()) and not overwrite:
+            raise ConfigError(f"{plan.directory} exists and is not a sweep directory; choose another --name")
+        return
+    old = read_yaml(path)
+    old_base = old.get("base", {}) if isinstance(old, dict) else {}
+    new_base = _shared(plan.base.to_dict())
+    changed = [f"{k}: {format_value(old_base.get(k))} -> {format_value(new_base.get(k))}"
+               for k in new_base if old_base.get(k) != new_base.get(k)]
+    if changed:
+        raise ConfigError(
+            f"{plan.directory} holds a sweep with other shared settings ({'; '.join(changed)}); "
+            f"use --name for a new sweep, or --overwrite to redo every point"
+        )
+
+
+def finished(point: Point) -> Optional[str]:
+    """The status of an earlier run of this exact point, if it is a result worth keeping."""
+    run_dir = Path(point.config.out_dir) / point.name
+    try:
+        summary = read_json(run_dir / "summary.json")
+        stored = read_yaml(run_dir / "config.yaml")
+    except MnistresError:
+        return None
+    if not isinstance(summary, dict) or summary.get("status") not in FINISHED or not isinstance(stored, dict):
+        return None
+    same = _shared(stored) == _shared(point.config.to_dict())
+    return summary["status"] if same else None
+
+
+# --- running -------------------------------------------------------------------------------
+
+
+@dataclass
+class PointState:
+    """What the live view shows of one point."""
+
+    point: Point
+    status: str = "pending"  # pending | running | completed | diverged | failed | interrupted (+ "kept")
+    kept: bool = False  # finished in an earlier invocation, not run now
+    epoch: int = 0  # epoch in progress (in-process) or last completed (child process)
+    fraction: float = 0.0  # of the current epoch, when known
+    val_acc: Optional[float] = None  # latest epoch's
+    message: str = ""
+    started: float = 0.0
+    seconds: float = 0.0
+    device: str = ""
+
+
+@dataclass
+class Outcome:
+    plan: Plan
+    states: list[PointState] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(state.status == status for state in self.states)
+
+
+def run(plan: Plan, *, jobs: int = 1, devices: Sequence[str] = (), console: Any = None,
+        overwrite: bool = False) -> Outcome:
+    """Run every point that has no result yet; the sweep goes on past failed or diverged points.
+
+    Ctrl-C stops the running points (each marks itself interrupted) and re-raises; finished
+    points are untouched, and running the same sweep again picks up the rest.
+    """
+    from rich.console import Console
+
+    from mnistres import view as view_module
+
+    console = console or Console()
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: expected at least 1")
+    check_directory(plan, overwrite)
+    states = [PointState(point) for point in plan.points]
+    for state in states:
+        status = None if overwrite else finished(state.point)
+        if status:
+            state.status, state.kept = status, True
+            _read_progress(state)
+    plan.directory.mkdir(parents=True, exist_ok=True)
+    (plan.directory / "logs").mkdir(exist_ok=True)
+    atomic.write_text(plan.directory / SWEEP_FILE, _yaml(plan_record(plan)))
+
+    pending = [state for state in states if state.status == "pending"]
+    view = view_module.SweepView(states, plan.base.epochs, console)
+    with view:
+        if jobs == 1 and len(devices) <= 1:
+            _run_here(pending, devices[0] if devices else None, view)
+        else:
+            _run_children(pending, jobs, devices, plan.base.threads, view)
+    return Outcome(plan, states)
+
+
+def _yaml(data: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _run_here(pending: Iterable[PointState], device: Optional[str], view: Any) -> None:
+    """One point after another in this process (no start-up cost per point)."""
+    from rich.console import Console
+
+    from mnistres.callbacks import Callback
+    from mnistres.trainer import train
+
+    class Watch(Callback):
+        def __init__(self, state: PointState) -> None:
+            self.state = state
+
+        def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
+            self.state.epoch, self.state.fraction = epoch, 0.0
+
+        def on_batch_end(self, trainer: Any, step: int) -> None:
+            self.state.fraction = step / trainer.steps_per_epoch
+
+        def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
+            self.state.val_acc = logs["val_acc"]
+
+    for state in pending:
+        config = state.point.config if device is None else state.point.config.replace(device=device)
+        view.started(state, config.device)
+        log_path = config_log(state.point)
+        with open(log_path, "w", encoding="utf-8") as log:
+            try:
+                result = train(config, console=Console(file=log, width=120, no_color=True), overwrite=True,
+                               extra_callbacks=[Watch(state)])
+                state.status, state.message = result.status, result.message
+            except KeyboardInterrupt:
+                state.status, state.message = "interrupted", f"interrupted during epoch {state.epoch}"
+                view.finished(state)
+                raise
+            except MnistresError as error:
+                state.status, state.message = "failed", str(error)
+                log.write(f"Error: {error}\n")
+            except Exception as error:  # a bug or a broken plugin: record it, go on with the others
+                state.status, state.message = "failed", f"{type(error).__name__}: {error}"
+                log.write(traceback.format_exc())
+        view.finished(state)
+
+
+def config_log(point: Point) -> Path:
+    return Path(point.config.out_dir) / "logs" / f"{point.name}.log"
+
+
+def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], threads: int, view: Any) -> None:
+    """`jobs` points at a time, each a `mnistres train` child process with its own log.
+
+    Each child gets an equal share of the CPU threads (never more threads than cores in
+    all) or, with `devices`, one device per slot. Children run in their own process group,
+    so a Ctrl-C reaches this process once and is passed on to each child exactly once.
+    """
+    share = max(1, (threads or os.cpu_count() or 1) // jobs)
+    queue = list(pending)
+    running: dict[int, tuple[PointState, subprocess.Popen, Path]] = {}
+    try:
+        while queue or running:
+            for slot in range(jobs):
+                if slot not in running and queue:
+                    state = queue.pop(0)
+                    device = devices[slot % len(devices)] if devices else state.point.config.device
+                    config = state.point.config.replace(threads=share, device=device)
+                    running[slot] = (state, _start_child(config, state), config_log(state.point))
+                    view.started(state, device)
+            time.sleep(POLL_S)
+            for slot, (state, process, log_path) in list(running.items()):
+                _read_progress(state)
+                if process.poll() is not None:
+                    _finish_child(state, process.returncode, log_path)
+                    view.finished(state)
+                    del running[slot]
+    except KeyboardInterrupt:
+        for state, process, log_path in running.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for state, process, log_path in running.values():
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            _finish_child(state, process.returncode, log_path)
+            view.finished(state)
+        raise
+
+
+def _start_child(config: RunConfig, state: PointState) -> subprocess.Popen:
+    point_file = Path(config.out_dir) / "logs" / f"{config.name}.yaml"
+    atomic.write_text(point_file, config_module.dump_yaml(config))
+    log = open(config_log(state.point), "w", encoding="utf-8")
+    env = {**os.environ, "COLUMNS": "120"}
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mnistres", "train", "--config", str(point_file), "--overwrite"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        )
+    finally:
+        log.close()  # the child holds its own copy
+
+
+def _read_progress(state: PointState) -> None:
+    """Epoch and accuracy of a running child, from the metrics file it writes after each epoch."""
+    metrics = Path(state.point.config.out_dir) / state.point.name / "metrics.jsonl"
+    try:
+        lines = metrics.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return
+    if lines:
+        import json
+
+        try:
+            last = json.loads(lines[-1])
+        except json.JSONDecodeError:
+            return
+        state.epoch, state.val_acc = int(last.get("epoch", 0)), last.get("val_acc")
+
+
+def _finish_child(state: PointState, returncode: int, log_path: Path) -> None:
+    _read_progress(state)
+    summary_path = Path(state.point.config.out_dir) / state.point.name / "summary.json"
+    summary: dict[str, Any] = {}
+    if summary_path.is_file() and summary_path.stat().st_mtime >= state.started - 1:
+        try:
+            summary = read_json(summary_path)
+        except MnistresError:
+            summary = {}
+    if summary.get("status"):
+        state.status, state.message = summary["status"], summary.get("message", "")
+    elif returncode == 130:
+        state.status, state.message = "interrupted", "interrupted before the run started"
+    else:
+        state.status = "failed"
+        state.message = _last_line(log_path) or f"mnistres train exited with code {returncode}"
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1].removeprefix("Error: ") if lines else ""
+
+
+def merge_axes(file_axes: Mapping[str, list[Any]], command_axes: Iterable[tuple[str, list[Any]]]) -> dict[str, list[Any]]:
+    """Axes from a sweep file, then the command line's (which replace a file axis of the same key)."""
+    axes = {config_module.check_key(key, "axes"): list(values) for key, values in file_axes.items()}
+    given: set[str] = set()
+    for raw_key, values in command_axes:
+        key = config_module.check_key(raw_key, "sweep")
+        if key in given:
+            raise ConfigError(f"axis '{key}' is given twice")
+        given.add(key)
+        axes[key] = list(values)
+    return axes

@@ -1,0 +1,78 @@
+"""The live view of a sweep: one row per point in a terminal, one line per event elsewhere."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from rich.live import Live
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from mnistres.sweep import PointState
+
+STYLES = {"pending": "dim", "running": "cyan", "completed": "green", "diverged": "yellow",
+          "failed": "red", "interrupted": "magenta"}
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+class SweepView:
+    """Redrawn by Rich a few times a second from the states the runners update."""
+
+    def __init__(self, states: list["PointState"], epochs: int, console: Any) -> None:
+        self.states, self.epochs, self.console = states, epochs, console
+        self.live = Live(self, console=console, refresh_per_second=4, transient=False) if console.is_terminal else None
+
+    def __enter__(self) -> "SweepView":
+        kept = sum(state.kept for state in self.states)
+        self.console.print(
+            f"Sweep of {len(self.states)} points into {self.states[0].point.config.out_dir}"
+            + (f"; {kept} already finished, kept" if kept else ""),
+            markup=False, highlight=False, soft_wrap=True,
+        )
+        if self.live:
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live:
+            self.live.stop()
+
+    def started(self, state: "PointState", device: str) -> None:
+        state.status, state.started, state.device = "running", time.time(), device
+        if not self.live:
+            self._line(state, f"started on {device}")
+
+    def finished(self, state: "PointState") -> None:
+        state.seconds = time.time() - state.started
+        if not self.live:
+            accuracy = f"val_acc {state.val_acc:.4f}, " if isinstance(state.val_acc, float) else ""
+            reason = f": {state.message}" if state.message and state.status != "completed" else ""
+            self._line(state, f"{state.status} ({accuracy}{_duration(state.seconds)}){reason}")
+
+    def _line(self, state: "PointState", text: str) -> None:
+        done = sum(s.status not in ("pending", "running") for s in self.states)
+        self.console.print(f"[{done}/{len(self.states)}] {state.point.name}: {text}",
+                           markup=False, highlight=False, soft_wrap=True)
+
+    def __rich__(self) -> Table:
+        table = Table(title_justify="left", box=None, pad_edge=False)
+        for header, justify in (("point", "left"), ("status", "left"), ("epoch", "right"),
+                                ("val acc", "right"), ("time", "right")):
+            table.add_column(header, justify=justify)
+        now = time.time()
+        for state in self.states:
+            status = "kept" if state.kept else state.status
+            if state.status == "running":
+                epoch = f"{state.epoch}/{self.epochs}" + (f" {state.fraction:4.0%}" if state.fraction else "")
+                elapsed = _duration(now - state.started)
+            else:
+                epoch = f"{state.epoch}/{self.epochs}" if state.epoch else ""
+                elapsed = _duration(state.seconds) if state.seconds else ""
+            accuracy = f"{state.val_acc:.4f}" if isinstance(state.val_acc, float) else ""
+            table.add_row(state.point.name, f"[{STYLES.get(state.status, '')}]{status}[/]", epoch, accuracy, elapsed)
+        return table

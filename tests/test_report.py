@@ -1,0 +1,142 @@
+"""`mnistres report`: reads run files only; its tables and observations follow from the numbers.
+
+The run directories here are written by hand (config.yaml, metrics.jsonl, summary.json), so
+each test knows exactly which numbers the report must show and which sentences they support.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from mnistres import report, results
+from mnistres.cli import app
+from mnistres.config import RunConfig
+
+runner = CliRunner()
+
+
+def make_run(root: Path, name: str, val_accs: list[float], *, status: str = "completed", seed: int = 0,
+             **config: object) -> Path:
+    """A run directory whose epochs reach the given validation accuracies."""
+    path = root / name
+    path.mkdir(parents=True)
+    full = RunConfig(seed=seed, name=name, out_dir=str(root), width=8, blocks=1, epochs=len(val_accs),
+                     **config).to_dict()
+    (path / "config.yaml").write_text(yaml.safe_dump(full))
+    history = [{"epoch": i + 1, "train_loss": 1.0 / (i + 1), "train_acc": acc - 0.002, "val_loss": 1.1 / (i + 1),
+                "val_acc": acc, "lr": 0.001, "seconds": 2.0, "images_per_s": 100.0}
+               for i, acc in enumerate(val_accs)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
+    confusion = [[10 if i == j else 0 for j in range(10)] for i in range(10)]
+    per_class = [{"class": i, "support": 10, "accuracy": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0}
+                 for i in range(10)]
+    summary = {"status": status, "message": "", "final": history[-1] if history else {}, "val_set": "test",
+               "train_images": 600, "val_images": 100, "per_class": per_class, "confusion_matrix": confusion,
+               "parameters": 2818, "device": "cpu (1 threads)", "versions": {"mnistres": "0.1.0"},
+               "started": "2026-11-30T06:00:00+00:00", "finished": "2026-11-30T06:01:00+00:00"}
+    if status == "diverged":
+        summary["diverged_at"] = {"epoch": len(val_accs) + 1, "step": 7, "lr": 0.1}
+    (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def make_sweep(root: Path, key: str, variants: dict, runs: dict[str, list[list[float]]]) -> Path:
+    """A sweep directory: sweep.yaml plus one run per (value, seed)."""
+    points = []
+    for value, seeds in runs.items():
+        for seed, accs in enumerate(seeds):
+            name = f"{key}={value},seed={seed}"
+            make_run(root, name, accs, seed=seed, **{key: variants[value]})
+            points.append({"name": name, "values": {key: variants[value]}, "seed": seed})
+    (root / "sweep.yaml").write_text(yaml.safe_dump({"axes": {key: list(variants.values())}, "points": points}))
+    return root
+
+
+def observations(tmp_path: Path, runs: dict[str, list[list[float]]]) -> list[str]:
+    sweep_dir = make_sweep(tmp_path / "s", "lr", {v: float(v) for v in runs}, runs)
+    return report.observations(results.load_sweep(sweep_dir))
+
+
+def test_a_lead_beyond_the_seed_spread_is_called_so(tmp_path):
+    found = observations(tmp_path, {"0.01": [[0.97, 0.990], [0.97, 0.992]], "0.1": [[0.9, 0.950], [0.9, 0.954]]})
+    assert found[0].startswith("Highest final validation accuracy: lr=0.01 with 99.10 ± 0.14 %, 3.90 points ahead")
+    assert "larger than either variant's seed standard deviation (up to 0.28 points)" in found[0]
+
+
+def test_a_lead_inside_the_seed_spread_is_not_called_a_difference(tmp_path):
+    found = observations(tmp_path, {"0.01": [[0.97, 0.990], [0.97, 0.980]], "0.1": [[0.9, 0.984], [0.9, 0.982]]})
+    assert "lr=0.01 with 98.50 ± 0.71 %, 0.20 points ahead of lr=0.1 (98.30 ± 0.14 %)" in found[0]
+    assert "within the seed standard deviation" in found[0] and "not told apart" in found[0]
+
+
+def test_one_seed_means_the_spread_is_unknown(tmp_path):
+    found = observations(tmp_path, {"0.01": [[0.97, 0.99]], "0.1": [[0.9, 0.95]]})
+    assert "spread is unknown" in found[0] and "--seeds" in found[0]
+
+
+def test_unstable_diverged_and_target_observations(tmp_path):
+    root = tmp_path / "s"
+    make_sweep(root, "lr", {"0.01": 0.01, "0.1": 0.1},
+               {"0.01": [[0.98, 0.991, 0.992, 0.993]], "0.1": [[0.95, 0.90, 0.96, 0.93]]})
+    make_run(root, "lr=0.1,seed=1", [0.5], status="diverged", seed=1, lr=0.1)
+    plan = yaml.safe_load((root / "sweep.yaml").read_text())
+    plan["points"].append({"name": "lr=0.1,seed=1", "values": {"lr": 0.1}, "seed": 1})
+    (root / "sweep.yaml").write_text(yaml.safe_dump(plan))
+    found = report.observations(results.load_sweep(root))
+    text = "\n".join(found)
+    # lr=0.1 moved 0.90..0.96 over its last 3 epochs: 6 points; lr=0.01 moved 0.2 points.
+    assert "Unstable validation accuracy (highest minus lowest over the last 3 epochs" in text
+    assert "lr=0.1 (6.00 points)" in text and "lr=0.01 (" not in text.split("Unstable")[1].split("\n")[0]
+    assert "1 run(s) diverged (loss became NaN or infinite): lr=0.1,seed=1 (epoch 2, step 7)" in text
+    assert "Epochs to 99 % validation accuracy: lr=0.01: 2." in text
+    assert "Never reached 99 % validation accuracy: lr=0.1 (in 4 epochs)" in text
+    rows = results.result_rows(results.load_sweep(root))
+    assert rows[1][0] == "lr=0.1" and rows[1][-1] == "1 completed, 1 diverged"
+    assert rows[1][2] == "93.00"  # only the completed run counts toward the mean
+
+
+def test_report_command_on_a_sweep_and_a_loose_run(tmp_path):
+    sweep_dir = make_sweep(tmp_path / "study", "activation", {"relu": "relu", "tanh": "tanh"},
+                           {"relu": [[0.98, 0.99], [0.98, 0.991]], "tanh": [[0.97, 0.98], [0.97, 0.982]]})
+    single = make_run(tmp_path / "runs", "baseline", [0.95, 0.97])
+    out = tmp_path / "out" / "both.md"
+    result = runner.invoke(app, ["report", str(sweep_dir), str(single), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert text.count("## study") == 1 and text.count("## runs") == 1
+    assert "| activation=relu" in text and "99.05 ± 0.07" in text
+    assert "| baseline" in text and "| 97.00 " in text
+    assert "Total parameters: 2,818" in text
+    figures = sorted(out.parent.glob("*.png"))
+    assert [f.name for f in figures] == ["both-runs-confusion.png", "both-runs-curves.png",
+                                         "both-study-confusion.png", "both-study-curves.png"]
+    for figure in figures:
+        with Image.open(figure) as image:
+            image.verify()
+    assert "Report:" in result.output and "activation=relu" in result.output
+
+
+def test_report_defaults_to_the_one_directory_given(tmp_path):
+    sweep_dir = make_sweep(tmp_path / "lr-sweep", "lr", {"0.1": 0.1}, {"0.1": [[0.9, 0.95]]})
+    assert runner.invoke(app, ["report", str(sweep_dir)]).exit_code == 0
+    assert (sweep_dir / "report.md").is_file()
+
+
+@pytest.mark.parametrize("setup, args, fragment", [
+    (lambda root: None, ["missing"], "missing is not a folder"),
+    (lambda root: (root / "empty").mkdir(), ["empty"], "neither a run directory"),
+    (lambda root: make_run(root, "r", [0.9]), ["r", "-o", "report.txt"], "ending in .md"),
+    (lambda root: (make_run(root, "r", [0.9]) / "summary.json").write_text("{"), ["r"], "cannot read"),
+])
+def test_report_mistakes_get_one_line_and_exit_2(tmp_path, setup, args, fragment):
+    setup(tmp_path)
+    result = runner.invoke(app, ["report", *[str(tmp_path / a) if not a.startswith("-") and "." not in a else a
+                                             for a in args]])
+    assert result.exit_code == 2, result.output
+    assert fragment in result.output and "Traceback" not in result.output

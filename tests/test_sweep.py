@@ -1,0 +1,232 @@
+"""`mnistres sweep`: planning, running, keeping finished points, failures, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from mnistres import sweep
+from mnistres.cli import app
+from mnistres.config import RunConfig
+from mnistres.errors import ConfigError, MnistresError
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def summary(path: Path) -> dict:
+    return json.loads((path / "summary.json").read_text())
+
+
+# --- planning (no training) ----------------------------------------------------------------
+
+
+def test_plan_is_the_product_of_axes_and_seeds():
+    plan = sweep.make_plan(RunConfig(seed=5), sweep.merge_axes({}, [("optimizer", ["adam", "sgd:momentum=0.9"]),
+                                                                    ("batch-size", ["32", "128"])]), seeds=2)
+    assert plan.directory == Path("runs/optimizer-batch_size-sweep")
+    assert plan.seeds == [5, 6]
+    assert len(plan.points) == 2 * 2 * 2
+    first = plan.points[0]
+    assert first.name == "optimizer=adam,batch_size=32,seed=5"
+    assert (first.config.optimizer, first.config.batch_size, first.config.seed) == ("adam", 32, 5)
+    assert first.config.out_dir == str(plan.directory) and first.config.name == first.name
+    assert {p.config.optimizer for p in plan.points} == {"adam", "sgd:momentum=0.9"}
+    assert len({p.name for p in plan.points}) == len(plan.points)
+    assert all(":" not in p.name for p in plan.points)  # folder names stay portable
+
+
+def test_grid_values_keep_registry_options_together():
+    assert sweep.parse_grid("optimizer=adam,sgd:momentum=0.9,nesterov=true") == (
+        "optimizer", ["adam", "sgd:momentum=0.9,nesterov=true"])
+    assert sweep.parse_grid("batch_size=32,128") == ("batch_size", ["32", "128"])
+    with pytest.raises(ConfigError, match="KEY=V1,V2"):
+        sweep.parse_grid("batch_size")
+
+
+@pytest.mark.parametrize("axes, seeds, fragment", [
+    ({"lr": ["fast"]}, 1, "lr='fast'"),
+    ({"lr": ["0.1", "-1"]}, 1, "lr=-1.0 is out of range"),
+    ({"lrr": ["0.1"]}, 1, "did you mean 'lr'"),
+    ({"activation": ["relu", "sigmoidd"]}, 1, "did you mean 'sigmoid'"),
+    ({"name": ["a", "b"]}, 1, "cannot be swept"),
+    ({"lr": ["0.1", "0.10"]}, 1, "more than once"),
+    ({"seed": ["1", "2"]}, 3, "--seeds cannot"),
+    ({}, 1, "at least one axis"),
+    ({"lr": ["0.1"]}, 0, "--seeds 0"),
+])
+def test_bad_axes_are_refused_before_anything_runs(axes, seeds, fragment):
+    with pytest.raises(MnistresError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        sweep.make_plan(RunConfig(), axes, seeds)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["lr", "0.1", "abc"], "lr='abc'"),
+    (["lr"], "give the values"),
+    (["colour", "red"], "unknown key 'colour'"),
+    (["activation", "relu", "swishy"], "unknown activation 'swishy'"),
+    (["lr", "0.1", "--grid", "lr=0.2"], "given twice"),
+    (["lr", "0.1", "--grid", "epochs"], "--grid expects"),
+    (["--epochs", "2"], "at least one axis"),
+    (["batch_size", "64", "--train-size", "50"], "at most train_size"),
+])
+def test_sweep_mistakes_get_one_line_and_exit_2(fast, args, fragment):
+    result = invoke("sweep", *args, *fast)
+    assert result.exit_code == 2, result.output
+    assert fragment in result.output
+    assert "Traceback" not in result.output
+    assert not Path("runs").exists()
+
+
+def test_yaml_axes_and_seeds(fast, tmp_path):
+    config = tmp_path / "study.yaml"
+    config.write_text("name: study\nepochs: 1\nseeds: 2\naxes:\n  activation: [relu, tanh]\n")
+    data, axes, seeds = sweep.load_file(config)
+    assert (data, axes, seeds) == ({"name": "study", "epochs": 1}, {"activation": ["relu", "tanh"]}, 2)
+    result = invoke("train", "--config", str(config))
+    assert result.exit_code == 2 and "mnistres sweep --config" in result.output
+    config.write_text("axes: [lr]\n")
+    with pytest.raises(ConfigError, match="axes must map"):
+        sweep.load_file(config)
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def test_two_values_two_seeds_then_rerun_trains_nothing(fast):
+    result = invoke("sweep", "lr", "0.01", "0.003", "--seeds", "2", *fast)
+    assert result.exit_code == 0, result.output
+    root = Path("runs/lr-sweep")
+    points = sorted(p.name for p in root.iterdir() if (p / "summary.json").is_file())
+    assert points == ["lr=0.003,seed=0", "lr=0.003,seed=1", "lr=0.01,seed=0", "lr=0.01,seed=1"]
+    for name in points:
+        assert summary(root / name)["status"] == "completed"
+        assert (root / "logs" / f"{name}.log").read_text().count("epoch ") >= 2
+    config = yaml.safe_load((root / "lr=0.003,seed=1" / "config.yaml").read_text())
+    assert (config["lr"], config["seed"], config["epochs"], config["width"]) == (0.003, 1, 2, 8)
+    plan = yaml.safe_load((root / "sweep.yaml").read_text())
+    assert plan["axes"] == {"lr": [0.01, 0.003]} and plan["seeds"] == [0, 1] and len(plan["points"]) == 4
+    # The end table: one row per value, over both seeds.
+    assert "lr=0.01" in result.output and "lr=0.003" in result.output and "± " in result.output
+
+    report = (root / "report.md").read_text()
+    results = report.split("## Results")[1].split("##")[0]
+    rows = [line for line in results.splitlines() if line.startswith("| lr=")]
+    assert len(rows) == 2
+    pictures = sorted(root.glob("*.png"))
+    assert len(pictures) == 2
+    for picture in pictures:
+        with Image.open(picture) as image:
+            image.verify()
+            assert image.format == "PNG" and image.size[0] > 300
+        assert f"]({picture.name})" in report
+
+    stamps = {name: (root / name / "last.pt").stat().st_mtime_ns for name in points}
+    again = invoke("sweep", "lr", "0.01", "0.003", "--seeds", "2", *fast)
+    assert again.exit_code == 0, again.output
+    assert "4 already finished, kept" in again.output and "4 kept from an earlier run" in again.output
+    assert stamps == {name: (root / name / "last.pt").stat().st_mtime_ns for name in points}
+
+
+def test_changed_shared_settings_are_refused_not_mixed(fast):
+    assert invoke("sweep", "lr", "0.01", *fast, "--no-report").exit_code == 0
+    result = invoke("sweep", "lr", "0.01", *fast, "--epochs", "1")
+    assert result.exit_code == 2
+    assert "other shared settings (epochs: 2 -> 1)" in result.output and "--overwrite" in result.output
+    assert invoke("sweep", "lr", "0.01", *fast, "--epochs", "1", "--overwrite", "--no-report").exit_code == 0
+    assert summary(Path("runs/lr-sweep/lr=0.01,seed=0"))["epochs_completed"] == 1
+
+
+def test_added_value_runs_only_the_new_point(fast):
+    assert invoke("sweep", "lr", "0.01", *fast, "--no-report").exit_code == 0
+    result = invoke("sweep", "lr", "0.01", "0.003", *fast, "--no-report")
+    assert result.exit_code == 0, result.output
+    assert "1 already finished, kept" in result.output
+    assert summary(Path("runs/lr-sweep/lr=0.003,seed=0"))["status"] == "completed"
+
+
+def test_failed_and_diverged_points_do_not_stop_the_sweep(fast):
+    # 512 images per step cannot come from 320 training images: that point fails when it loads
+    # its data; lr 1e6 with SGD diverges. The third point still runs.
+    result = invoke("sweep", "lr", "1e6", "0.01", "--grid", "batch_size=512,32", "--optimizer", "sgd", *fast)
+    assert result.exit_code == 1, result.output
+    root = Path("runs/lr-batch_size-sweep")
+    assert summary(root / "lr=1000000.0,batch_size=32,seed=0")["status"] == "diverged"
+    assert summary(root / "lr=0.01,batch_size=32,seed=0")["status"] == "completed"
+    assert not (root / "lr=0.01,batch_size=512,seed=0" / "summary.json").exists()
+    assert "batch_size=512 is larger than the 320 training images" in result.output
+    assert "2 completed" not in result.output and "1 completed, 1 diverged, 2 failed" in result.output
+    report = (root / "report.md").read_text()
+    assert "1 run(s) diverged" in report and "lr=1000000.0,batch_size=32,seed=0 (epoch 1, step" in report
+
+
+def test_parallel_jobs_split_threads_and_write_logs(fast):
+    result = invoke("sweep", "activation", "relu", "tanh", "--jobs", "2", *fast, "--no-report")
+    assert result.exit_code == 0, result.output
+    root = Path("runs/activation-sweep")
+    for name in ("activation=relu,seed=0", "activation=tanh,seed=0"):
+        assert summary(root / name)["status"] == "completed"
+        assert "epoch 2/2" in (root / "logs" / f"{name}.log").read_text()
+        threads = yaml.safe_load((root / name / "config.yaml").read_text())["threads"]
+        assert threads == 1  # --threads 1 shared by two jobs: never more threads than asked for
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------------
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    def restore_sigint() -> None:  # background jobs start with SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    return subprocess.Popen([sys.executable, "-m", "mnistres", "sweep", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=restore_sigint,
+                            env={**os.environ, "MNISTRES_DEBUG": ""})
+
+
+def _wait_for(predicate, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if process.poll() is not None:
+            raise AssertionError(f"the sweep ended early:\n{process.stdout.read()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("timed out waiting for the sweep")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_keeps_finished_points_and_the_rerun_does_the_rest(fast, tmp_path, jobs):
+    # Two points: one epoch (done in a second) and twenty (still running when Ctrl-C comes).
+    options = [a for i, a in enumerate(fast) if a != "--epochs" and fast[i - 1] != "--epochs"]
+    args = ["epochs", "1", "20", "--jobs", jobs, *options, "--no-report"]
+    root = tmp_path / "runs" / "epochs-sweep"
+    short, long = root / "epochs=1,seed=0", root / "epochs=20,seed=0"
+    process = _start(args, tmp_path)
+    _wait_for(lambda: (short / "summary.json").is_file() and (long / "metrics.jsonl").is_file(), process)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "Interrupted." in output and "Traceback" not in output
+    assert summary(short)["status"] == "completed"
+    assert summary(long)["status"] == "interrupted"
+    stamp = (short / "last.pt").stat().st_mtime_ns
+
+    again = subprocess.run([sys.executable, "-m", "mnistres", "sweep", *args], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 already finished, kept" in again.stdout
+    assert summary(long)["status"] == "completed" and summary(long)["epochs_completed"] == 20
+    assert (short / "last.pt").stat().st_mtime_ns == stamp
