@@ -212,9 +212,13 @@ def run(plan: Plan, *, jobs: int = 1, devices: Sequence[str] = (), console: Any 
 
     from mnistres import view as view_module
 
+    from mnistres import devices as devices_module
+
     console = console or Console()
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: expected at least 1")
+    for device in sorted(set(devices) or {point.config.device for point in plan.points}):
+        devices_module.resolve(device)  # an unavailable device fails here, once, not in every point
     check_directory(plan, overwrite)
     states = [PointState(point) for point in plan.points]
     for state in states:

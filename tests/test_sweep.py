@@ -82,6 +82,8 @@ def test_bad_axes_are_refused_before_anything_runs(axes, seeds, fragment):
     (["lr", "0.1", "--grid", "epochs"], "--grid expects"),
     (["--epochs", "2"], "at least one axis"),
     (["batch_size", "64", "--train-size", "50"], "at most train_size"),
+    (["lr", "0.1", "--devices", "cuda:0,cuda:1"], "not available"),
+    (["lr", "0.1", "--jobs", "0"], "--jobs 0"),
 ])
 def test_sweep_mistakes_get_one_line_and_exit_2(fast, args, fragment):
     result = invoke("sweep", *args, *fast)
