@@ -109,6 +109,17 @@ def load_split(dataset: str, root: Path, split: str, download: bool) -> tuple[to
     return images.unsqueeze(1), labels
 
 
+def ensure_files(dataset: str, root: Path, download: bool) -> None:
+    """Make sure all four files are there: download the missing ones now, or fail in one line.
+
+    A sweep calls this once before its points start, so that they neither fail one by one
+    nor download side by side into the same folder.
+    """
+    folder = raw_dir(dataset, root)
+    if any(_find(folder, stem) is None for pair in FILES.values() for stem in pair):
+        _download(dataset, root, download)
+
+
 def _missing_message(dataset: str, root: Path, why: str) -> str:
     folder = raw_dir(dataset, root)
     names = ", ".join(f"{stem}[.gz]" for pair in FILES.values() for stem in pair)

@@ -212,13 +212,17 @@ def run(plan: Plan, *, jobs: int = 1, devices: Sequence[str] = (), console: Any 
 
     from mnistres import view as view_module
 
-    from mnistres import devices as devices_module
+    from mnistres import data as data_module, devices as devices_module
 
     console = console or Console()
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: expected at least 1")
+    # Missing data or an unavailable device fails here, once, rather than in every point.
     for device in sorted(set(devices) or {point.config.device for point in plan.points}):
-        devices_module.resolve(device)  # an unavailable device fails here, once, not in every point
+        devices_module.resolve(device)
+    for dataset, data_dir, download in sorted({(p.config.dataset, p.config.data_dir, p.config.download)
+                                               for p in plan.points}, key=str):
+        data_module.ensure_files(dataset, data_module.resolve_data_dir(data_dir), download)
     check_directory(plan, overwrite)
     states = [PointState(point) for point in plan.points]
     for state in states:

@@ -84,9 +84,10 @@ def test_bad_axes_are_refused_before_anything_runs(axes, seeds, fragment):
     (["batch_size", "64", "--train-size", "50"], "at most train_size"),
     (["lr", "0.1", "--devices", "cuda:0,cuda:1"], "not available"),
     (["lr", "0.1", "--jobs", "0"], "--jobs 0"),
+    (["lr", "0.1", "--data-dir", "nowhere"], "not found in nowhere"),
 ])
 def test_sweep_mistakes_get_one_line_and_exit_2(fast, args, fragment):
-    result = invoke("sweep", *args, *fast)
+    result = invoke("sweep", *fast, *args)
     assert result.exit_code == 2, result.output
     assert fragment in result.output
     assert "Traceback" not in result.output
