@@ -119,8 +119,8 @@ def is_sweep(path: Path) -> bool:
 
 
 def load_studies(paths: Iterable[Path]) -> list[Study]:
-    """Each sweep directory is a study; run directories given directly (or found one level
-    below a plain folder such as `runs/`) form one more study together."""
+    """Each sweep directory is a study; run directories given directly form one more study
+    together. A plain folder such as `runs/` stands for the sweeps and runs directly inside it."""
     studies: list[Study] = []
     loose: list[Run] = []
     for path in paths:
@@ -132,13 +132,16 @@ def load_studies(paths: Iterable[Path]) -> list[Study]:
         elif is_run(path):
             loose.append(load_run(path))
         else:
-            found = sorted(child for child in path.iterdir() if child.is_dir() and is_run(child))
-            if not found:
+            children = sorted(child for child in path.iterdir() if child.is_dir())
+            sweeps = [child for child in children if is_sweep(child)]
+            runs = [child for child in children if is_run(child) and not is_sweep(child)]
+            if not sweeps and not runs:
                 raise ConfigError(
                     f"{path} is neither a run directory (summary.json) nor a sweep directory (sweep.yaml), "
-                    f"and holds no run directories"
+                    f"and holds neither"
                 )
-            loose.extend(load_run(child) for child in found)
+            studies.extend(load_sweep(child) for child in sweeps)
+            loose.extend(load_run(child) for child in runs)
     if loose:
         studies.append(study_of("runs", None, loose))
     return studies

@@ -210,9 +210,7 @@ def run(plan: Plan, *, jobs: int = 1, devices: Sequence[str] = (), console: Any 
     """
     from rich.console import Console
 
-    from mnistres import view as view_module
-
-    from mnistres import data as data_module, devices as devices_module
+    from mnistres import data as data_module, devices as devices_module, view as view_module
 
     console = console or Console()
     if jobs < 1:
@@ -235,7 +233,7 @@ def run(plan: Plan, *, jobs: int = 1, devices: Sequence[str] = (), console: Any 
     atomic.write_text(plan.directory / SWEEP_FILE, _yaml(plan_record(plan)))
 
     pending = [state for state in states if state.status == "pending"]
-    view = view_module.SweepView(states, plan.base.epochs, console)
+    view = view_module.SweepView(states, console)
     with view:
         if jobs == 1 and len(devices) <= 1:
             _run_here(pending, devices[0] if devices else None, view)

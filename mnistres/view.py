@@ -23,8 +23,8 @@ def _duration(seconds: float) -> str:
 class SweepView:
     """Redrawn by Rich a few times a second from the states the runners update."""
 
-    def __init__(self, states: list["PointState"], epochs: int, console: Any) -> None:
-        self.states, self.epochs, self.console = states, epochs, console
+    def __init__(self, states: list["PointState"], console: Any) -> None:
+        self.states, self.console = states, console
         self.live = Live(self, console=console, refresh_per_second=4, transient=False) if console.is_terminal else None
 
     def __enter__(self) -> "SweepView":
@@ -66,12 +66,13 @@ class SweepView:
             table.add_column(header, justify=justify)
         now = time.time()
         for state in self.states:
-            status = "kept" if state.kept else state.status
+            status = f"{state.status} (kept)" if state.kept else state.status
+            epochs = state.point.config.epochs
             if state.status == "running":
-                epoch = f"{state.epoch}/{self.epochs}" + (f" {state.fraction:4.0%}" if state.fraction else "")
+                epoch = f"{state.epoch}/{epochs}" + (f" {state.fraction:4.0%}" if state.fraction else "")
                 elapsed = _duration(now - state.started)
             else:
-                epoch = f"{state.epoch}/{self.epochs}" if state.epoch else ""
+                epoch = f"{state.epoch}/{epochs}" if state.epoch else ""
                 elapsed = _duration(state.seconds) if state.seconds else ""
             accuracy = f"{state.val_acc:.4f}" if isinstance(state.val_acc, float) else ""
             table.add_row(state.point.name, f"[{STYLES.get(state.status, '')}]{status}[/]", epoch, accuracy, elapsed)

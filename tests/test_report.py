@@ -122,6 +122,15 @@ def test_report_command_on_a_sweep_and_a_loose_run(tmp_path):
     assert "Report:" in result.output and "activation=relu" in result.output
 
 
+def test_a_folder_stands_for_the_sweeps_and_runs_inside_it(tmp_path):
+    make_sweep(tmp_path / "runs" / "lr-sweep", "lr", {"0.1": 0.1}, {"0.1": [[0.9, 0.95]]})
+    make_sweep(tmp_path / "runs" / "activation-sweep", "activation", {"tanh": "tanh"}, {"tanh": [[0.9, 0.96]]})
+    make_run(tmp_path / "runs", "single", [0.9, 0.97])
+    studies = results.load_studies([tmp_path / "runs"])
+    assert [study.title for study in studies] == ["activation-sweep", "lr-sweep", "runs"]
+    assert [len(study.runs) for study in studies] == [1, 1, 1]
+
+
 def test_report_defaults_to_the_one_directory_given(tmp_path):
     sweep_dir = make_sweep(tmp_path / "lr-sweep", "lr", {"0.1": 0.1}, {"0.1": [[0.9, 0.95]]})
     assert runner.invoke(app, ["report", str(sweep_dir)]).exit_code == 0
