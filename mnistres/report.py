@@ -274,6 +274,7 @@ def observations(study: Study) -> list[str]:
         found.append("No run diverged.")
     others = [f"{run.name} ({run.status}: {run.summary.get('message', '')})" for run in study.runs
               if run.status not in ("completed", "diverged")]
+    others += [f"{name} ({status}{': ' + reason if reason else ''})" for name, status, reason in study.missing]
     if others:
         found.append(f"Not finished: {'; '.join(others)}.")
 

@@ -68,6 +68,8 @@ class Study:
     path: Optional[Path]
     varied: list[str]  # keys whose values differ between variants (seed excluded)
     variants: list[Variant]
+    # Sweep points with no run directory: (name, status, reason) as sweep.yaml records them.
+    missing: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def runs(self) -> list[Run]:
@@ -153,7 +155,10 @@ def load_sweep(path: Path) -> Study:
         raise ConfigError(f"{path / 'sweep.yaml'} is not a mnistres sweep file")
     runs = [load_run(path / point["name"]) for point in plan["points"] if is_run(path / point["name"])]
     varied = [key for key in plan.get("axes", {}) if key != "seed"]
-    return study_of(path.name, path, runs, varied)
+    study = study_of(path.name, path, runs, varied)
+    study.missing = [(point["name"], point.get("status", "not run"), point.get("message", ""))
+                     for point in plan["points"] if not is_run(path / point["name"])]
+    return study
 
 
 def study_of(title: str, path: Optional[Path], runs: list[Run], varied: Optional[list[str]] = None) -> Study:

@@ -129,13 +129,19 @@ def _shared(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in EXECUTION_KEYS}
 
 
-def plan_record(plan: Plan) -> dict[str, Any]:
-    return {
-        "axes": plan.axes,
-        "seeds": plan.seeds,
-        "base": _shared(plan.base.to_dict()),
-        "points": [{"name": p.name, "values": p.values, "seed": p.seed} for p in plan.points],
-    }
+def plan_record(plan: Plan, states: Sequence[PointState] = ()) -> dict[str, Any]:
+    """sweep.yaml: the plan, and each point's status and reason once known."""
+    known = {state.point.name: state for state in states}
+    points = []
+    for point in plan.points:
+        record: dict[str, Any] = {"name": point.name, "values": point.values, "seed": point.seed}
+        state = known.get(point.name)
+        if state is not None:
+            record["status"] = state.status
+            if state.message:
+                record["message"] = state.message
+        points.append(record)
+    return {"axes": plan.axes, "seeds": plan.seeds, "base": _shared(plan.base.to_dict()), "points": points}
 
 
 def check_directory(plan: Plan, overwrite: bool) -> None:
@@ -233,12 +239,14 @@ def run(plan: Plan, *, jobs: int = 1, devices: Sequence[str] = (), console: Any 
     atomic.write_text(plan.directory / SWEEP_FILE, _yaml(plan_record(plan)))
 
     pending = [state for state in states if state.status == "pending"]
-    view = view_module.SweepView(states, console)
-    with view:
-        if jobs == 1 and len(devices) <= 1:
-            _run_here(pending, devices[0] if devices else None, view)
-        else:
-            _run_children(pending, jobs, devices, plan.base.threads, view)
+    try:
+        with view_module.SweepView(states, console) as view:
+            if jobs == 1 and len(devices) <= 1:
+                _run_here(pending, devices[0] if devices else None, view)
+            else:
+                _run_children(pending, jobs, devices, plan.base.threads, view)
+    finally:  # also after Ctrl-C: the record says which points finished and why others did not
+        atomic.write_text(plan.directory / SWEEP_FILE, _yaml(plan_record(plan, states)))
     return Outcome(plan, states)
 
 

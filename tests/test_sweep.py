@@ -171,9 +171,14 @@ def test_failed_and_diverged_points_do_not_stop_the_sweep(fast):
     assert summary(root / "lr=0.01,batch_size=32,seed=0")["status"] == "completed"
     assert not (root / "lr=0.01,batch_size=512,seed=0" / "summary.json").exists()
     assert "batch_size=512 is larger than the 320 training images" in result.output
+    recorded = {p["name"]: p for p in yaml.safe_load((root / "sweep.yaml").read_text())["points"]}
+    assert recorded["lr=0.01,batch_size=512,seed=0"]["status"] == "failed"
+    assert "larger than the 320 training images" in recorded["lr=0.01,batch_size=512,seed=0"]["message"]
+    assert recorded["lr=1000000.0,batch_size=32,seed=0"]["status"] == "diverged"
     assert "2 completed" not in result.output and "1 completed, 1 diverged, 2 failed" in result.output
     report = (root / "report.md").read_text()
     assert "1 run(s) diverged" in report and "lr=1000000.0,batch_size=32,seed=0 (epoch 1, step" in report
+    assert "Not finished: lr=1000000.0,batch_size=512,seed=0 (failed: batch_size=512 is larger" in report
 
 
 def test_parallel_jobs_split_threads_and_write_logs(fast):
