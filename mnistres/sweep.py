@@ -279,7 +279,7 @@ def _run_here(pending: Iterable[PointState], device: Optional[str], view: Any) -
     for state in pending:
         config = state.point.config if device is None else state.point.config.replace(device=device)
         view.started(state, config.device)
-        log_path = config_log(state.point)
+        log_path = point_log(state.point)
         with open(log_path, "w", encoding="utf-8") as log:
             try:
                 result = train(config, console=Console(file=log, width=120, no_color=True), overwrite=True,
@@ -298,7 +298,8 @@ def _run_here(pending: Iterable[PointState], device: Optional[str], view: Any) -
         view.finished(state)
 
 
-def config_log(point: Point) -> Path:
+def point_log(point: Point) -> Path:
+    """Where a point's output goes: logs/<point>.log in the sweep directory."""
     return Path(point.config.out_dir) / "logs" / f"{point.name}.log"
 
 
@@ -319,7 +320,7 @@ def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], 
                     state = queue.pop(0)
                     device = devices[slot % len(devices)] if devices else state.point.config.device
                     config = state.point.config.replace(threads=share, device=device)
-                    running[slot] = (state, _start_child(config, state), config_log(state.point))
+                    running[slot] = (state, _start_child(config, state), point_log(state.point))
                     view.started(state, device)
             time.sleep(POLL_S)
             for slot, (state, process, log_path) in list(running.items()):
@@ -346,7 +347,7 @@ def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], 
 def _start_child(config: RunConfig, state: PointState) -> subprocess.Popen:
     point_file = Path(config.out_dir) / "logs" / f"{config.name}.yaml"
     atomic.write_text(point_file, config_module.dump_yaml(config))
-    log = open(config_log(state.point), "w", encoding="utf-8")
+    log = open(point_log(state.point), "w", encoding="utf-8")
     env = {**os.environ, "COLUMNS": "120"}
     try:
         return subprocess.Popen(

@@ -238,3 +238,21 @@ def test_ctrl_c_keeps_finished_points_and_the_rerun_does_the_rest(fast, tmp_path
     assert "1 already finished, kept" in again.stdout
     assert summary(long)["status"] == "completed" and summary(long)["epochs_completed"] == 20
     assert (short / "last.pt").stat().st_mtime_ns == stamp
+
+
+def test_live_view_shows_each_point_state():
+    from rich.console import Console
+
+    from mnistres.view import SweepView
+
+    plan = sweep.make_plan(RunConfig(epochs=5), {"lr": ["0.1", "0.01", "0.001"]})
+    states = [sweep.PointState(point) for point in plan.points]
+    states[0].status, states[0].kept, states[0].epoch, states[0].val_acc = "completed", True, 5, 0.9871
+    states[1].status, states[1].epoch, states[1].fraction, states[1].val_acc = "running", 3, 0.5, 0.97
+    states[1].started = time.time()
+    console = Console(record=True, force_terminal=True, width=120)
+    console.print(SweepView(states, console))
+    rows = {line.split()[0]: line.split()[1:] for line in console.export_text().splitlines()[1:]}
+    assert rows["lr=0.1,seed=0"] == ["completed", "(kept)", "5/5", "0.9871"]
+    assert rows["lr=0.01,seed=0"] == ["running", "3/5", "50%", "0.9700", "0s"]
+    assert rows["lr=0.001,seed=0"] == ["pending"]
