@@ -261,9 +261,9 @@ def report(
     studies = results.load_studies(paths)
     written = report_module.write(studies, output or report_module.default_output(paths))
     console = _wide_console()
-    for study in studies:
+    for study, observed in zip(studies, written.observations):
         console.print(display.results_table(study.title, results.result_rows(study)))
-        for line in written.observations[study.title]:
+        for line in observed:
             console.print(f"• {line}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"Report: {written.path} ({len(written.figures)} figures beside it)", markup=False, highlight=False)
 

@@ -27,7 +27,7 @@ GAP_FLAG = 0.01  # train acc above val acc by more than 1 point is worth a line
 class Written:
     path: Path
     figures: list[Path]
-    observations: dict[str, list[str]]  # per study title
+    observations: list[list[str]]  # per study, in the order given
 
 
 def default_output(paths: list[Path]) -> Path:
@@ -44,7 +44,7 @@ def write(studies: list[Study], output: Path) -> Written:
     if not runs:
         raise ConfigError("no finished runs to report on yet (no summary.json found in the given directories)")
     figures: list[Path] = []
-    observed: dict[str, list[str]] = {}
+    observed: list[list[str]] = []
     sources = ", ".join(f"`{study.path}`" if study.path else f"{len(study.runs)} run directories" for study in studies)
     lines = [
         f"# Report: {', '.join(study.title for study in studies)}",
@@ -54,14 +54,23 @@ def write(studies: list[Study], output: Path) -> Written:
         "",
     ]
     lines += architecture_section(runs)
+    slugs: set[str] = set()
     for study in studies:
         # One study: its sections are the report's own; several: one chapter each.
         h = "##" if len(studies) == 1 else "###"
         if len(studies) > 1:
             lines += [f"## {study.title}", ""]
+        if not study.runs:
+            lines += ["No run of this sweep has finished yet.", ""]
+            observed.append([])
+            continue
+        slug = _slug(study.title)
+        slug = next(f"{slug}-{n}" for n in range(1, len(studies) + 2) if f"{slug}-{n}" not in slugs) \
+            if slug in slugs else slug
+        slugs.add(slug)
         lines += what_was_run(study, h)
         lines += results_section(study, h)
-        curves = output.with_name(f"{output.stem}-{_slug(study.title)}-curves.png")
+        curves = output.with_name(f"{output.stem}-{slug}-curves.png")
         plot_curves(study, curves)
         figures.append(curves)
         lines += [f"{h} Curves", "", f"![Training curves, {study.title}]({curves.name})", "",
@@ -71,12 +80,12 @@ def write(studies: list[Study], output: Path) -> Written:
         lines += per_class_section(study, h)
         best = best_run(study)
         if best is not None:
-            matrix = output.with_name(f"{output.stem}-{_slug(study.title)}-confusion.png")
+            matrix = output.with_name(f"{output.stem}-{slug}-confusion.png")
             plot_confusion(best, matrix)
             figures.append(matrix)
             lines += confusion_section(best, matrix, h)
-        observed[study.title] = observations(study)
-        lines += [f"{h} Observations", ""] + [f"- {text}" for text in observed[study.title]] + [""]
+        observed.append(observations(study))
+        lines += [f"{h} Observations", ""] + [f"- {text}" for text in observed[-1]] + [""]
     atomic.write_text(output, "\n".join(lines))
     return Written(output, figures, observed)
 

@@ -131,6 +131,22 @@ def test_a_folder_stands_for_the_sweeps_and_runs_inside_it(tmp_path):
     assert [len(study.runs) for study in studies] == [1, 1, 1]
 
 
+def test_same_named_sweeps_get_their_own_figures_and_an_empty_sweep_is_said_so(tmp_path):
+    first = make_sweep(tmp_path / "a" / "lr-sweep", "lr", {"0.1": 0.1}, {"0.1": [[0.9, 0.95]]})
+    second = make_sweep(tmp_path / "b" / "lr-sweep", "lr", {"0.2": 0.2}, {"0.2": [[0.9, 0.93]]})
+    empty = tmp_path / "c" / "empty-sweep"
+    empty.mkdir(parents=True)
+    (empty / "sweep.yaml").write_text(yaml.safe_dump({"axes": {"lr": [0.1]}, "points": [
+        {"name": "lr=0.1,seed=0", "values": {"lr": 0.1}, "seed": 0, "status": "failed", "message": "no data"}]}))
+    out = tmp_path / "r.md"
+    result = runner.invoke(app, ["report", str(first), str(second), str(empty), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    written = report.write(results.load_studies([first, second, empty]), out)
+    assert sorted(p.name for p in written.figures) == [
+        "r-lr-sweep-1-confusion.png", "r-lr-sweep-1-curves.png", "r-lr-sweep-confusion.png", "r-lr-sweep-curves.png"]
+    assert "## empty-sweep\n\nNo run of this sweep has finished yet." in out.read_text()
+
+
 def test_report_defaults_to_the_one_directory_given(tmp_path):
     sweep_dir = make_sweep(tmp_path / "lr-sweep", "lr", {"0.1": 0.1}, {"0.1": [[0.9, 0.95]]})
     assert runner.invoke(app, ["report", str(sweep_dir)]).exit_code == 0
