@@ -7,6 +7,7 @@ the thresholds they use written next to them.
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -324,7 +325,7 @@ PANELS = (("train_acc", "train accuracy"), ("val_acc", "validation accuracy"),
 
 def plot_curves(study: Study, path: Path) -> None:
     from matplotlib.figure import Figure  # the object API: no global state, no display needed
-    from matplotlib.ticker import LogFormatter
+    from matplotlib.ticker import FuncFormatter
 
     figure = Figure(figsize=(11, 8), layout="constrained")
     axes = figure.subplots(2, 2)
@@ -341,12 +342,20 @@ def plot_curves(study: Study, path: Path) -> None:
         ax.grid(alpha=0.3)
         if "loss" in key:
             ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(LogFormatter())
-            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+            ax.yaxis.set_major_formatter(FuncFormatter(_one_two_five))
+            ax.yaxis.set_minor_formatter(FuncFormatter(_one_two_five))
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes.flat[0].legend(fontsize="small", title="variant (runs)")
     figure.suptitle(f"{study.title}: mean over runs, band = lowest to highest")
     _save(figure, path)
+
+
+def _one_two_five(value: float, _position: Any = None) -> str:
+    """Log-axis labels at 1, 2 and 5 of each decade, written plainly (0.2, not 2e-01)."""
+    if value <= 0:
+        return ""
+    mantissa = value / 10 ** math.floor(math.log10(value))
+    return f"{value:g}" if any(abs(mantissa - m) < 1e-6 for m in (1, 2, 5)) else ""
 
 
 def plot_confusion(run: Run, path: Path) -> None:
