@@ -229,8 +229,9 @@ def observations(study: Study) -> list[str]:
     else:
         (_, top), (_, second) = ranked[0], ranked[1]
         lead = top.final_val_acc.mean - second.final_val_acc.mean
+        ahead = "level to 0.01 points with" if lead < 0.00005 else f"{_pts(lead)} ahead of"
         text = (f"Highest final validation accuracy: {top.label} with {top.final_val_acc.percent()} %, "
-                f"{_pts(lead)} ahead of {second.label} ({second.final_val_acc.percent()} %).")
+                f"{ahead} {second.label} ({second.final_val_acc.percent()} %).")
         spreads = [s.final_val_acc.std for s in (top, second)]
         if None in spreads:
             text += (" With one completed run per variant the seed-to-seed spread is unknown, so this lead alone "
@@ -269,7 +270,8 @@ def observations(study: Study) -> list[str]:
             found.append(f"Train accuracy exceeds validation accuracy by more than {_pts(GAP_FLAG)} in the final "
                          f"epoch for: {', '.join(wide)}.")
         elif largest > 0:
-            found.append(f"Final train–validation gaps are small: the largest is {_pts(largest)} ({label}).")
+            found.append(f"No variant's final train accuracy exceeds its validation accuracy by more than "
+                         f"{_pts(GAP_FLAG)}; the largest gap is {_pts(largest)} ({label}).")
         else:
             found.append(f"Validation accuracy is at or above train accuracy in the final epoch for every variant "
                          f"(gaps down to {_pts(min(g for _, g in gaps))}); train accuracy is an average over an "

@@ -22,14 +22,14 @@ runner = CliRunner()
 
 
 def make_run(root: Path, name: str, val_accs: list[float], *, status: str = "completed", seed: int = 0,
-             **config: object) -> Path:
+             train_gap: float = -0.002, **config: object) -> Path:
     """A run directory whose epochs reach the given validation accuracies."""
     path = root / name
     path.mkdir(parents=True)
     full = RunConfig(seed=seed, name=name, out_dir=str(root), width=8, blocks=1, epochs=len(val_accs),
                      **config).to_dict()
     (path / "config.yaml").write_text(yaml.safe_dump(full))
-    history = [{"epoch": i + 1, "train_loss": 1.0 / (i + 1), "train_acc": acc - 0.002, "val_loss": 1.1 / (i + 1),
+    history = [{"epoch": i + 1, "train_loss": 1.0 / (i + 1), "train_acc": acc + train_gap, "val_loss": 1.1 / (i + 1),
                 "val_acc": acc, "lr": 0.001, "seconds": 2.0, "images_per_s": 100.0}
                for i, acc in enumerate(val_accs)]
     (path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
@@ -99,6 +99,19 @@ def test_unstable_diverged_and_target_observations(tmp_path):
     rows = results.result_rows(results.load_sweep(root))
     assert rows[1][0] == "lr=0.1" and rows[1][-1] == "1 completed, 1 diverged"
     assert rows[1][2] == "93.00"  # only the completed run counts toward the mean
+
+
+def test_train_validation_gaps_and_ties(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, "a", [0.95, 0.97], train_gap=0.015, lr=0.1)
+    make_run(root, "b", [0.95, 0.97], train_gap=0.004, lr=0.01)
+    found = report.observations(results.load_studies([root])[0])
+    assert "level to 0.01 points with" in found[0]
+    assert "by more than 1.00 points in the final epoch for: lr=0.1 (1.50 points)." in found[2]
+    (root / "a").rename(tmp_path / "a")  # without the 1.5-point gap
+    found = report.observations(results.load_studies([root])[0])
+    assert found[2] == ("No variant's final train accuracy exceeds its validation accuracy by more than 1.00 points; "
+                        "the largest gap is 0.40 points (b).")
 
 
 def test_report_command_on_a_sweep_and_a_loose_run(tmp_path):
