@@ -19,8 +19,8 @@ from mnistres.errors import ConfigError
 from mnistres.results import (EXECUTION_KEYS, RESULT_HEADERS, TARGET_ACC, Run, Spread, Study, Variant,
                               format_value, result_rows, variant_stats)
 
-UNSTABLE_RANGE = 0.005  # val acc moving over more than 0.5 points in the last epochs is "unstable"
-LAST_EPOCHS = 3  # how many final epochs the stability rule looks at
+UNSTABLE_FALL = 0.005  # val acc falling by more than 0.5 points from one epoch to the next is "unstable"
+LAST_EPOCHS = 3  # how many final epochs the stability rule looks at (rising accuracy is progress, not instability)
 GAP_FLAG = 0.01  # train acc above val acc by more than 1 point is worth a line
 
 
@@ -251,15 +251,15 @@ def observations(study: Study) -> list[str]:
         unstable = []
         for variant, _ in stats:
             if variant.usable:
-                spread = statistics.fmean(_last_range(run, window) for run in variant.usable)
-                if spread > UNSTABLE_RANGE:
-                    unstable.append(f"{variant.label} ({_pts(spread)})")
+                fall = statistics.fmean(_largest_fall(run, window) for run in variant.usable)
+                if fall > UNSTABLE_FALL:
+                    unstable.append(f"{variant.label} ({_pts(fall)})")
+        rule = (f"from one epoch to the next within the last {window} epochs (largest fall, mean over runs)")
         if unstable:
-            found.append(f"Unstable validation accuracy (highest minus lowest over the last {window} epochs, mean "
-                         f"over runs, above {_pts(UNSTABLE_RANGE)}): {', '.join(unstable)}.")
+            found.append(f"Unstable validation accuracy: it fell by more than {_pts(UNSTABLE_FALL)} {rule} for "
+                         f"{', '.join(unstable)}.")
         else:
-            found.append(f"Every variant's validation accuracy stayed within {_pts(UNSTABLE_RANGE)} over its last "
-                         f"{window} epochs (mean over runs).")
+            found.append(f"No variant's validation accuracy fell by more than {_pts(UNSTABLE_FALL)} {rule}.")
 
     gaps = [(s.label, s.final_train_acc.mean - s.final_val_acc.mean) for _, s in stats
             if s.final_train_acc.mean is not None and s.final_val_acc.mean is not None]
@@ -301,9 +301,10 @@ def observations(study: Study) -> list[str]:
     return found
 
 
-def _last_range(run: Run, window: int) -> float:
+def _largest_fall(run: Run, window: int) -> float:
+    """The largest drop in validation accuracy between consecutive epochs among the last `window`."""
     values = [row["val_acc"] for row in run.history[-window:]]
-    return max(values) - min(values)
+    return max([0.0] + [before - after for before, after in zip(values, values[1:])])
 
 
 # --- figures ---------------------------------------------------------------------------------------
