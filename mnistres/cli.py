@@ -210,19 +210,16 @@ def sweep(
     """
     from mnistres import sweep as sweep_module
 
-    file_data, file_axes, file_seeds = sweep_module.load_file(config_file) if config_file else ({}, {}, None)
-    command_axes = ([(param, values or [])] if param is not None else []) + [sweep_module.parse_grid(g) for g in grid or []]
     if param is not None and not values:
         raise MnistresError(f"give the values to try: mnistres sweep {param} VALUE [VALUE...]")
-    axes = sweep_module.merge_axes(file_axes, command_axes)
     options = _run_options(
         epochs=epochs, batch_size=batch_size, lr=lr, activation=activation, optimizer=optimizer, schedule=schedule,
         device=device, seed=seed, data_dir=data_dir, dataset=dataset, out_dir=out_dir, name=name,
         train_size=train_size, val_split=val_split, threads=threads, download=download,
     )
-    base = config_module.layered(file_data, str(config_file), options, sets or [])
+    command_axes = ([(param, values or [])] if param is not None else []) + [sweep_module.parse_grid(g) for g in grid or []]
+    plan = sweep_module.plan_from(config_file, command_axes, options, sets or [], seeds)
     device_list = [d.strip() for d in devices.split(",") if d.strip()] if devices else []
-    plan = sweep_module.make_plan(base, axes, seeds or file_seeds or 1)
 
     from mnistres import display, results
 

@@ -115,6 +115,15 @@ def make_plan(base: RunConfig, axes: Mapping[str, Sequence[Any]], seeds: int = 1
     return Plan(directory, base, typed, seed_list or typed["seed"], points)
 
 
+def plan_from(config_file: str | Path | None, command_axes: Iterable[tuple[str, list[Any]]],
+              options: Mapping[str, Any], sets: Iterable[str], seeds: Optional[int]) -> Plan:
+    """The plan a command line describes: a sweep file's keys, axes and seeds, then the command's
+    axes (PARAM VALUE..., --grid), options, --set pairs and --seeds, later winning."""
+    file_data, file_axes, file_seeds = load_file(config_file) if config_file else ({}, {}, None)
+    base = config_module.layered(file_data, str(config_file), options, sets)
+    return make_plan(base, merge_axes(file_axes, command_axes), seeds or file_seeds or 1)
+
+
 def _safe_name(text: str, taken: set[str]) -> str:
     """A folder name from the point's values; characters unsafe in paths become '-'."""
     safe = "".join(c if c.isalnum() or c in "._+=,-" else "-" for c in text)
