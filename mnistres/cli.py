@@ -86,6 +86,10 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML 
 SetOpt = Annotated[Optional[List[str]], typer.Option(
     "--set", "-s", help="KEY=VALUE for any RunConfig key; repeatable; wins over everything else.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (0: torch's default).")]
+PluginOpt = Annotated[Optional[List[str]], typer.Option(
+    "--plugin", help="Load a plugin: a module name or a .py file; repeatable (also $MNISTRES_PLUGINS).")]
+CallbackOpt = Annotated[Optional[List[str]], typer.Option(
+    "--callback", help="Add a callback NAME[:key=value,...] to the run's list; repeatable (see `mnistres plugins`).")]
 
 
 # The run options of `train`, which `sweep` applies to every point.
@@ -102,6 +106,14 @@ ValSplitOpt = Annotated[Optional[float], typer.Option(
     help="Hold out this fraction of the training set for validation instead of using the test set.")]
 DownloadOpt = Annotated[Optional[bool], typer.Option(
     "--download/--no-download", help="Fetch missing dataset files.", show_default="download")]
+
+
+def _use_plugins(plugins: Optional[List[str]]) -> None:
+    """Queue --plugin values; they load with the others when a name is first looked up."""
+    if plugins:
+        from mnistres.registry import request
+
+        request(plugins)
 
 
 def _run_options(**options: Any) -> dict[str, Any]:
@@ -130,15 +142,18 @@ def train(
     threads: ThreadsOpt = None,
     download: DownloadOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in the run directory.")] = False,
+    callback: CallbackOpt = None,
     sets: SetOpt = None,
+    plugin: PluginOpt = None,
 ) -> None:
     """Train one run; everything it produces goes to OUT_DIR/NAME/."""
+    _use_plugins(plugin)
     options = _run_options(
         epochs=epochs, batch_size=batch_size, lr=lr, activation=activation, optimizer=optimizer, schedule=schedule,
         device=device, seed=seed, data_dir=data_dir, dataset=dataset, out_dir=out_dir, name=name,
         train_size=train_size, val_split=val_split, threads=threads, download=download,
     )
-    run_config = config_module.build(config_file, options, sets or [])
+    run_config = config_module.build(config_file, options, sets or [], callbacks=callback or [])
 
     from mnistres import display
     from mnistres.trainer import train as run_training
@@ -200,7 +215,9 @@ def sweep(
     val_split: ValSplitOpt = None,
     threads: ThreadsOpt = None,
     download: DownloadOpt = None,
+    callback: CallbackOpt = None,
     sets: SetOpt = None,
+    plugin: PluginOpt = None,
 ) -> None:
     """Train one run per value (and per combination with --grid, and per seed), then compare them.
 
@@ -208,6 +225,7 @@ def sweep(
 
     Example: mnistres sweep lr 0.1 0.01 0.001 --seeds 3
     """
+    _use_plugins(plugin)
     from mnistres import sweep as sweep_module
 
     if param is not None and not values:
@@ -218,7 +236,7 @@ def sweep(
         train_size=train_size, val_split=val_split, threads=threads, download=download,
     )
     command_axes = ([(param, values or [])] if param is not None else []) + [sweep_module.parse_grid(g) for g in grid or []]
-    plan = sweep_module.plan_from(config_file, command_axes, options, sets or [], seeds)
+    plan = sweep_module.plan_from(config_file, command_axes, options, sets or [], seeds, callbacks=callback or [])
     device_list = [d.strip() for d in devices.split(",") if d.strip()] if devices else []
 
     from mnistres import display, results
@@ -251,8 +269,10 @@ def report(
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="Markdown file to write; figures (PNG) go beside it.",
         show_default="report.md inside the one directory given, else ./report.md")] = None,
+    plugin: PluginOpt = None,
 ) -> None:
     """Write a Markdown report with figures from finished runs; reads only their files."""
+    _use_plugins(plugin)
     from mnistres import display, report as report_module, results
 
     studies = results.load_studies(paths)
@@ -278,8 +298,10 @@ def eval_command(
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
     download: Annotated[bool, typer.Option("--download/--no-download", help="Fetch missing dataset files.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
+    plugin: PluginOpt = None,
 ) -> None:
     """Measure a checkpoint on a dataset split; the architecture comes from the checkpoint."""
+    _use_plugins(plugin)
     from mnistres import display
     from mnistres.evaluate import evaluate_checkpoint
 
@@ -308,8 +330,10 @@ def summary(
     activation: Annotated[Optional[str], typer.Option(help="Activation name[:options].")] = None,
     device: DeviceOpt = None,
     sets: SetOpt = None,
+    plugin: PluginOpt = None,
 ) -> None:
     """The architecture as a Keras-style table: layer, output shape, parameters."""
+    _use_plugins(plugin)
     run_config = config_module.build(config_file, {"activation": activation, "device": device}, sets or [])
 
     from mnistres import devices, display, model
@@ -323,14 +347,26 @@ def summary(
 
 
 @app.command()
-def plugins() -> None:
-    """Every activation, optimizer, schedule and callback, with options and source."""
-    from mnistres import display
-    from mnistres.registry import REGISTRIES
+def plugins(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
+    plugin: PluginOpt = None,
+) -> None:
+    """Every activation, optimizer, schedule and callback, with options and source; plugins that failed to load."""
+    _use_plugins(plugin)
+    from mnistres import display, registry
 
+    listing = {kind: reg.entries() for kind, reg in registry.REGISTRIES.items()}
+    if as_json:
+        from mnistres.atomic import to_json
+
+        sys.stdout.write(to_json(registry.describe()) + "\n")
+        return
     console = Console()
-    for kind, registry in REGISTRIES.items():
-        console.print(display.registry_table(kind, registry.entries()))
+    for kind, entries in listing.items():
+        console.print(display.registry_table(kind, entries))
+    for name, error in registry.failed_plugins:
+        console.print(f"Plugin '{name}' failed to load and was skipped: {error}", style="red", markup=False,
+                      soft_wrap=True)
 
 
 def _wide_console() -> Console:

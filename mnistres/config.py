@@ -91,21 +91,34 @@ def build(
     config_file: str | Path | None = None,
     options: Mapping[str, Any] | None = None,
     sets: Iterable[str] = (),
+    callbacks: Iterable[str] = (),
 ) -> RunConfig:
-    """defaults <- YAML file <- explicit options <- --set pairs, then validate."""
+    """defaults <- YAML file <- explicit options (and --callback) <- --set pairs, then validate."""
     file_data = load_yaml(config_file) if config_file is not None else {}
     if "axes" in file_data:
         raise ConfigError(f"{config_file} describes a sweep (it has axes:); run it with: mnistres sweep --config {config_file}")
-    return layered(file_data, str(config_file), options, sets)
+    return layered(file_data, str(config_file), options, sets, callbacks)
 
 
 def layered(file_data: Mapping[str, Any], origin: str, options: Mapping[str, Any] | None = None,
-            sets: Iterable[str] = ()) -> RunConfig:
-    """The layers after the defaults: `file_data` (from `origin`), then options, then --set pairs."""
+            sets: Iterable[str] = (), callbacks: Iterable[str] = ()) -> RunConfig:
+    """The layers after the defaults: `file_data` (from `origin`), then options, then --set pairs.
+
+    `callbacks` (from --callback) are added to the list the earlier layers give; one with the
+    name of a callback already listed replaces it, so `--callback progress:refresh_s=1` re-sets it.
+    """
     merged: dict[str, Any] = {check_key(key, origin): value for key, value in file_data.items()}
     for key, value in (options or {}).items():
         if value is not None:
             merged[check_key(key, "option")] = value
+    added = list(callbacks)
+    if added:
+        try:
+            listed = split_specs(merged.get("callbacks", list(DEFAULT_CALLBACKS)))
+        except values.ValueProblem as problem:
+            raise ConfigError(f"callbacks: {problem}") from None
+        names = {_spec_name(spec) for spec in added}
+        merged["callbacks"] = [spec for spec in listed if _spec_name(spec) not in names] + added
     for pair in sets:
         key, value = parse_set(pair)
         merged[key] = value
@@ -140,6 +153,10 @@ def parse_set(pair: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"--set expects key=value, got {pair!r}")
     return check_key(key, "--set"), value
+
+
+def _spec_name(spec: str) -> str:
+    return spec.partition(":")[0].strip().lower().replace("-", "_")
 
 
 def check_key(key: Any, origin: str) -> str:

@@ -27,3 +27,7 @@ class DeviceError(MnistresError):
 
 class CheckpointError(MnistresError):
     """A checkpoint that is missing, damaged or not ours."""
+
+
+class PluginError(MnistresError):
+    """A plugin that the user named and that does not load, or an entry that fails to build or run."""

@@ -69,7 +69,7 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
                         download: bool = True, threads: int = 0) -> dict[str, Any]:
     """Evaluate a checkpoint on a dataset split; returns plain values (JSON-ready)."""
     from mnistres import checkpoint, config as config_module, data, model as model_module
-    from mnistres.errors import ConfigError
+    from mnistres.errors import ConfigError, UnknownNameError
 
     if split not in ("test", "train"):
         raise ConfigError(f"split={split!r}: expected test or train")
@@ -87,7 +87,14 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
     name = run_config.dataset
     root = data.resolve_data_dir(data_dir or (None if os.environ.get("MNISTRES_DATA_DIR") else run_config.data_dir))
 
-    network = model_module.build(run_config.activation, run_config.width, run_config.blocks)
+    try:
+        network = model_module.build(run_config.activation, run_config.width, run_config.blocks)
+    except UnknownNameError:
+        supplied = (document.get("plugins") or {}).get("activation", {}).get("source", "an unknown source")
+        raise UnknownNameError(
+            f"{path} needs activation '{run_config.activation}' from {supplied}, which is not installed here: "
+            f"install it, or load it with --plugin"
+        ) from None
     try:
         network.load_state_dict(document["model"])
     except RuntimeError as error:

@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
+import os
+import re
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from mnistres import values
-from mnistres.errors import ConfigError, UnknownNameError
+from mnistres.errors import ConfigError, MnistresError, PluginError, UnknownNameError
 
 ENTRY_POINT_GROUP = "mnistres.plugins"
 BUILT_IN = "built-in"
@@ -130,9 +134,21 @@ class Registry:
         return Spec(entry.name, chosen)
 
     def build(self, spec: str | Spec, *args: Any, **context: Any) -> Any:
-        """Build the entry a spec names, passing `context` and the spec's options."""
+        """Build the entry a spec names, passing `context` and the spec's options.
+
+        A factory that raises (a plugin's bug, or options it rejects) becomes one line that
+        names the entry and where it came from.
+        """
         parsed = spec if isinstance(spec, Spec) else self.parse(spec)
-        return self.get(parsed.name).build(*args, options=parsed.options, **context)
+        entry = self.get(parsed.name)
+        try:
+            return entry.build(*args, options=parsed.options, **context)
+        except MnistresError:
+            raise
+        except Exception as error:
+            raise PluginError(
+                f"{self.kind} '{parsed}' (from {entry.source}) failed to build: {type(error).__name__}: {error}"
+            ) from error
 
     def _unknown_message(self, key: str) -> str:
         available = sorted(self._entries)
@@ -169,9 +185,15 @@ REGISTRIES: dict[str, Registry] = {
 
 # --- plugin loading -------------------------------------------------------------------
 
+BUILTIN_MODULE = "mnistres.builtins"
+PLUGINS_ENV = "MNISTRES_PLUGINS"  # extra plugins: modules or .py files, separated by os.pathsep or commas
+DISABLE_ENV = "MNISTRES_DISABLE_PLUGIN_AUTOLOAD"  # "1": skip entry points (built-ins still load)
+
 _loaded = False
 _loading_source: str | None = None
-failed_plugins: list[tuple[str, str]] = []  # (plugin name, error) of plugins that did not load
+_requested: list[str] = []  # --plugin values, loaded with the others (or at once, if already loaded)
+failed_plugins: list[tuple[str, str]] = []  # (plugin, error) of plugins that did not load
+loaded_plugins: list[tuple[str, str]] = []  # (plugin, source) of plugins that did
 
 
 def _source_of(factory: Callable[..., Any]) -> str:
@@ -191,35 +213,127 @@ def _registering_as(source: str) -> Iterator[None]:
         _loading_source = previous
 
 
-def load_plugins() -> None:
-    """Import every module of the ``mnistres.plugins`` entry-point group, once.
+def request(plugins: Iterable[str]) -> None:
+    """Plugins named with --plugin: modules or .py files, loaded with the others.
 
-    A plugin that fails to import is reported on stderr and skipped: one broken
-    package must not take the tool down.
+    Unlike a plugin found by entry point, one the user named must load: failing to is a
+    user-visible error, not a warning.
+    """
+    new = [p for p in plugins if p not in _requested]
+    _requested.extend(new)
+    if _loaded:
+        for plugin in new:
+            _load_named(plugin, strict=True)
+
+
+def autoload_disabled() -> bool:
+    return os.environ.get(DISABLE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def load_plugins() -> None:
+    """Load every plugin once: the built-ins, the ``mnistres.plugins`` entry points (unless
+    MNISTRES_DISABLE_PLUGIN_AUTOLOAD is set), MNISTRES_PLUGINS, then --plugin.
+
+    A plugin found by entry point or MNISTRES_PLUGINS that fails is reported on stderr and
+    skipped, with whatever it had registered removed: one broken package must not take
+    the tool down. Nothing is imported from the current folder unless named.
     """
     global _loaded
     if _loaded:
         return
     _loaded = True
-    for entry_point in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_builtins_first):
-        dist = entry_point.dist
-        if dist is None or dist.metadata["Name"] == "mnistres":
-            source = BUILT_IN
-        else:
-            source = f"{dist.metadata['Name']} {dist.version}"
+    if autoload_disabled():
+        _load(BUILTIN_MODULE, BUILT_IN, lambda: importlib.import_module(BUILTIN_MODULE), strict=True)
+    else:
+        for entry_point in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_builtins_first):
+            dist = entry_point.dist
+            if dist is None or dist.metadata["Name"] == "mnistres":
+                source = BUILT_IN
+            else:
+                source = f"{dist.metadata['Name']} {dist.version}"
+            module = entry_point.value.split(":")[0]
+            _load(entry_point.name, source, lambda module=module: importlib.import_module(module), strict=False)
+    for plugin in filter(None, (p.strip() for p in re.split(rf"[{re.escape(os.pathsep)},]", os.environ.get(PLUGINS_ENV, "")))):
+        _load_named(plugin, strict=False)
+    for plugin in _requested:
+        _load_named(plugin, strict=True)
+
+
+def _load_named(plugin: str, *, strict: bool) -> None:
+    """A plugin given by name: a path to a .py file, or an importable module."""
+    path = Path(plugin).expanduser()
+    if plugin.endswith(".py") or os.sep in plugin or (os.altsep and os.altsep in plugin):
+        if not path.is_file():
+            _fail(plugin, "file not found", strict)
+            return
+        _load(plugin, f"file {path}", lambda: _import_file(path), strict=strict)
+    else:
+        _load(plugin, _module_source(plugin), lambda: importlib.import_module(plugin), strict=strict)
+
+
+def _import_file(path: Path) -> None:
+    name = "mnistres_plugin_" + "".join(c if c.isalnum() else "_" for c in path.stem)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # so that the plugin's own classes can be found by name (dataclasses, pickling)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+
+
+def _module_source(module: str) -> str:
+    """The distribution (and version) that provides a module, else the module's name."""
+    top = module.split(".")[0]
+    for dist_name in metadata.packages_distributions().get(top, []):
         try:
-            with _registering_as(source):
-                importlib.import_module(entry_point.value.split(":")[0])
-        except Exception as error:  # noqa: BLE001 - any plugin error is isolated
-            failed_plugins.append((entry_point.name, f"{type(error).__name__}: {error}"))
-            print(
-                f"mnistres: plugin '{entry_point.name}' ({source}) failed to load and was skipped: "
-                f"{type(error).__name__}: {error}",
-                file=sys.stderr,
-            )
+            return f"{dist_name} {metadata.version(dist_name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return f"module {module}"
+
+
+def _load(plugin: str, source: str, do_import: Callable[[], Any], *, strict: bool) -> None:
+    before = {kind: dict(registry._entries) for kind, registry in REGISTRIES.items()}
+    try:
+        with _registering_as(source):
+            do_import()
+    except Exception as error:  # noqa: BLE001 - any plugin error is isolated
+        for kind, registry in REGISTRIES.items():  # nothing half-registered stays behind
+            registry._entries = before[kind]
+        _fail(plugin, f"{type(error).__name__}: {error}", strict, source)
+        return
+    loaded_plugins.append((plugin, source))
+
+
+def _fail(plugin: str, error: str, strict: bool, source: str = "") -> None:
+    where = f" ({source})" if source and source != f"file {plugin}" else ""
+    if strict:
+        raise PluginError(f"plugin '{plugin}'{where} failed to load: {error}")
+    failed_plugins.append((plugin, error))
+    print(f"mnistres: plugin '{plugin}'{where} failed to load and was skipped: {error}", file=sys.stderr)
 
 
 def _builtins_first(entry_point: metadata.EntryPoint) -> tuple[int, str]:
     dist = entry_point.dist
     is_builtin = dist is not None and dist.metadata["Name"] == "mnistres"
     return (0 if is_builtin else 1, entry_point.name)
+
+
+def describe() -> dict[str, Any]:
+    """Every registry's entries and the plugins that loaded or failed, as plain data (`plugins --json`)."""
+    load_plugins()
+    return {
+        "registries": {kind: [{"name": e.name, "help": e.help, "options": dict(e.options), "source": e.source}
+                              for e in registry.entries()] for kind, registry in REGISTRIES.items()},
+        "plugins": [{"name": name, "source": source} for name, source in loaded_plugins],
+        "failed_plugins": [{"name": name, "error": error} for name, error in failed_plugins],
+    }
+
+
+def requested() -> list[str]:
+    """The --plugin values of this process (a sweep passes them on to its child processes)."""
+    return list(_requested)

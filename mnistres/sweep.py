@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from mnistres import atomic, config as config_module
 from mnistres.config import RunConfig
 from mnistres.errors import ConfigError, MnistresError
+from mnistres.registry import requested
 from mnistres.results import EXECUTION_KEYS, format_value, read_json, read_yaml
 
 SWEEP_FILE = "sweep.yaml"
@@ -116,11 +117,12 @@ def make_plan(base: RunConfig, axes: Mapping[str, Sequence[Any]], seeds: int = 1
 
 
 def plan_from(config_file: str | Path | None, command_axes: Iterable[tuple[str, list[Any]]],
-              options: Mapping[str, Any], sets: Iterable[str], seeds: Optional[int]) -> Plan:
+              options: Mapping[str, Any], sets: Iterable[str], seeds: Optional[int],
+              callbacks: Iterable[str] = ()) -> Plan:
     """The plan a command line describes: a sweep file's keys, axes and seeds, then the command's
-    axes (PARAM VALUE..., --grid), options, --set pairs and --seeds, later winning."""
+    axes (PARAM VALUE..., --grid), options, --callback, --set pairs and --seeds, later winning."""
     file_data, file_axes, file_seeds = load_file(config_file) if config_file else ({}, {}, None)
-    base = config_module.layered(file_data, str(config_file), options, sets)
+    base = config_module.layered(file_data, str(config_file), options, sets, callbacks)
     return make_plan(base, merge_axes(file_axes, command_axes), seeds or file_seeds or 1)
 
 
@@ -360,7 +362,8 @@ def _start_child(config: RunConfig, state: PointState) -> subprocess.Popen:
     env = {**os.environ, "COLUMNS": "120"}
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "mnistres", "train", "--config", str(point_file), "--overwrite"],
+            [sys.executable, "-m", "mnistres", "train", "--config", str(point_file), "--overwrite",
+             *[arg for plugin in requested() for arg in ("--plugin", plugin)]],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )
     finally:

@@ -22,7 +22,7 @@ from mnistres import atomic, checkpoint, data as data_module, devices, evaluate
 from mnistres import model as model_module
 from mnistres.callbacks import Callback
 from mnistres.config import RunConfig, check_names, dump_yaml
-from mnistres.errors import ConfigError
+from mnistres.errors import ConfigError, MnistresError, PluginError
 from mnistres.registry import REGISTRIES, callbacks as callback_registry, optimizers, schedulers
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt")
@@ -124,6 +124,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp is torch.float16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.callbacks = [callback_registry.build(spec) for spec in specs["callbacks"]] + self.extra_callbacks
+        # Who wrote each callback, for an error message if one of its hooks raises.
+        self.callback_names = [f"callback '{spec}' (from {callback_registry.get(spec.name).source})"
+                               for spec in specs["callbacks"]] + [type(c).__name__ for c in self.extra_callbacks]
         self.provenance = provenance(config, specs)
 
         # Only now, with data, model and optimizer ready, does anything reach the disk.
@@ -254,6 +257,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng,
+            "plugins": self.provenance,  # so that eval can say which plugin a missing name came from
         })
 
     def summarise(self, status: str, message: str, history: list[dict[str, Any]], best: dict[str, Any],
@@ -285,8 +289,13 @@ class Trainer:
         return summary
 
     def _emit(self, hook: str, *args: Any) -> None:
-        for callback in self.callbacks:
-            getattr(callback, hook)(self, *args)
+        for callback, name in zip(self.callbacks, self.callback_names):
+            try:
+                getattr(callback, hook)(self, *args)
+            except MnistresError:
+                raise
+            except Exception as error:  # a plugin's bug: say whose, in one line (--debug shows the traceback)
+                raise PluginError(f"{name} raised in {hook}: {type(error).__name__}: {error}") from error
 
 
 def provenance(config: RunConfig, specs: dict[str, Any]) -> dict[str, Any]:
