@@ -361,7 +361,7 @@ def plugins(
 
         sys.stdout.write(to_json(registry.describe()) + "\n")
         return
-    console = Console()
+    console = _wide_console()
     for kind, entries in listing.items():
         console.print(display.registry_table(kind, entries))
     for name, error in registry.failed_plugins:

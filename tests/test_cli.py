@@ -26,6 +26,11 @@ COMMANDS = {
               "--batch-size", "--lr", "--device", "--data-dir", "--train-size", "--set", "--name", "--threads"],
     "report": ["--output"],
 }
+COMMANDS["plugins"] = ["--json"]
+COMMANDS["train"] += ["--callback"]
+COMMANDS["sweep"] += ["--callback"]
+for _options in COMMANDS.values():
+    _options.append("--plugin")  # every command can load a plugin
 
 
 def invoke(*args: str):

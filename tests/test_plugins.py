@@ -1,0 +1,212 @@
+"""Plugins as users meet them: --plugin files and modules, MNISTRES_PLUGINS, the autoload switch,
+broken plugins, entries that fail to build or run, --callback, provenance and `plugins --json`.
+
+Tests that need a fresh process (which plugins load at start-up) run `python -m mnistres`;
+the others load file plugins in-process and put the registries back afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from mnistres import registry
+from mnistres.cli import app
+
+runner = CliRunner()
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "my_plugin.py"
+
+
+@pytest.fixture(autouse=True)
+def restore_registries():
+    """File plugins register into the process's registries; leave them as they were."""
+    registry.load_plugins()  # snapshot the loaded state, not an empty one
+    entries = {kind: dict(reg._entries) for kind, reg in registry.REGISTRIES.items()}
+    requested, failed = list(registry._requested), list(registry.failed_plugins)
+    yield
+    for kind, reg in registry.REGISTRIES.items():
+        reg._entries = entries[kind]
+    registry._requested[:] = requested
+    registry.failed_plugins[:] = failed
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def mnistres(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "MNISTRES_DEBUG": "", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "mnistres", *args], cwd=cwd, env=environment,
+                          capture_output=True, text=True, timeout=300)
+
+
+def write_plugin(path: Path, body: str) -> Path:
+    path.write_text("from mnistres.registry import activations, callbacks, optimizers, schedulers\n"
+                    "from mnistres.callbacks import Callback\n" + body)
+    return path
+
+
+# --- --plugin with a file ------------------------------------------------------------------------
+
+
+def test_one_file_plugin_trains_and_is_listed_with_its_file(fast):
+    listing = invoke("plugins", "--plugin", str(EXAMPLE), "--json")
+    assert listing.exit_code == 0, listing.output
+    described = json.loads(listing.output)
+    found = {e["name"]: e for e in described["registries"]["activations"]}
+    assert found["swish_beta"]["source"] == f"file {EXAMPLE}" and found["swish_beta"]["options"] == {"beta": 1.0}
+    assert any(e["name"] == "stop_at" for e in described["registries"]["callbacks"])
+
+    result = invoke("train", *fast, "--epochs", "5", "--plugin", str(EXAMPLE), "--activation", "swish_beta:beta=1.5",
+                    "--callback", "stop_at:target=0.0", "--name", "p")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(Path("runs/p/summary.json").read_text())
+    assert summary["epochs_completed"] == 1 and "reached the target" in summary["message"]
+    assert summary["plugins"]["activation"] == {"name": "swish_beta:beta=1.5", "source": f"file {EXAMPLE}"}
+    assert [c["name"] for c in summary["plugins"]["callbacks"]] == ["per_class_accuracy", "progress",
+                                                                    "stop_at:target=0.0"]
+
+
+@pytest.mark.parametrize("plugin, fragment", [
+    ("missing_plugin.py", "plugin 'missing_plugin.py' failed to load: file not found"),
+    ("no_such_module_here", "plugin 'no_such_module_here'"),
+])
+def test_a_named_plugin_that_does_not_load_is_one_line_and_exit_2(fast, plugin, fragment):
+    result = invoke("train", *fast, "--plugin", plugin)
+    assert result.exit_code == 2, result.output
+    assert fragment in result.output and "Traceback" not in result.output
+    assert not Path("runs").exists()
+
+
+def test_a_failing_plugin_leaves_nothing_half_registered(tmp_path, fast):
+    broken = write_plugin(tmp_path / "half.py", """
+@activations.register("half_registered", help="registered before the error")
+def half():
+    import torch.nn as nn
+    return nn.ReLU()
+
+raise RuntimeError("the rest of this plugin is broken")
+""")
+    result = invoke("train", *fast, "--plugin", str(broken), "--activation", "half_registered")
+    assert result.exit_code == 2
+    assert "RuntimeError: the rest of this plugin is broken" in result.output
+    assert "half_registered" not in registry.activations
+
+
+def test_an_entry_that_fails_to_build_names_itself_and_its_plugin(tmp_path, fast):
+    plugin = write_plugin(tmp_path / "bad_build.py", """
+@activations.register("explodes", help="raises when built")
+def explodes():
+    raise ValueError("cannot make this layer")
+""")
+    result = invoke("train", *fast, "--plugin", str(plugin), "--activation", "explodes")
+    assert result.exit_code == 2, result.output
+    assert f"activation 'explodes' (from file {plugin}) failed to build: ValueError: cannot make this layer" \
+        in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_callback_that_raises_names_itself_and_the_run_is_marked_failed(tmp_path, fast):
+    plugin = write_plugin(tmp_path / "bad_hook.py", """
+@callbacks.register("crashes", help="raises after the first epoch")
+class Crashes(Callback):
+    def on_epoch_end(self, trainer, epoch, logs):
+        raise KeyError("missing_metric")
+""")
+    result = invoke("train", *fast, "--plugin", str(plugin), "--callback", "crashes", "--name", "c")
+    assert result.exit_code == 2, result.output
+    assert f"callback 'crashes' (from file {plugin}) raised in on_epoch_end: KeyError: 'missing_metric'" \
+        in result.output
+    assert json.loads(Path("runs/c/summary.json").read_text())["status"] == "failed"
+
+
+def test_callback_options_are_checked_and_added_to_the_list(fast):
+    bad = invoke("train", *fast, "--callback", "early_stopping:patiense=1")
+    assert bad.exit_code == 2 and "has no option 'patiense' (it accepts: monitor, patience, min_delta, mode)" \
+        in bad.output
+    good = invoke("train", *fast, "--callback", "early_stopping:patience=1,min_delta=0.5", "--name", "e")
+    assert good.exit_code == 0, good.output
+    stored = yaml.safe_load(Path("runs/e/config.yaml").read_text())["callbacks"]
+    assert stored == ["per_class_accuracy", "progress", "early_stopping:patience=1,min_delta=0.5"]
+    assert "early stopping" in json.loads(Path("runs/e/summary.json").read_text())["message"]
+
+
+def test_eval_without_the_plugin_names_the_entry_and_the_plugin(fast):
+    trained = invoke("train", *fast, "--plugin", str(EXAMPLE), "--activation", "swish_beta", "--name", "s")
+    assert trained.exit_code == 0, trained.output
+    del registry.activations._entries["swish_beta"]  # as if the plugin were gone
+    result = invoke("eval", "runs/s/best.pt", "--data-dir", fast[1], "--device", "cpu")
+    assert result.exit_code == 2
+    assert (f"runs/s/best.pt needs activation 'swish_beta' from file {EXAMPLE}, which is not installed here"
+            in result.output)
+
+
+# --- discovery at start-up (fresh processes) ------------------------------------------------------
+
+
+def fake_distribution(site: Path, name: str, module_body: str) -> None:
+    """An installed distribution with a `mnistres.plugins` entry point, as pip would leave it."""
+    info = site / f"{name}-0.3.dist-info"
+    info.mkdir(parents=True)
+    (site / f"{name}.py").write_text(module_body)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text(f"[mnistres.plugins]\n{name} = {name}\n")
+
+
+def test_a_broken_installed_plugin_is_reported_and_skipped(tmp_path, fast):
+    site = tmp_path / "site"
+    fake_distribution(site, "broken_plugin", "raise ImportError('needs a library that is not installed')\n")
+    env = {"PYTHONPATH": str(site)}
+    listing = mnistres("plugins", cwd=tmp_path, env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert "plugin 'broken_plugin' (broken_plugin 0.3) failed to load and was skipped: ImportError: needs a library" \
+        in listing.stderr
+    assert "relu" in listing.stdout and "Plugin 'broken_plugin' failed to load" in listing.stdout
+    described = json.loads(mnistres("plugins", "--json", cwd=tmp_path, env=env).stdout)
+    assert described["failed_plugins"][0]["name"] == "broken_plugin"
+    trained = mnistres("train", *fast, "--name", "ok", cwd=tmp_path, env=env)
+    assert trained.returncode == 0, trained.stderr
+    assert "completed" in trained.stdout
+
+
+def test_autoload_off_skips_entry_points_but_not_the_builtins(tmp_path, fast):
+    site = tmp_path / "site"
+    fake_distribution(site, "extra_acts", "from mnistres.registry import activations\n"
+                                          "@activations.register('cube', help='x ** 3')\n"
+                                          "def cube():\n    import torch.nn as nn\n    return nn.Identity()\n")
+    env = {"PYTHONPATH": str(site)}
+    described = json.loads(mnistres("plugins", "--json", cwd=tmp_path, env=env).stdout)
+    assert {"name": "cube", "help": "x ** 3", "options": {}, "source": "extra_acts 0.3"} \
+        in described["registries"]["activations"]
+    off = {**env, "MNISTRES_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    refused = mnistres("train", *fast, "--activation", "cube", cwd=tmp_path, env=off)
+    assert refused.returncode == 2 and "unknown activation 'cube'" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    trained = mnistres("train", *fast, "--activation", "relu", "--name", "builtin", cwd=tmp_path, env=off)
+    assert trained.returncode == 0, trained.stderr
+
+
+def test_plugins_from_the_environment_and_nothing_from_the_current_folder(tmp_path, fast):
+    # A file in the current folder named like a module must never be imported unless named.
+    (tmp_path / "yaml.py").write_text("raise SystemExit('the current folder was imported')\n")
+    env = {"MNISTRES_PLUGINS": f"{EXAMPLE}{os.pathsep}{tmp_path / 'absent.py'}"}
+    result = mnistres("plugins", "--json", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    described = json.loads(result.stdout)
+    assert any(e["name"] == "swish_beta" for e in described["registries"]["activations"])
+    assert described["failed_plugins"] == [{"name": str(tmp_path / "absent.py"), "error": "file not found"}]
+
+
+def test_sweep_children_get_the_plugins(fast):
+    result = invoke("sweep", "activation", "relu", "swish_beta", "--jobs", "2", "--plugin", str(EXAMPLE), *fast,
+                    "--no-report")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(Path("runs/activation-sweep/activation=swish_beta,seed=0/summary.json").read_text())
+    assert summary["status"] == "completed" and summary["plugins"]["activation"]["source"] == f"file {EXAMPLE}"
