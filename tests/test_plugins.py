@@ -100,6 +100,19 @@ raise RuntimeError("the rest of this plugin is broken")
     assert "half_registered" not in registry.activations
 
 
+def test_a_name_taken_by_another_plugin_is_refused_naming_both(tmp_path, fast):
+    plugin = write_plugin(tmp_path / "again.py", """
+@activations.register("relu", help="a second relu")
+def relu():
+    import torch.nn as nn
+    return nn.ReLU()
+""")
+    result = invoke("summary", "--plugin", str(plugin))
+    assert result.exit_code == 2
+    assert f"activation 'relu' is registered twice: by built-in and by file {plugin}" in result.output
+    assert registry.activations.get("relu").source == "built-in"
+
+
 def test_an_entry_that_fails_to_build_names_itself_and_its_plugin(tmp_path, fast):
     plugin = write_plugin(tmp_path / "bad_build.py", """
 @activations.register("explodes", help="raises when built")
