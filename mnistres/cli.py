@@ -364,8 +364,9 @@ def plugins(
     console = _wide_console()
     for kind, entries in listing.items():
         console.print(display.registry_table(kind, entries))
-    for name, error in registry.failed_plugins:
-        console.print(f"Plugin '{name}' failed to load and was skipped: {error}", style="red", markup=False,
+    for name, source, error in registry.failed_plugins:
+        where = f" ({source})" if source else ""
+        console.print(f"Plugin '{name}'{where} failed to load and was skipped: {error}", style="red", markup=False,
                       soft_wrap=True)
 
 

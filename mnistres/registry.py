@@ -157,6 +157,8 @@ class Registry:
         if close:
             message += f"; did you mean '{close[0]}'?"
         listing = ", ".join(available) if available else "none (no plugins loaded)"
+        if autoload_disabled():
+            listing += f" (installed plugins were not loaded: {DISABLE_ENV} is set)"
         return f"{message} Available: {listing}"
 
 
@@ -192,7 +194,7 @@ DISABLE_ENV = "MNISTRES_DISABLE_PLUGIN_AUTOLOAD"  # "1": skip entry points (buil
 _loaded = False
 _loading_source: str | None = None
 _requested: list[str] = []  # --plugin values, loaded with the others (or at once, if already loaded)
-failed_plugins: list[tuple[str, str]] = []  # (plugin, error) of plugins that did not load
+failed_plugins: list[tuple[str, str, str]] = []  # (plugin, source, error) of plugins that did not load
 loaded_plugins: list[tuple[str, str]] = []  # (plugin, source) of plugins that did
 
 
@@ -313,7 +315,7 @@ def _fail(plugin: str, error: str, strict: bool, source: str = "") -> None:
     where = f" ({source})" if source and source != f"file {plugin}" else ""
     if strict:
         raise PluginError(f"plugin '{plugin}'{where} failed to load: {error}")
-    failed_plugins.append((plugin, error))
+    failed_plugins.append((plugin, source, error))
     print(f"mnistres: plugin '{plugin}'{where} failed to load and was skipped: {error}", file=sys.stderr)
 
 
@@ -330,7 +332,7 @@ def describe() -> dict[str, Any]:
         "registries": {kind: [{"name": e.name, "help": e.help, "options": dict(e.options), "source": e.source}
                               for e in registry.entries()] for kind, registry in REGISTRIES.items()},
         "plugins": [{"name": name, "source": source} for name, source in loaded_plugins],
-        "failed_plugins": [{"name": name, "error": error} for name, error in failed_plugins],
+        "failed_plugins": [{"name": name, "source": source, "error": error} for name, source, error in failed_plugins],
     }
 
 

@@ -181,7 +181,7 @@ def test_a_broken_installed_plugin_is_reported_and_skipped(tmp_path, fast):
     assert listing.returncode == 0, listing.stderr
     assert "plugin 'broken_plugin' (broken_plugin 0.3) failed to load and was skipped: ImportError: needs a library" \
         in listing.stderr
-    assert "relu" in listing.stdout and "Plugin 'broken_plugin' failed to load" in listing.stdout
+    assert "relu" in listing.stdout and "Plugin 'broken_plugin' (broken_plugin 0.3) failed to load" in listing.stdout
     described = json.loads(mnistres("plugins", "--json", cwd=tmp_path, env=env).stdout)
     assert described["failed_plugins"][0]["name"] == "broken_plugin"
     trained = mnistres("train", *fast, "--name", "ok", cwd=tmp_path, env=env)
@@ -201,6 +201,7 @@ def test_autoload_off_skips_entry_points_but_not_the_builtins(tmp_path, fast):
     off = {**env, "MNISTRES_DISABLE_PLUGIN_AUTOLOAD": "1"}
     refused = mnistres("train", *fast, "--activation", "cube", cwd=tmp_path, env=off)
     assert refused.returncode == 2 and "unknown activation 'cube'" in refused.stderr
+    assert "installed plugins were not loaded: MNISTRES_DISABLE_PLUGIN_AUTOLOAD is set" in refused.stderr
     assert "Traceback" not in refused.stderr
     trained = mnistres("train", *fast, "--activation", "relu", "--name", "builtin", cwd=tmp_path, env=off)
     assert trained.returncode == 0, trained.stderr
@@ -214,7 +215,8 @@ def test_plugins_from_the_environment_and_nothing_from_the_current_folder(tmp_pa
     assert result.returncode == 0, result.stdout + result.stderr
     described = json.loads(result.stdout)
     assert any(e["name"] == "swish_beta" for e in described["registries"]["activations"])
-    assert described["failed_plugins"] == [{"name": str(tmp_path / "absent.py"), "error": "file not found"}]
+    assert described["failed_plugins"] == [{"name": str(tmp_path / "absent.py"), "source": "",
+                                            "error": "file not found"}]
 
 
 def test_sweep_children_get_the_plugins(fast):
