@@ -142,6 +142,9 @@ def train(
     threads: ThreadsOpt = None,
     download: DownloadOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in the run directory.")] = False,
+    resume: Annotated[Optional[Path], typer.Option(
+        "--resume", help="Continue the interrupted run in this run directory, with its own settings "
+                         "(only --device, --threads, --data-dir, --download may change).")] = None,
     callback: CallbackOpt = None,
     sets: SetOpt = None,
     plugin: PluginOpt = None,
@@ -153,13 +156,19 @@ def train(
         device=device, seed=seed, data_dir=data_dir, dataset=dataset, out_dir=out_dir, name=name,
         train_size=train_size, val_split=val_split, threads=threads, download=download,
     )
-    run_config = config_module.build(config_file, options, sets or [], callbacks=callback or [])
+    if resume is None:
+        run_config = config_module.build(config_file, options, sets or [], callbacks=callback or [])
+    elif config_file or sets or callback or overwrite:
+        raise MnistresError("--resume continues a run with its own settings: leave out --config, --set, "
+                            "--callback and --overwrite")
 
     from mnistres import display
-    from mnistres.trainer import train as run_training
+    from mnistres.trainer import resume_config, train as run_training
 
+    if resume is not None:
+        run_config = resume_config(resume, **options)
     console = Console()
-    result = run_training(run_config, console=console, overwrite=overwrite)
+    result = run_training(run_config, console=console, overwrite=overwrite, resume=resume is not None)
     if result.history:
         console.print(display.history_table(result.history, result.summary["val_set"]))
     if result.summary["per_class"]:

@@ -2,8 +2,8 @@
 
 A sweep directory holds `sweep.yaml` (the axes, the seeds, the shared settings and the
 list of points), one run directory per point and `logs/<point>.log`. Running the same
-sweep again keeps the points whose run finished (completed or diverged: both are results)
-and redoes the rest. Points run one after another in this process, or `jobs` at a time as
+sweep again keeps the points whose run finished (completed or diverged: both are results),
+resumes interrupted ones from their last completed epoch, and redoes the rest. Points run one after another in this process, or `jobs` at a time as
 child processes (`mnistres train`), each with its share of the CPU threads or its own device.
 """
 
@@ -176,18 +176,29 @@ def check_directory(plan: Plan, overwrite: bool) -> None:
         )
 
 
-def finished(point: Point) -> Optional[str]:
-    """The status of an earlier run of this exact point, if it is a result worth keeping."""
+def _earlier_status(point: Point) -> Optional[str]:
+    """The status of an earlier run of this exact point (same shared settings), if any."""
     run_dir = Path(point.config.out_dir) / point.name
     try:
         summary = read_json(run_dir / "summary.json")
         stored = read_yaml(run_dir / "config.yaml")
     except MnistresError:
         return None
-    if not isinstance(summary, dict) or summary.get("status") not in FINISHED or not isinstance(stored, dict):
+    if not isinstance(summary, dict) or not isinstance(stored, dict):
         return None
-    same = _shared(stored) == _shared(point.config.to_dict())
-    return summary["status"] if same else None
+    return summary.get("status") if _shared(stored) == _shared(point.config.to_dict()) else None
+
+
+def finished(point: Point) -> Optional[str]:
+    """The status of an earlier run of this exact point, if it is a result worth keeping."""
+    status = _earlier_status(point)
+    return status if status in FINISHED else None
+
+
+def resumable(point: Point) -> bool:
+    """An earlier run of this point was interrupted after at least one epoch: go on from there."""
+    return (_earlier_status(point) == "interrupted"
+            and (Path(point.config.out_dir) / point.name / "last.pt").is_file())
 
 
 # --- running -------------------------------------------------------------------------------
@@ -291,10 +302,11 @@ def _run_here(pending: Iterable[PointState], device: Optional[str], view: Any) -
         config = state.point.config if device is None else state.point.config.replace(device=device)
         view.started(state, config.device)
         log_path = point_log(state.point)
-        with open(log_path, "w", encoding="utf-8") as log:
+        resume = resumable(state.point)
+        with open(log_path, "a" if resume else "w", encoding="utf-8") as log:
             try:
-                result = train(config, console=Console(file=log, width=120, no_color=True), overwrite=True,
-                               extra_callbacks=[Watch(state)])
+                result = train(config, console=Console(file=log, width=120, no_color=True), overwrite=not resume,
+                               resume=resume, extra_callbacks=[Watch(state)])
                 state.status, state.message = result.status, result.message
             except KeyboardInterrupt:
                 state.status, state.message = "interrupted", f"interrupted during epoch {state.epoch}"
@@ -356,13 +368,18 @@ def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], 
 
 
 def _start_child(config: RunConfig, state: PointState) -> subprocess.Popen:
-    point_file = Path(config.out_dir) / "logs" / f"{config.name}.yaml"
-    atomic.write_text(point_file, config_module.dump_yaml(config))
-    log = open(point_log(state.point), "w", encoding="utf-8")
+    if resumable(state.point):
+        how = ["--resume", str(Path(config.out_dir) / str(config.name)), "--threads", str(config.threads),
+               "--device", config.device]
+    else:
+        point_file = Path(config.out_dir) / "logs" / f"{config.name}.yaml"
+        atomic.write_text(point_file, config_module.dump_yaml(config))
+        how = ["--config", str(point_file), "--overwrite"]
+    log = open(point_log(state.point), "a" if "--resume" in how else "w", encoding="utf-8")
     env = {**os.environ, "COLUMNS": "120"}
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "mnistres", "train", "--config", str(point_file), "--overwrite",
+            [sys.executable, "-m", "mnistres", "train", *how,
              *[arg for plugin in requested() for arg in ("--plugin", plugin)]],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )

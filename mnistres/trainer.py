@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import platform
 import shutil
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -41,9 +44,36 @@ class RunResult:
 
 
 def train(config: RunConfig, *, console: Any = None, extra_callbacks: Iterable[Callback] = (),
-          overwrite: bool = False) -> RunResult:
-    """Run one training run as `config` describes; the library's entry point."""
-    return Trainer(config, console=console, extra_callbacks=extra_callbacks, overwrite=overwrite).fit()
+          overwrite: bool = False, resume: bool = False) -> RunResult:
+    """Run one training run as `config` describes; the library's entry point.
+
+    With `resume`, continue the interrupted run in OUT_DIR/NAME from its last completed epoch
+    (see `resume_config`); the result equals that of a run never interrupted.
+    """
+    return Trainer(config, console=console, extra_callbacks=extra_callbacks, overwrite=overwrite,
+                   resume=resume).fit()
+
+
+# Keys that may differ when a run is resumed: where and how it runs, not what it computes.
+RESUMABLE_CHANGES = ("device", "threads", "data_dir", "download")
+
+
+def resume_config(run_dir: str | Path, **execution: Any) -> RunConfig:
+    """The config of the run in `run_dir`, with only execution keys (device, threads, data
+    folder) changed, for `train(..., resume=True)`."""
+    from mnistres.config import from_dict, load_yaml
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} holds no run to resume (no config.yaml)")
+    stored = load_yaml(run_dir / "config.yaml")
+    changes = {key: value for key, value in execution.items() if value is not None}
+    bad = sorted(set(changes) - set(RESUMABLE_CHANGES))
+    if bad:
+        raise ConfigError(f"--resume continues a run with its own settings; only {', '.join(RESUMABLE_CHANGES)} "
+                          f"may change (not {', '.join(bad)})")
+    return from_dict({**stored, **changes, "name": run_dir.name, "out_dir": str(run_dir.parent)},
+                     origin=str(run_dir / "config.yaml"))
 
 
 def default_name(config: RunConfig) -> str:
@@ -61,23 +91,53 @@ def run_directory(config: RunConfig, overwrite: bool) -> Path:
         raise ConfigError(f"{run_dir} exists and is not a folder")
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if existing and not overwrite:
-        raise ConfigError(
-            f"{run_dir} already holds a run ({', '.join(existing)}); pass --overwrite to replace it "
-            f"or choose another --name"
-        )
+        status = _stored_status(run_dir)
+        if status == "interrupted":
+            offer = f"it was interrupted: `mnistres train --resume {run_dir}` continues it, --overwrite starts it again"
+        else:
+            offer = "pass --overwrite to replace it"
+        kind = f"{status} " if status else ""
+        raise ConfigError(f"{run_dir} already holds a {kind}run ({', '.join(existing)}); {offer}, "
+                          f"or choose another --name")
     return run_dir
+
+
+def _stored_status(run_dir: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("status", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a job scheduler, `kill`) stops training like Ctrl-C: last.pt stays consistent."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Trainer:
     """Holds the state that callbacks see: config, model, optimizer, epoch, step, console."""
 
     def __init__(self, config: RunConfig, *, console: Any = None, extra_callbacks: Iterable[Callback] = (),
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, resume: bool = False) -> None:
         if console is None:
             from rich.console import Console
 
             console = Console()
-        self.config, self.console, self.overwrite = config, console, overwrite
+        self.config, self.console, self.overwrite, self.resume = config, console, overwrite, resume
         self.extra_callbacks = list(extra_callbacks)
         self.epoch = 0  # current epoch, from 1
         self.global_step = 0
@@ -90,7 +150,11 @@ class Trainer:
     def fit(self) -> RunResult:
         config = self.config
         specs = check_names(config)  # every registry name resolved before any work
-        self.run_dir = run_dir = run_directory(config, self.overwrite)
+        if self.resume:
+            self.run_dir = run_dir = Path(config.out_dir) / str(config.name)
+            document = self.resume_point(run_dir)
+        else:
+            self.run_dir = run_dir = run_directory(config, self.overwrite)
         started, clock = datetime.now(timezone.utc), time.perf_counter()
 
         devices.set_threads(config.threads)
@@ -138,44 +202,93 @@ class Trainer:
 
         history: list[dict[str, Any]] = []
         best: dict[str, Any] = {}
+        if self.resume:
+            history, best = self.restore(document)
         status, message = "completed", ""
         self._emit("on_train_begin")
-        try:
-            for epoch in range(1, config.epochs + 1):
-                self.epoch = epoch
-                self._emit("on_epoch_begin", epoch)
-                logs = self.train_epoch(train_batches)
-                if logs is None:  # non-finite loss
-                    status, message = "diverged", self.divergence_message()
-                    break
-                eval_start = time.perf_counter()
-                model_module.refresh_batchnorm(self.model, self.refresh_batches(epoch), config.precise_bn, self.amp)
-                logs["val_loss"], logs["val_acc"], self.val_confusion = evaluate.measure(
-                    self.forward, val_batches, self.amp)
-                logs["eval_seconds"] = time.perf_counter() - eval_start
-                self._emit("on_epoch_end", epoch, logs)
-                history.append(logs)
-                atomic.write_text(run_dir / "metrics.jsonl", "".join(atomic.to_json(row, indent=None) + "\n" for row in history))
-                self.save(run_dir / "last.pt", logs)
-                if not best or logs["val_acc"] > best["val_acc"]:
-                    best = {"epoch": epoch, "val_acc": logs["val_acc"], "val_loss": logs["val_loss"]}
-                    with atomic.replacing(run_dir / "best.pt") as temp:
-                        shutil.copyfile(run_dir / "last.pt", temp)
-                if self.stop_reason:
-                    message = self.stop_reason
-                    break
-        except KeyboardInterrupt:
-            # last.pt keeps the last completed epoch: a consistent point to go on from.
-            status, message = "interrupted", f"interrupted during epoch {self.epoch}"
-            raise
-        except BaseException as error:
-            status, message = "failed", f"{type(error).__name__}: {error}"
-            raise
-        finally:
-            summary = self.summarise(status, message, history, best, started, time.perf_counter() - clock)
-            atomic.write_json(run_dir / "summary.json", summary)
-            self._emit("on_train_end", status)
+        with _sigterm_as_interrupt():  # SIGTERM stops the run like Ctrl-C
+            try:
+                for epoch in range(len(history) + 1, config.epochs + 1):
+                    self.epoch = epoch
+                    self._emit("on_epoch_begin", epoch)
+                    logs = self.train_epoch(train_batches)
+                    if logs is None:  # non-finite loss
+                        status, message = "diverged", self.divergence_message()
+                        break
+                    eval_start = time.perf_counter()
+                    model_module.refresh_batchnorm(self.model, self.refresh_batches(epoch), config.precise_bn, self.amp)
+                    logs["val_loss"], logs["val_acc"], self.val_confusion = evaluate.measure(
+                        self.forward, val_batches, self.amp)
+                    logs["eval_seconds"] = time.perf_counter() - eval_start
+                    self._emit("on_epoch_end", epoch, logs)
+                    history.append(logs)
+                    atomic.write_text(run_dir / "metrics.jsonl", "".join(atomic.to_json(row, indent=None) + "\n" for row in history))
+                    self.save(run_dir / "last.pt", logs)
+                    if not best or logs["val_acc"] > best["val_acc"]:
+                        best = {"epoch": epoch, "val_acc": logs["val_acc"], "val_loss": logs["val_loss"]}
+                        with atomic.replacing(run_dir / "best.pt") as temp:
+                            shutil.copyfile(run_dir / "last.pt", temp)
+                    if self.stop_reason:
+                        message = self.stop_reason
+                        break
+            except KeyboardInterrupt:
+                # last.pt keeps the last completed epoch: a consistent point to go on from.
+                status, message = "interrupted", f"interrupted during epoch {self.epoch}"
+                raise
+            except BaseException as error:
+                status, message = "failed", f"{type(error).__name__}: {error}"
+                raise
+            finally:
+                summary = self.summarise(status, message, history, best, started, time.perf_counter() - clock)
+                atomic.write_json(run_dir / "summary.json", summary)
+                self._emit("on_train_end", status)
         return RunResult(run_dir, status, message, history, summary)
+
+    # --- resuming ------------------------------------------------------------------------
+
+    def resume_point(self, run_dir: Path) -> dict[str, Any]:
+        """The checkpoint to go on from: last.pt of this very config, not yet finished."""
+        if not (run_dir / "last.pt").is_file():
+            raise ConfigError(f"{run_dir} has no last.pt (no epoch finished): nothing to resume; "
+                              f"start it again with --overwrite")
+        document = checkpoint.load(run_dir / "last.pt")
+        stored, wanted = dict(document.get("config", {})), self.config.to_dict()
+        changed = sorted(k for k in wanted if k not in RESUMABLE_CHANGES + ("name", "out_dir")
+                         and stored.get(k) != wanted[k])
+        if changed:
+            raise ConfigError(f"{run_dir}/last.pt was trained with other settings ({', '.join(changed)}); "
+                              f"--resume continues a run with its own")
+        status = _stored_status(run_dir)
+        if status == "diverged":
+            raise ConfigError(f"{run_dir} diverged; resuming would diverge again. Start anew with other settings")
+        if status == "completed" or int(document["epoch"]) >= self.config.epochs:
+            raise ConfigError(f"{run_dir} has already completed: nothing to resume")
+        return document
+
+    def restore(self, document: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Put model, optimizer, schedule, random streams and the history back as they were
+        at the end of the checkpoint's epoch."""
+        import json
+
+        self.model.load_state_dict(document["model"])
+        self.optimizer.load_state_dict(document["optimizer"])
+        self.scheduler.load_state_dict(document["scheduler"])
+        rng = document["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.shuffle_generator.set_state(rng["shuffle"])
+        if self.device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        self.global_step = int(document["global_step"])
+        done = int(document["epoch"])
+        lines = (self.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        history = [row for row in map(json.loads, filter(None, lines)) if row["epoch"] <= done]
+        if [row["epoch"] for row in history] != list(range(1, done + 1)):
+            raise ConfigError(f"{self.run_dir}/metrics.jsonl does not match last.pt (epoch {done}); cannot resume")
+        best: dict[str, Any] = {}
+        for row in history:
+            if not best or row["val_acc"] > best["val_acc"]:
+                best = {"epoch": row["epoch"], "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
+        return history, best
 
     def train_epoch(self, batches: data_module.Batches) -> dict[str, Any] | None:
         """One pass over the training images; None if the loss stopped being finite."""

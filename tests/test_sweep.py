@@ -223,7 +223,7 @@ def test_ctrl_c_keeps_finished_points_and_the_rerun_does_the_rest(fast, tmp_path
     root = tmp_path / "runs" / "epochs-sweep"
     short, long = root / "epochs=1,seed=0", root / "epochs=20,seed=0"
     process = _start(args, tmp_path)
-    _wait_for(lambda: (short / "summary.json").is_file() and (long / "metrics.jsonl").is_file(), process)
+    _wait_for(lambda: (short / "summary.json").is_file() and (long / "last.pt").is_file(), process)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
@@ -231,6 +231,7 @@ def test_ctrl_c_keeps_finished_points_and_the_rerun_does_the_rest(fast, tmp_path
     assert summary(short)["status"] == "completed"
     assert summary(long)["status"] == "interrupted"
     stamp = (short / "last.pt").stat().st_mtime_ns
+    first_epoch = (long / "metrics.jsonl").read_text().splitlines()[0]
 
     again = subprocess.run([sys.executable, "-m", "mnistres", "sweep", *args], cwd=tmp_path, capture_output=True,
                            text=True, timeout=300)
@@ -238,6 +239,8 @@ def test_ctrl_c_keeps_finished_points_and_the_rerun_does_the_rest(fast, tmp_path
     assert "1 already finished, kept" in again.stdout
     assert summary(long)["status"] == "completed" and summary(long)["epochs_completed"] == 20
     assert (short / "last.pt").stat().st_mtime_ns == stamp
+    # The interrupted point was resumed, not redone: its first epoch (timings included) is the same line.
+    assert (long / "metrics.jsonl").read_text().splitlines()[0] == first_epoch
 
 
 def test_live_view_shows_each_point_state():

@@ -1,0 +1,101 @@
+"""Interrupt and resume: a resumed run ends exactly where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mnistres.callbacks import Callback
+from mnistres.checkpoint import load
+from mnistres.cli import app
+from mnistres.config import RunConfig
+from mnistres.trainer import resume_config, train
+
+runner = CliRunner()
+TIMING = ("seconds", "images_per_s", "eval_seconds")
+
+
+class InterruptAt(Callback):
+    """Ctrl-C in the middle of an epoch, as a user would press it."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        self.epoch, self.step = epoch, step
+
+    def on_batch_end(self, trainer, step):
+        if trainer.epoch == self.epoch and step == self.step:
+            raise KeyboardInterrupt
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_resumed_run_equals_the_uninterrupted_one(data_dir, tmp_path, augment):
+    config = RunConfig(data_dir=str(data_dir), download=False, device="cpu", epochs=3, batch_size=32, width=8,
+                       blocks=1, precise_bn=64, threads=1, augment=augment, lr=0.01, out_dir=str(tmp_path))
+    whole = train(config.replace(name="whole"))
+    with pytest.raises(KeyboardInterrupt):
+        train(config.replace(name="cut"), extra_callbacks=[InterruptAt(epoch=2, step=4)])
+    cut = tmp_path / "cut"
+    assert json.loads((cut / "summary.json").read_text())["status"] == "interrupted"
+    assert load(cut / "last.pt")["epoch"] == 1  # the last consistent point: the end of epoch 1
+
+    resumed = train(resume_config(cut), resume=True)
+    assert resumed.status == "completed" and resumed.summary["epochs_completed"] == 3
+    assert metrics(cut) == metrics(whole.run_dir)
+    a, b = load(whole.run_dir / "last.pt"), load(cut / "last.pt")
+    assert a["global_step"] == b["global_step"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert resumed.summary["confusion_matrix"] == whole.summary["confusion_matrix"]
+
+
+def test_resume_through_the_cli_and_its_mistakes(fast):
+    result = runner.invoke(app, ["train", *fast, "--name", "r"])
+    assert result.exit_code == 0
+    again = runner.invoke(app, ["train", *fast, "--name", "r"])
+    assert again.exit_code == 2 and "already holds a completed run" in again.output and "--overwrite" in again.output
+    done = runner.invoke(app, ["train", "--resume", "runs/r"])
+    assert done.exit_code == 2 and "has already completed: nothing to resume" in done.output
+    changed = runner.invoke(app, ["train", "--resume", "runs/r", "--lr", "0.5"])
+    assert changed.exit_code == 2 and "only device, threads, data_dir, download may change (not lr)" in changed.output
+    mixed = runner.invoke(app, ["train", "--resume", "runs/r", "--set", "epochs=5"])
+    assert mixed.exit_code == 2 and "leave out --config, --set" in mixed.output
+    missing = runner.invoke(app, ["train", "--resume", "runs/none"])
+    assert missing.exit_code == 2 and "holds no run to resume" in missing.output
+
+
+def test_sigterm_stops_like_ctrl_c_and_resume_finishes(fast, tmp_path):
+    options = [a for i, a in enumerate(fast) if a != "--epochs" and fast[i - 1] != "--epochs"]
+    args = ["train", *options, "--epochs", "40", "--name", "t"]
+    process = subprocess.Popen([sys.executable, "-m", "mnistres", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "MNISTRES_DEBUG": ""})
+    metrics_file = tmp_path / "runs" / "t" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not metrics_file.is_file():
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "Interrupted." in output and "Traceback" not in output
+    summary = json.loads((tmp_path / "runs" / "t" / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    refused = subprocess.run([sys.executable, "-m", "mnistres", *args], cwd=tmp_path, capture_output=True, text=True)
+    assert refused.returncode == 2 and "mnistres train --resume runs/t" in refused.stderr
+    resumed = subprocess.run([sys.executable, "-m", "mnistres", "train", "--resume", "runs/t"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert json.loads((tmp_path / "runs" / "t" / "summary.json").read_text())["epochs_completed"] == 40
