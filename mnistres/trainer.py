@@ -103,12 +103,14 @@ def run_directory(config: RunConfig, overwrite: bool) -> Path:
 
 
 def _stored_status(run_dir: Path) -> str:
-    import json
+    """The status summary.json records ("" when there is none to read)."""
+    from mnistres.results import read_json
 
     try:
-        return str(json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("status", ""))
-    except (OSError, ValueError, AttributeError):
+        summary = read_json(run_dir / "summary.json")
+    except MnistresError:
         return ""
+    return str(summary.get("status", "")) if isinstance(summary, dict) else ""
 
 
 @contextmanager
