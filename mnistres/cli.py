@@ -27,12 +27,25 @@ def _debug() -> bool:
     return os.environ.get("MNISTRES_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
+try:  # typer >= 0.24 carries its own copy of click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click.exceptions import UsageError
+
+
 class _Group(TyperGroup):
     """Turns user mistakes and Ctrl-C into one line and an exit code (traceback only with --debug)."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except UsageError as error:  # an option's value that does not parse, an unknown option or command
+            if _debug():
+                raise
+            where = error.ctx.command_path if error.ctx is not None else "mnistres"
+            Console(stderr=True).print(f"Error: {error.format_message()} (see {where} --help)", style="red",
+                                       markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USAGE) from None
         except MnistresError as error:
             if _debug():
                 raise
@@ -85,7 +98,9 @@ DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="mnist | fa
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of RunConfig keys.")]
 SetOpt = Annotated[Optional[List[str]], typer.Option(
     "--set", "-s", help="KEY=VALUE for any RunConfig key; repeatable; wins over everything else.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (0: torch's default).")]
+# Numbers arrive as text and are typed by RunConfig, so that a bad one is named in our one-line message.
+ThreadsOpt = Annotated[Optional[str], typer.Option("--threads", metavar="INT",
+                                                   help="CPU threads for torch (0: torch's default).")]
 PluginOpt = Annotated[Optional[List[str]], typer.Option(
     "--plugin", help="Load a plugin: a module name or a .py file; repeatable (also $MNISTRES_PLUGINS).")]
 CallbackOpt = Annotated[Optional[List[str]], typer.Option(
@@ -93,17 +108,20 @@ CallbackOpt = Annotated[Optional[List[str]], typer.Option(
 
 
 # The run options of `train`, which `sweep` applies to every point.
-EpochsOpt = Annotated[Optional[int], typer.Option(help="Passes over the training set.", show_default=_default("epochs"))]
-BatchSizeOpt = Annotated[Optional[int], typer.Option(help="Images per step.", show_default=_default("batch_size"))]
-LrOpt = Annotated[Optional[float], typer.Option(help="Learning rate.", show_default=_default("lr"))]
+EpochsOpt = Annotated[Optional[str], typer.Option(
+    metavar="INT", help="Passes over the training set.", show_default=_default("epochs"))]
+BatchSizeOpt = Annotated[Optional[str], typer.Option(
+    metavar="INT", help="Images per step.", show_default=_default("batch_size"))]
+LrOpt = Annotated[Optional[str], typer.Option(metavar="FLOAT", help="Learning rate.", show_default=_default("lr"))]
 ActivationOpt = Annotated[Optional[str], typer.Option(help="Activation name[:options].", show_default=_default("activation"))]
 OptimizerOpt = Annotated[Optional[str], typer.Option(help="Optimizer name[:options].", show_default=_default("optimizer"))]
 ScheduleOpt = Annotated[Optional[str], typer.Option(help="LR schedule name[:options].", show_default=_default("schedule"))]
-SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed.", show_default=_default("seed"))]
+SeedOpt = Annotated[Optional[str], typer.Option(metavar="INT", help="Random seed.", show_default=_default("seed"))]
 OutDirOpt = Annotated[Optional[Path], typer.Option(help="Parent folder of run directories.", show_default=_default("out_dir"))]
-TrainSizeOpt = Annotated[Optional[int], typer.Option(help="Use this many training images (seeded subset).")]
-ValSplitOpt = Annotated[Optional[float], typer.Option(
-    help="Hold out this fraction of the training set for validation instead of using the test set.")]
+TrainSizeOpt = Annotated[Optional[str], typer.Option(
+    metavar="INT", help="Use this many training images (seeded subset).")]
+ValSplitOpt = Annotated[Optional[str], typer.Option(
+    metavar="FLOAT", help="Hold out this fraction of the training set for validation instead of using the test set.")]
 DownloadOpt = Annotated[Optional[bool], typer.Option(
     "--download/--no-download", help="Fetch missing dataset files.", show_default="download")]
 
@@ -214,7 +232,7 @@ def sweep(
     optimizer: OptimizerOpt = None,
     schedule: ScheduleOpt = None,
     device: DeviceOpt = None,
-    seed: Annotated[Optional[int], typer.Option(help="First seed.", show_default=_default("seed"))] = None,
+    seed: Annotated[Optional[str], typer.Option(metavar="INT", help="First seed.", show_default=_default("seed"))] = None,
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = None,
     out_dir: OutDirOpt = None,
