@@ -99,3 +99,55 @@ def test_sigterm_stops_like_ctrl_c_and_resume_finishes(fast, tmp_path):
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert json.loads((tmp_path / "runs" / "t" / "summary.json").read_text())["epochs_completed"] == 40
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_and_the_run_resumes(data_dir, tmp_path, monkeypatch):
+    config = RunConfig(data_dir=str(data_dir), download=False, device="cpu", epochs=3, width=8, blocks=1,
+                       precise_bn=64, threads=1, lr=0.01, out_dir=str(tmp_path), name="full")
+    real_save, calls = torch.save, []
+
+    def disk_full_on_second_save(obj, f, *args, **kwargs):
+        calls.append(f)
+        if len(calls) == 2:
+            Path(f).write_bytes(b"half a checkpoint")
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_full_on_second_save)
+    with pytest.raises(OSError):
+        train(config)
+    monkeypatch.setattr(torch, "save", real_save)
+    run = tmp_path / "full"
+    assert load(run / "last.pt")["epoch"] == 1  # the previous checkpoint, intact
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and "No space left on device" in summary["message"]
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.jsonl",
+                                                     "summary.json"]  # no temporary file left behind
+    resumed = train(resume_config(run), resume=True)
+    assert resumed.status == "completed" and resumed.summary["epochs_completed"] == 3
+
+
+class BlowUpFrom(Callback):
+    """From the given epoch on, a learning rate no network survives."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_begin(self, trainer, epoch):
+        if epoch == self.epoch:
+            for group in trainer.optimizer.param_groups:
+                group["lr"] = 1e12
+
+
+def test_divergence_stops_within_the_epoch_and_keeps_the_best_checkpoint(data_dir):
+    config = RunConfig(data_dir=str(data_dir), download=False, device="cpu", epochs=4, width=8, blocks=1,
+                       precise_bn=64, threads=1, lr=0.01, optimizer="sgd", out_dir="runs", name="boom")
+    result = train(config, extra_callbacks=[BlowUpFrom(epoch=2)])
+    assert result.status == "diverged"
+    where = result.summary["diverged_at"]
+    assert where["epoch"] == 2 and 1 <= where["step"] <= 10  # 320 images / 32: caught within the epoch
+    assert result.summary["epochs_completed"] == 1
+    evaluated = runner.invoke(app, ["eval", "runs/boom/best.pt", "--data-dir", str(data_dir), "--device", "cpu",
+                                    "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.output)["accuracy"] == pytest.approx(result.history[0]["val_acc"])
