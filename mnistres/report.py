@@ -127,6 +127,9 @@ def architecture_section(runs: list[Run]) -> list[str]:
                   f"statistics: {totals['buffers']:,} values.", ""]
     if len(counts) > 1:
         lines += [f"The runs differ in size: {', '.join(f'{n:,}' for n in counts)} parameters.", ""]
+    kinds = list(dict.fromkeys(str(run.config.get("activation")) for run in runs))
+    if len(kinds) > 1:
+        lines += [f"The runs use different activations ({', '.join(f'`{k}`' for k in kinds)}) in these same places.", ""]
     return lines
 
 

@@ -132,6 +132,7 @@ def test_report_command_on_a_sweep_and_a_loose_run(tmp_path):
     assert "| activation=relu" in text and "99.05 ± 0.07" in text
     assert "| baseline" in text and "| 97.00 " in text
     assert "Total parameters: 2,818" in text
+    assert "The runs use different activations (`relu`, `tanh`)" in text
     figures = sorted(out.parent.glob("*.png"))
     assert [f.name for f in figures] == ["both-runs-confusion.png", "both-runs-curves.png",
                                          "both-study-confusion.png", "both-study-curves.png"]
