@@ -134,9 +134,14 @@ def _use_plugins(plugins: Optional[List[str]]) -> None:
         request(plugins)
 
 
-def _run_options(**options: Any) -> dict[str, Any]:
-    """The run options as RunConfig keys (paths as text; None means "not given")."""
-    return {key: _text(value) if isinstance(value, Path) else value for key, value in options.items()}
+RUN_OPTION_KEYS = ("epochs", "batch_size", "lr", "activation", "optimizer", "schedule", "device", "seed", "data_dir",
+                   "dataset", "out_dir", "name", "train_size", "val_split", "threads", "download")
+
+
+def _run_options(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The run options among a command's arguments, as RunConfig keys (paths as text; None: not given)."""
+    return {key: _text(arguments[key]) if isinstance(arguments[key], Path) else arguments[key]
+            for key in RUN_OPTION_KEYS}
 
 
 @app.command()
@@ -169,11 +174,7 @@ def train(
 ) -> None:
     """Train one run; everything it produces goes to OUT_DIR/NAME/."""
     _use_plugins(plugin)
-    options = _run_options(
-        epochs=epochs, batch_size=batch_size, lr=lr, activation=activation, optimizer=optimizer, schedule=schedule,
-        device=device, seed=seed, data_dir=data_dir, dataset=dataset, out_dir=out_dir, name=name,
-        train_size=train_size, val_split=val_split, threads=threads, download=download,
-    )
+    options = _run_options(locals())
     if resume is None:
         run_config = config_module.build(config_file, options, sets or [], callbacks=callback or [])
     elif config_file or sets or callback or overwrite:
@@ -257,11 +258,7 @@ def sweep(
 
     if param is not None and not values:
         raise MnistresError(f"give the values to try: mnistres sweep {param} VALUE [VALUE...]")
-    options = _run_options(
-        epochs=epochs, batch_size=batch_size, lr=lr, activation=activation, optimizer=optimizer, schedule=schedule,
-        device=device, seed=seed, data_dir=data_dir, dataset=dataset, out_dir=out_dir, name=name,
-        train_size=train_size, val_split=val_split, threads=threads, download=download,
-    )
+    options = _run_options(locals())
     command_axes = ([(param, values or [])] if param is not None else []) + [sweep_module.parse_grid(g) for g in grid or []]
     plan = sweep_module.plan_from(config_file, command_axes, options, sets or [], seeds, callbacks=callback or [])
     device_list = [d.strip() for d in devices.split(",") if d.strip()] if devices else []

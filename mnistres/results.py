@@ -95,11 +95,9 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
 
 
-def load_run(path: Path) -> Run:
-    summary = read_json(path / "summary.json")
-    config = read_yaml(path / "config.yaml") if (path / "config.yaml").is_file() else {}
+def read_history(metrics: Path) -> list[dict[str, Any]]:
+    """The epochs of metrics.jsonl, one dict each (none if the file is absent)."""
     history = []
-    metrics = path / "metrics.jsonl"
     if metrics.is_file():
         for number, line in enumerate(metrics.read_text(encoding="utf-8").splitlines(), start=1):
             if line.strip():
@@ -107,6 +105,13 @@ def load_run(path: Path) -> Run:
                     history.append(json.loads(line))
                 except json.JSONDecodeError as error:
                     raise ConfigError(f"{metrics}, line {number}: not JSON ({error.msg})") from None
+    return history
+
+
+def load_run(path: Path) -> Run:
+    summary = read_json(path / "summary.json")
+    config = read_yaml(path / "config.yaml") if (path / "config.yaml").is_file() else {}
+    history = read_history(path / "metrics.jsonl")
     if not isinstance(summary, dict) or not isinstance(config, dict):
         raise ConfigError(f"{path} does not hold a mnistres run (summary.json or config.yaml malformed)")
     return Run(path, config, summary, history)

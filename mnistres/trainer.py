@@ -270,7 +270,7 @@ class Trainer:
     def restore(self, document: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Put model, optimizer, schedule, random streams and the history back as they were
         at the end of the checkpoint's epoch."""
-        import json
+        from mnistres.results import read_history
 
         self.model.load_state_dict(document["model"])
         self.optimizer.load_state_dict(document["optimizer"])
@@ -282,8 +282,7 @@ class Trainer:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.global_step = int(document["global_step"])
         done = int(document["epoch"])
-        lines = (self.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-        history = [row for row in map(json.loads, filter(None, lines)) if row["epoch"] <= done]
+        history = [row for row in read_history(self.run_dir / "metrics.jsonl") if row["epoch"] <= done]
         if [row["epoch"] for row in history] != list(range(1, done + 1)):
             raise ConfigError(f"{self.run_dir}/metrics.jsonl does not match last.pt (epoch {done}); cannot resume")
         best: dict[str, Any] = {}

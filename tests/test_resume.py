@@ -81,9 +81,9 @@ def test_sigterm_stops_like_ctrl_c_and_resume_finishes(fast, tmp_path):
     args = ["train", *options, "--epochs", "40", "--name", "t"]
     process = subprocess.Popen([sys.executable, "-m", "mnistres", *args], cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env={**os.environ, "MNISTRES_DEBUG": ""})
-    metrics_file = tmp_path / "runs" / "t" / "metrics.jsonl"
+    checkpoint_file = tmp_path / "runs" / "t" / "last.pt"  # written just after metrics.jsonl: wait for both
     deadline = time.monotonic() + 120
-    while not metrics_file.is_file():
+    while not checkpoint_file.is_file():
         assert process.poll() is None, process.stdout.read()
         assert time.monotonic() < deadline
         time.sleep(0.05)
