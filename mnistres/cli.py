@@ -103,6 +103,8 @@ ThreadsOpt = Annotated[Optional[str], typer.Option("--threads", metavar="INT",
                                                    help="CPU threads for torch (0: torch's default).")]
 PluginOpt = Annotated[Optional[List[str]], typer.Option(
     "--plugin", help="Load a plugin: a module name or a .py file; repeatable (also $MNISTRES_PLUGINS).")]
+PresetOpt = Annotated[Optional[str], typer.Option(
+    "--preset", help="A named bundle of settings, e.g. fast (see `mnistres plugins`); config file, options and --set win over it.")]
 CallbackOpt = Annotated[Optional[List[str]], typer.Option(
     "--callback", help="Add a callback NAME[:key=value,...] to the run's list; repeatable (see `mnistres plugins`).")]
 
@@ -169,6 +171,7 @@ def train(
         "--resume", help="Continue the interrupted run in this run directory, with its own settings "
                          "(only --device, --threads, --data-dir, --download may change).")] = None,
     callback: CallbackOpt = None,
+    preset: PresetOpt = None,
     sets: SetOpt = None,
     plugin: PluginOpt = None,
 ) -> None:
@@ -176,9 +179,9 @@ def train(
     _use_plugins(plugin)
     options = _run_options(locals())
     if resume is None:
-        run_config = config_module.build(config_file, options, sets or [], callbacks=callback or [])
-    elif config_file or sets or callback or overwrite:
-        raise MnistresError("--resume continues a run with its own settings: leave out --config, --set, "
+        run_config = config_module.build(config_file, options, sets or [], callbacks=callback or [], preset=preset)
+    elif config_file or sets or callback or overwrite or preset:
+        raise MnistresError("--resume continues a run with its own settings: leave out --config, --preset, --set, "
                             "--callback and --overwrite")
 
     from mnistres import display
@@ -244,6 +247,7 @@ def sweep(
     threads: ThreadsOpt = None,
     download: DownloadOpt = None,
     callback: CallbackOpt = None,
+    preset: PresetOpt = None,
     sets: SetOpt = None,
     plugin: PluginOpt = None,
 ) -> None:
@@ -260,7 +264,8 @@ def sweep(
         raise MnistresError(f"give the values to try: mnistres sweep {param} VALUE [VALUE...]")
     options = _run_options(locals())
     command_axes = ([(param, values or [])] if param is not None else []) + [sweep_module.parse_grid(g) for g in grid or []]
-    plan = sweep_module.plan_from(config_file, command_axes, options, sets or [], seeds, callbacks=callback or [])
+    plan = sweep_module.plan_from(config_file, command_axes, options, sets or [], seeds, callbacks=callback or [],
+                                  preset=preset)
     device_list = [d.strip() for d in devices.split(",") if d.strip()] if devices else []
 
     from mnistres import display, results
@@ -318,7 +323,8 @@ def eval_command(
     data_dir: DataDirOpt = None,
     split: Annotated[str, typer.Option(help="test | train.")] = "test",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Images per evaluation batch.")] = 1000,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="Images per evaluation batch.", show_default="256 on the CPU, 1024 on a GPU")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
     download: Annotated[bool, typer.Option("--download/--no-download", help="Fetch missing dataset files.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
@@ -375,7 +381,7 @@ def plugins(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
     plugin: PluginOpt = None,
 ) -> None:
-    """Every activation, optimizer, schedule and callback, with options and source; plugins that failed to load."""
+    """Every activation, optimizer, schedule, callback and preset, with options and source; plugins that failed to load."""
     _use_plugins(plugin)
     from mnistres import display, registry
 

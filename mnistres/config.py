@@ -1,7 +1,8 @@
 """RunConfig: everything that defines a run, as plain data.
 
-A config is built in layers, later wins: the defaults below, a YAML file (`--config`),
-the explicit CLI options, then `--set key=value`. Every layer is checked for unknown
+A config is built in layers, later wins: the defaults below, a preset (`--preset`, a named
+bundle of values from the presets registry), a YAML file (`--config`), the explicit CLI
+options, then `--set key=value`. Every layer is checked for unknown
 keys and every value for its type and range before any work starts, so a typo costs a
 second, not an epoch.
 """
@@ -92,22 +93,28 @@ def build(
     options: Mapping[str, Any] | None = None,
     sets: Iterable[str] = (),
     callbacks: Iterable[str] = (),
+    preset: str | None = None,
 ) -> RunConfig:
-    """defaults <- YAML file <- explicit options (and --callback) <- --set pairs, then validate."""
+    """defaults <- preset <- YAML file <- explicit options (and --callback) <- --set pairs, then validate."""
     file_data = load_yaml(config_file) if config_file is not None else {}
     if "axes" in file_data:
         raise ConfigError(f"{config_file} describes a sweep (it has axes:); run it with: mnistres sweep --config {config_file}")
-    return layered(file_data, str(config_file), options, sets, callbacks)
+    return layered(file_data, str(config_file), options, sets, callbacks, preset)
 
 
 def layered(file_data: Mapping[str, Any], origin: str, options: Mapping[str, Any] | None = None,
-            sets: Iterable[str] = (), callbacks: Iterable[str] = ()) -> RunConfig:
-    """The layers after the defaults: `file_data` (from `origin`), then options, then --set pairs.
+            sets: Iterable[str] = (), callbacks: Iterable[str] = (), preset: str | None = None) -> RunConfig:
+    """The layers after the defaults: a preset, `file_data` (from `origin`), options, then --set pairs.
 
-    `callbacks` (from --callback) are added to the list the earlier layers give; one with the
-    name of a callback already listed replaces it, so `--callback progress:refresh_s=1` re-sets it.
+    The preset is `preset` (--preset) or else the file's `preset:` key. `callbacks` (from
+    --callback) are added to the list the earlier layers give; one with the name of a callback
+    already listed replaces it, so `--callback progress:refresh_s=1` re-sets it.
     """
-    merged: dict[str, Any] = {check_key(key, origin): value for key, value in file_data.items()}
+    file_data = dict(file_data)
+    file_preset = file_data.pop("preset", None)
+    chosen = preset if preset is not None else file_preset
+    merged: dict[str, Any] = preset_values(chosen) if chosen is not None else {}
+    merged.update({check_key(key, origin): value for key, value in file_data.items()})
     for key, value in (options or {}).items():
         if value is not None:
             merged[check_key(key, "option")] = value
@@ -123,6 +130,20 @@ def layered(file_data: Mapping[str, Any], origin: str, options: Mapping[str, Any
         key, value = parse_set(pair)
         merged[key] = value
     return from_dict(merged)
+
+
+def preset_values(spec: Any) -> dict[str, Any]:
+    """The RunConfig values a preset spec (`fast`, `fast:lr=0.003`) stands for, keys checked."""
+    from mnistres.registry import presets
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"preset={spec!r}: expected a preset name (see `mnistres plugins`)")
+    parsed = presets.parse(spec)
+    bundle = presets.build(parsed)
+    if not isinstance(bundle, Mapping):
+        raise ConfigError(f"preset '{parsed.name}' (from {presets.get(parsed.name).source}) gave "
+                          f"{type(bundle).__name__}, not a mapping of RunConfig keys")
+    return {check_key(key, f"preset '{parsed.name}'"): value for key, value in bundle.items()}
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -163,6 +184,8 @@ def check_key(key: Any, origin: str) -> str:
     name = str(key).strip().replace("-", "_")
     if name in KEYS:
         return name
+    if name == "preset":
+        raise ConfigError(f"'preset' in {origin}: a preset is chosen with --preset NAME, or preset: in a config file")
     close = difflib.get_close_matches(name, KEYS, n=1, cutoff=0.6)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     raise ConfigError(f"unknown key '{key}' in {origin}{hint} Keys: {', '.join(KEYS)}")

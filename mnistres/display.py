@@ -65,7 +65,7 @@ def layers_table(rows: list[tuple[str, str, str, int]], totals: dict[str, int], 
 def registry_table(kind: str, entries: Iterable[Any]) -> Table:
     table = Table(title=kind, title_justify="left")
     table.add_column("name", style="bold", no_wrap=True)
-    table.add_column("options (defaults)")
+    table.add_column("settings" if kind == "presets" else "options (defaults)")
     table.add_column("source")
     table.add_column("help")
     for entry in entries:

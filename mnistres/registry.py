@@ -1,4 +1,4 @@
-"""Named, self-describing building blocks: activations, optimizers, schedulers, callbacks.
+"""Named, self-describing building blocks: activations, optimizers, schedulers, callbacks, presets.
 
 Every entry, built-in or third-party, arrives the same way: a module listed under the
 entry-point group ``mnistres.plugins`` is imported, and its decorators register entries:
@@ -177,12 +177,14 @@ activations = Registry("activation")
 optimizers = Registry("optimizer")
 schedulers = Registry("scheduler")
 callbacks = Registry("callback")
+presets = Registry("preset")  # named bundles of RunConfig values; an entry's options are its values
 
 REGISTRIES: dict[str, Registry] = {
     "activations": activations,
     "optimizers": optimizers,
     "schedulers": schedulers,
     "callbacks": callbacks,
+    "presets": presets,
 }
 
 # --- plugin loading -------------------------------------------------------------------

@@ -118,11 +118,11 @@ def make_plan(base: RunConfig, axes: Mapping[str, Sequence[Any]], seeds: int = 1
 
 def plan_from(config_file: str | Path | None, command_axes: Iterable[tuple[str, list[Any]]],
               options: Mapping[str, Any], sets: Iterable[str], seeds: Optional[int],
-              callbacks: Iterable[str] = ()) -> Plan:
-    """The plan a command line describes: a sweep file's keys, axes and seeds, then the command's
-    axes (PARAM VALUE..., --grid), options, --callback, --set pairs and --seeds, later winning."""
+              callbacks: Iterable[str] = (), preset: Optional[str] = None) -> Plan:
+    """The plan a command line describes: a preset, a sweep file's keys, axes and seeds, then the
+    command's axes (PARAM VALUE..., --grid), options, --callback, --set pairs and --seeds, later winning."""
     file_data, file_axes, file_seeds = load_file(config_file) if config_file else ({}, {}, None)
-    base = config_module.layered(file_data, str(config_file), options, sets, callbacks)
+    base = config_module.layered(file_data, str(config_file), options, sets, callbacks, preset)
     return make_plan(base, merge_axes(file_axes, command_axes), seeds or file_seeds or 1)
 
 

@@ -29,7 +29,6 @@ from mnistres.errors import ConfigError, MnistresError, PluginError
 from mnistres.registry import REGISTRIES, callbacks as callback_registry, optimizers, schedulers
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt")
-EVAL_BATCH = 1000  # images per evaluation batch: large, since no gradients are kept
 # The batch order gets its own stream of random numbers, apart from the subset/hold-out draw.
 SHUFFLE_SEED_OFFSET = 1_000_003
 
@@ -177,7 +176,7 @@ class Trainer:
             data.train, config.batch_size, mean=data.mean, std=data.std, shuffle=True,
             generator=self.shuffle_generator, augment=config.augment, channels_last=config.channels_last,
         )
-        val_batches = data_module.Batches(data.val, EVAL_BATCH, mean=data.mean, std=data.std,
+        val_batches = data_module.Batches(data.val, evaluate.eval_batch_size(device), mean=data.mean, std=data.std,
                                           channels_last=config.channels_last)
         self.steps_per_epoch = len(train_batches)
 

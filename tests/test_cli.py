@@ -27,8 +27,8 @@ COMMANDS = {
     "report": ["--output"],
 }
 COMMANDS["plugins"] = ["--json"]
-COMMANDS["train"] += ["--callback"]
-COMMANDS["sweep"] += ["--callback"]
+COMMANDS["train"] += ["--callback", "--preset"]
+COMMANDS["sweep"] += ["--callback", "--preset"]
 for _options in COMMANDS.values():
     _options.append("--plugin")  # every command can load a plugin
 

@@ -225,3 +225,17 @@ def test_sweep_children_get_the_plugins(fast):
     assert result.exit_code == 0, result.output
     summary = json.loads(Path("runs/activation-sweep/activation=swish_beta,seed=0/summary.json").read_text())
     assert summary["status"] == "completed" and summary["plugins"]["activation"]["source"] == f"file {EXAMPLE}"
+
+
+def test_a_plugin_preset_with_a_bad_key_is_named(tmp_path):
+    from mnistres import config as config_module
+    from mnistres.errors import ConfigError
+
+    plugin = write_plugin(tmp_path / "bad_preset.py", (
+        "from mnistres.registry import presets\n"
+        "@presets.register('oops', help='has a typo', options={'learning_rate': 0.1})\n"
+        "def oops(**values):\n"
+        "    return values\n"))
+    registry.request([str(plugin)])
+    with pytest.raises(ConfigError, match="unknown key 'learning_rate' in preset 'oops'"):
+        config_module.layered({}, "test", preset="oops")

@@ -83,6 +83,26 @@ def test_optimizer_options_reach_torch():
     assert adam.defaults["eps"] == 1e-7 and adam.defaults["betas"] == (0.8, 0.999)
 
 
+@pytest.mark.parametrize("name, torch_class", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
+                                               ("adamw", torch.optim.AdamW), ("adagrad", torch.optim.Adagrad)])
+def test_fused_update_where_torch_has_one(name, torch_class):
+    model = tiny_model()
+    try:
+        torch_class(list(model.parameters()), lr=0.1, fused=True)
+        has_fused = True
+    except (RuntimeError, TypeError, ValueError):
+        has_fused = False
+    assert bool(optimizers.build(name, model.parameters(), lr=0.1).defaults.get("fused")) is has_fused
+    assert not optimizers.build(f"{name}:fused=false", model.parameters(), lr=0.1).defaults.get("fused")
+    # Same algorithm: one step of each implementation moves the weights (almost) alike.
+    moved = []
+    for spec in (name, f"{name}:fused=false"):
+        model = tiny_model()
+        one_step(model, optimizers.build(spec, model.parameters(), lr=0.01))
+        moved.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(moved[0], moved[1], atol=1e-6)
+
+
 def test_unknown_name_lists_names_and_closest():
     with pytest.raises(UnknownNameError) as caught:
         activations.get("tanhh")

@@ -71,7 +71,7 @@ def test_resume_through_the_cli_and_its_mistakes(fast):
     changed = runner.invoke(app, ["train", "--resume", "runs/r", "--lr", "0.5"])
     assert changed.exit_code == 2 and "only device, threads, data_dir, download may change (not lr)" in changed.output
     mixed = runner.invoke(app, ["train", "--resume", "runs/r", "--set", "epochs=5"])
-    assert mixed.exit_code == 2 and "leave out --config, --set" in mixed.output
+    assert mixed.exit_code == 2 and "leave out --config, --preset, --set" in mixed.output
     missing = runner.invoke(app, ["train", "--resume", "runs/none"])
     assert missing.exit_code == 2 and "holds no run to resume" in missing.output
 

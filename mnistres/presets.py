@@ -1,0 +1,25 @@
+"""Built-in presets: named bundles of RunConfig values (`mnistres train --preset fast`).
+
+A preset is the lowest layer above the defaults: a config file, options and --set pairs
+all win over it, so `--preset fast --epochs 2` is the fast recipe run for two epochs.
+An entry's options are its values, so `mnistres plugins` shows exactly what it sets, and
+`--preset fast:lr=0.05` changes one of them. A plugin adds a preset the same way:
+
+    @presets.register("tiny", help="...", options={"width": 16, "epochs": 2})
+    def tiny(**values):
+        return values
+"""
+
+from mnistres.registry import presets
+
+
+def _values(**values):
+    return values
+
+
+presets.register(
+    "fast",
+    help="one epoch of the report's model, tuned for time to 99 % test accuracy (benchmarks/README.md)",
+    options={"batch_size": 128, "epochs": 1, "optimizer": "sgd:nesterov=true", "momentum": 0.9, "lr": 0.2,
+             "schedule": "onecycle", "label_smoothing": 0.1},
+)(_values)

@@ -1,0 +1,58 @@
+"""benchmarks/speed.py runs end to end on tiny data and writes what it measured.
+
+Speed itself is never asserted: the machine is shared and noisy. This only checks that the
+benchmark works, so that its figures in benchmarks/README.md can be reproduced.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+
+
+def test_speed_benchmark_runs_on_tiny_data(data_dir, tmp_path):
+    out = tmp_path / "speed.json"
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--data-dir", str(data_dir), "--images", "64", "--rounds", "2", "--eval-rounds", "2",
+         "--batch-sizes", "16", "32", "--recipes", "default", "fast", "--target", "0.0", "--threads", "1",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads(out.read_text())
+
+    assert [row["batch_size"] for row in results["train"]] == [16, 32]
+    # the engine's choices are also measured switched off, at the ablation batch size (32) only
+    assert set(results["train"][0]["sides"]) == {"mnistres", "baseline"}
+    assert set(results["train"][1]["sides"]) == {"mnistres", "baseline", "mnistres, NCHW layout",
+                                                 "mnistres, unfused optimizer"}
+    assert "mnistres, eval batches of 1,000" in results["eval"]["sides"]
+    for row in results["train"] + [results["eval"]]:
+        baseline = row["sides"]["baseline"]["images_per_s"]
+        for side in row["sides"].values():
+            values = side["images_per_s"]
+            assert len(values) == 2 and all(v > 0 for v in values)
+            assert side["ratio_to_baseline"] == statistics.median(values) / statistics.median(baseline)
+            ours = row["sides"]["mnistres"]["images_per_s"]
+            assert side["paired_ratio_to_mnistres"] == statistics.median(a / b for a, b in zip(values, ours))
+        assert row["ratio_of_medians"] == row["sides"]["mnistres"]["ratio_to_baseline"]
+    assert results["eval"]["images"] == 160  # the whole (synthetic) test set
+
+    recipes = {outcome["recipe"]: outcome for outcome in results["time_to_accuracy"]}
+    assert set(recipes) == {"defaults", "--preset fast"}
+    for outcome in recipes.values():  # a target of 0 is reached after the first epoch, which is all that counts
+        assert outcome["reached_at_epoch"] == 1 and len(outcome["val_acc_per_epoch"]) == 1
+        assert outcome["train_seconds"] == outcome["seconds_per_epoch"][0] > 0
+    assert recipes["--preset fast"]["settings"]["optimizer"] != recipes["defaults"]["settings"]["optimizer"]
+    assert "time to 0.0%" in completed.stdout and "training, batch 32" in completed.stdout
+    assert not list(tmp_path.glob("runs"))  # its runs went to a temporary folder, not the working directory
+
+
+def test_speed_benchmark_needs_a_data_folder(tmp_path):
+    completed = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=120,
+                               cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
+    assert completed.returncode == 2 and "--data-dir" in completed.stderr
