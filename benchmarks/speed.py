@@ -173,7 +173,7 @@ def time_to_accuracy(data_dir: Path, out: Path, target: float, preset: str | Non
     counted = history if reached is None else history[:reached]
     return {
         "recipe": f"--preset {preset}" if preset else "defaults",
-        "settings": {key: getattr(settings, key) for key in ("batch_size", "epochs", "optimizer", "lr", "schedule",
+        "settings": {key: getattr(settings, key) for key in ("batch_size", "epochs", "optimizer", "momentum", "lr", "schedule",
                                                              "label_smoothing", "augment", "train_size")},
         "seed": seed,
         "target": target,
