@@ -26,11 +26,12 @@ _MODE = _file_mode()
 
 
 @contextmanager
-def replacing(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path; on success it replaces `path`, on error it is deleted."""
+def replacing(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path (ending in `suffix`, for writers that insist on one); on success it
+    replaces `path`, on error it is deleted."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(handle)
     temp = Path(temp_name)
     os.chmod(temp, _MODE)

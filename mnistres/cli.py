@@ -327,22 +327,35 @@ def eval_command(
         help="Images per evaluation batch.", show_default="256 on the CPU, 1024 on a GPU")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
     download: Annotated[bool, typer.Option("--download/--no-download", help="Fetch missing dataset files.")] = True,
+    images: Annotated[Optional[Path], typer.Option(
+        "--images", help="Evaluate on your own images instead: a folder with one subfolder per class, 0 to 9.")] = None,
+    no_preprocess: Annotated[bool, typer.Option(
+        "--no-preprocess", help="With --images: the images are already in MNIST's form (28x28, white on black).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
     plugin: PluginOpt = None,
 ) -> None:
-    """Measure a checkpoint on a dataset split; the architecture comes from the checkpoint."""
+    """Measure a checkpoint on a dataset split, or on your own images; the architecture comes from the checkpoint."""
     _use_plugins(plugin)
     from mnistres import display
-    from mnistres.evaluate import evaluate_checkpoint
+    from mnistres.evaluate import evaluate_checkpoint, evaluate_images
 
-    result = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=_text(data_dir), split=split,
-                                 device=device, batch_size=batch_size, download=download, threads=threads)
+    if images is not None:
+        result = evaluate_images(checkpoint, images, preprocess=not no_preprocess, device=device,
+                                 batch_size=batch_size, threads=threads)
+    elif no_preprocess:
+        raise MnistresError("--no-preprocess applies to --images only")
+    else:
+        result = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=_text(data_dir), split=split,
+                                     device=device, batch_size=batch_size, download=download, threads=threads)
     if as_json:
         from mnistres.atomic import to_json
 
         sys.stdout.write(to_json(result) + "\n")
         return
     console = Console()
+    for skipped in result.get("skipped", []):
+        console.print(f"skipped {skipped['file']}: {skipped['error']}", style="yellow", markup=False,
+                      highlight=False, soft_wrap=True)
     console.print(
         f"{result['dataset']} {result['split']} ({result['images']:,} images): accuracy {result['accuracy']:.4f}  "
         f"loss {result['loss']:.4f}   [{result['checkpoint']}, epoch {result['epoch']}, {result['device']}]",
@@ -352,6 +365,75 @@ def eval_command(
         console.print(display.per_class_table(result["per_class"]))
     if confusion:
         console.print(display.confusion_table(result["confusion_matrix"]))
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint (.pt) written by `mnistres train`.")],
+    inputs: Annotated[List[Path], typer.Argument(
+        help="Image files or folders: PNG, JPEG, BMP, or .npy/.npz arrays of images.", metavar="IMAGE...")],
+    no_preprocess: Annotated[bool, typer.Option(
+        "--no-preprocess", help="The images are already in MNIST's form (28x28, white digit on black).")] = False,
+    top: Annotated[int, typer.Option(help="How many of the likeliest digits to show.", min=1, max=10)] = 3,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
+    plugin: PluginOpt = None,
+) -> None:
+    """The digit in each image, with its confidence and the runners-up.
+
+    Each image is first brought into MNIST's form: grayscale, inverted if the background is light, cropped to the ink,
+    scaled to 20 pixels on its longer side and centred by centre of mass in 28x28. Images that cannot be read, or hold
+    no digit, are reported one by one (exit code 1); the others are still predicted.
+    """
+    _use_plugins(plugin)
+    from mnistres import display
+    from mnistres.predict import predict as run_prediction
+
+    result = run_prediction(checkpoint, inputs, preprocess=not no_preprocess, device=device, threads=threads, top=top)
+    failed = sum(1 for row in result["predictions"] if "error" in row)
+    if as_json:
+        from mnistres.atomic import to_json
+
+        sys.stdout.write(to_json(result) + "\n")
+    else:
+        console = _wide_console()
+        console.print(display.predictions_table(result["predictions"],
+                                                f"{result['checkpoint']} (epoch {result['epoch']}, {result['device']})"))
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint (.pt) written by `mnistres train`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="model.pt2 (torch.export) or model.onnx (ONNX).")],
+    data_dir: DataDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
+    plugin: PluginOpt = None,
+) -> None:
+    """Write a self-contained inference artefact: float images (N, 1, 28, 28) in [0, 1] in, 10 logits out.
+
+    The normalisation is built in. The file is loaded back and checked against the checkpoint on test images.
+    """
+    _use_plugins(plugin)
+    from mnistres.export import export
+
+    result = export(checkpoint, output, data_dir=_text(data_dir))
+    if as_json:
+        from mnistres.atomic import to_json
+
+        sys.stdout.write(to_json(result) + "\n")
+        return
+    console = Console()
+    console.print(f"Wrote {result['output']} ({result['format']}): input {result['input']}; output "
+                  f"{result['output_values']}.", markup=False, highlight=False, soft_wrap=True)
+    if result["checked_images"]:
+        console.print(f"Checked on {result['checked_on']}: same prediction on {result['same_prediction']:.1%}, "
+                      f"largest logit difference {result['max_abs_difference']:.2g}.", markup=False,
+                      highlight=False, soft_wrap=True)
+    else:
+        console.print(f"Not checked: {result['note']}.", style="yellow", markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -83,4 +84,20 @@ def results_table(title: str, rows: Iterable[list[str]]) -> Table:
         table.add_column(header, justify="left" if number in (0, 7) else "right", no_wrap=number == 0)
     for row in rows:
         table.add_row(*row)
+    return table
+
+
+def predictions_table(rows: Iterable[dict[str, Any]], title: str) -> Table:
+    """One row per image: the digit, its probability and the likeliest others; or why not."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("image", overflow="fold")
+    table.add_column("digit", justify="right")
+    table.add_column("confidence", justify="right")
+    table.add_column("top")
+    for row in rows:
+        if "error" in row:
+            table.add_row(escape(row["file"]), "—", "—", f"[red]{escape(row['error'])}[/red]")
+        else:
+            ranked = "  ".join(f"{t['digit']}: {t['probability']:.3f}" for t in row["top"])
+            table.add_row(escape(row["file"]), str(row["digit"]), f"{row['confidence']:.3f}", ranked)
     return table

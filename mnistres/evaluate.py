@@ -8,8 +8,11 @@ to repeat the architecture.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -71,31 +74,38 @@ def class_metrics(confusion: list[list[int]]) -> list[dict[str, Any]]:
     return rows
 
 
-def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, data_dir: str | None = None,
-                        split: str = "test", device: str = "auto", batch_size: int | None = None,
-                        download: bool = True, threads: int = 0) -> dict[str, Any]:
-    """Evaluate a checkpoint on a dataset split; returns plain values (JSON-ready)."""
+@dataclass
+class Trained:
+    """A model rebuilt from a checkpoint, ready on its device, with what is needed to feed it."""
+
+    path: str
+    network: nn.Module
+    run_config: Any  # the RunConfig stored in the checkpoint
+    epoch: Any
+    mean: float
+    std: float
+    device: torch.device
+    amp: torch.dtype | None
+
+    def batches(self, split: Any, batch_size: int | None = None) -> Any:
+        from mnistres import data
+
+        return data.Batches(split, batch_size or eval_batch_size(self.device), mean=self.mean, std=self.std,
+                            channels_last=self.run_config.channels_last)
+
+
+def load_trained(path: str | os.PathLike, *, device: str = "auto", threads: int = 0) -> Trained:
+    """The checkpoint's model, rebuilt from its stored config (no architecture options needed)."""
     from mnistres import checkpoint, config as config_module, data, model as model_module
     from mnistres.errors import ConfigError, UnknownNameError
 
-    if split not in ("test", "train"):
-        raise ConfigError(f"split={split!r}: expected test or train")
-    if batch_size is not None and batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size}: expected at least 1")
     devices.set_threads(threads)
     target = devices.resolve(device)
-    if batch_size is None:
-        batch_size = eval_batch_size(target)
     document = checkpoint.load(path)
     try:
         run_config = config_module.from_dict(document["config"], origin=f"checkpoint {path}")
     except ConfigError as error:
         raise type(error)(f"{path}: its stored config does not load: {error}") from None
-    if dataset is not None:
-        run_config = run_config.replace(dataset=dataset)
-    name = run_config.dataset
-    root = data.resolve_data_dir(data_dir or (None if os.environ.get("MNISTRES_DATA_DIR") else run_config.data_dir))
-
     try:
         network = model_module.build(run_config.activation, run_config.width, run_config.blocks)
     except UnknownNameError:
@@ -110,20 +120,94 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
         raise ConfigError(f"{path}: weights do not fit the stored architecture: {str(error).splitlines()[0]}") from None
     # The same memory layout as in training, so eval reproduces the logged accuracy exactly.
     network.to(target, memory_format=torch.channels_last if run_config.channels_last else torch.contiguous_format)
-    images, labels = data.load_split(name, root, split, download)
-    split_data = data.Split(images.to(target), labels.to(target))
-    mean, std = document.get("normalisation", data.NORMALISATION[name])
-    batches = data.Batches(split_data, batch_size, mean=mean, std=std, channels_last=run_config.channels_last)
-    loss, accuracy, confusion = measure(network, batches, devices.amp_dtype(run_config.amp, target))
+    network.eval()
+    mean, std = document.get("normalisation", data.NORMALISATION[run_config.dataset])
+    return Trained(str(path), network, run_config, document.get("epoch"), float(mean), float(std), target,
+                   devices.amp_dtype(run_config.amp, target))
+
+
+def _check_batch_size(batch_size: int | None) -> None:
+    from mnistres.errors import ConfigError
+
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size}: expected at least 1")
+
+
+def report(trained: Trained, source: dict[str, Any], images: int, loss: float, accuracy: float,
+           confusion: list[list[int]]) -> dict[str, Any]:
+    """The result of an evaluation as plain values (JSON-ready), whatever the images were."""
     return {
-        "checkpoint": str(path),
-        "epoch": document.get("epoch"),
-        "dataset": name,
-        "split": split,
-        "images": len(split_data),
+        "checkpoint": trained.path,
+        "epoch": trained.epoch,
+        **source,
+        "images": images,
         "loss": loss,
         "accuracy": accuracy,
         "per_class": class_metrics(confusion),
         "confusion_matrix": confusion,
-        "device": devices.describe(target),
+        "device": devices.describe(trained.device),
     }
+
+
+def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, data_dir: str | None = None,
+                        split: str = "test", device: str = "auto", batch_size: int | None = None,
+                        download: bool = True, threads: int = 0) -> dict[str, Any]:
+    """Evaluate a checkpoint on a dataset split; returns plain values (JSON-ready)."""
+    from mnistres import data
+    from mnistres.errors import ConfigError
+
+    if split not in ("test", "train"):
+        raise ConfigError(f"split={split!r}: expected test or train")
+    _check_batch_size(batch_size)
+    trained = load_trained(path, device=device, threads=threads)
+    # --dataset is checked like a config value (fashion_mnist, Fashion-MNIST ... are accepted)
+    name = trained.run_config.replace(dataset=dataset).dataset if dataset is not None else trained.run_config.dataset
+    root = data.resolve_data_dir(data_dir or (None if os.environ.get("MNISTRES_DATA_DIR")
+                                              else trained.run_config.data_dir))
+    images, labels = data.load_split(name, root, split, download)
+    split_data = data.Split(images.to(trained.device), labels.to(trained.device))
+    loss, accuracy, confusion = measure(trained.network, trained.batches(split_data, batch_size), trained.amp)
+    return report(trained, {"dataset": name, "split": split}, len(split_data), loss, accuracy, confusion)
+
+
+def evaluate_images(path: str | os.PathLike, folder: str | os.PathLike, *, preprocess: bool = True,
+                    device: str = "auto", batch_size: int | None = None, threads: int = 0) -> dict[str, Any]:
+    """Evaluate a checkpoint on your own images: `folder` holds one subfolder per class, 0 to 9.
+
+    Each image gets the same preprocessing as `predict`; files that cannot be used are listed
+    under "skipped" with the reason, and the others are evaluated.
+    """
+    from mnistres import data, images as images_module
+    from mnistres.errors import ConfigError
+
+    _check_batch_size(batch_size)
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigError(f"--images {root}: not a folder (it should hold one subfolder per class, 0 to 9)")
+    subfolders = sorted(p for p in root.iterdir() if p.is_dir())
+    strangers = [p.name for p in subfolders if p.name not in {str(c) for c in range(CLASSES)}]
+    if strangers:
+        raise ConfigError(f"--images {root}: subfolders must be named 0 to 9 (the class of their images); "
+                          f"found {', '.join(strangers)}")
+    if not subfolders:
+        raise ConfigError(f"--images {root}: no class subfolders (0 to 9) inside")
+    trained = load_trained(path, device=device, threads=threads)
+    pixels, labels, skipped = [], [], []
+    for subfolder in subfolders:
+        files = sorted(p for p in subfolder.iterdir() if p.is_file())
+        for file in files:
+            for sample in images_module.read(file, preprocess):
+                if sample.pixels is None:
+                    skipped.append({"file": sample.name, "error": sample.error})
+                else:
+                    pixels.append(sample.pixels)
+                    labels.append(int(subfolder.name))
+    if not pixels:
+        raise ConfigError(f"--images {root}: no usable image in its class subfolders"
+                          + (f" ({len(skipped)} could not be used)" if skipped else ""))
+    split = data.Split(torch.from_numpy(np.stack(pixels))[:, None].to(trained.device),
+                       torch.tensor(labels, dtype=torch.long, device=trained.device))
+    loss, accuracy, confusion = measure(trained.network, trained.batches(split, batch_size), trained.amp)
+    source = {"dataset": f"images in {root}", "split": "preprocessed" if preprocess else "as given",
+              "skipped": skipped}
+    return report(trained, source, len(split), loss, accuracy, confusion)

@@ -27,6 +27,9 @@ COMMANDS = {
     "report": ["--output"],
 }
 COMMANDS["plugins"] = ["--json"]
+COMMANDS["eval"] += ["--images", "--no-preprocess"]
+COMMANDS["predict"] = ["--no-preprocess", "--top", "--device", "--threads", "--json"]
+COMMANDS["export"] = ["--output", "--data-dir", "--json"]
 COMMANDS["train"] += ["--callback", "--preset"]
 COMMANDS["sweep"] += ["--callback", "--preset"]
 for _options in COMMANDS.values():

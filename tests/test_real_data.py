@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -22,3 +24,14 @@ def test_short_run_on_real_mnist_reaches_95_percent(real_data_dir):
     report = json.loads(result.stdout)
     assert report["images"] == 10_000 and len(report["per_class"]) == 10
     assert report["accuracy"] >= 0.95
+
+    # The same digits written large on light paper (PNG and JPEG) are predicted as the clean ones.
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "own_images.py"
+    completed = subprocess.run([sys.executable, str(script), "runs/smoke/best.pt", "--data-dir", str(real_data_dir),
+                                "--per-class", "5", "--json", "paper.json"], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    paper = json.loads(Path("paper.json").read_text())
+    assert paper["digits"] == 50 and paper["clean_accuracy"] >= 0.9
+    for kind in ("png", "jpg"):
+        assert paper[kind]["same_as_clean"] >= 0.9 and not paper[kind]["errors"], paper[kind]
+    assert "(50 images): accuracy" in completed.stdout and "precision" in completed.stdout  # eval --images ran

@@ -1,0 +1,250 @@
+"""Your own images: MNIST's normalisation (`images.to_mnist`), reading files, `predict` and
+`eval --images`, with a model trained here on digits drawn with a font.
+
+The photo-like versions of each digit carry what a phone picture or scan brings: dark ink on
+light paper, a large canvas, the digit off-centre, thicker strokes, uneven paper and JPEG
+noise. Each must be classified as the clean, MNIST-form version of the same drawing is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+from rich.console import Console
+from typer.testing import CliRunner
+
+from mnistres import images
+from mnistres.cli import app
+
+runner = CliRunner()
+CLASSES = 10
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow < 10.1, or built without FreeType
+        pytest.skip("needs Pillow's scalable default font (Pillow >= 10.1 with FreeType)")
+
+
+def ink(digit: int, size: int = 60, angle: float = 0.0, stroke: int = 1) -> np.ndarray:
+    """A digit as white ink on black (0-255 floats), drawn with a font, with a margin around it."""
+    canvas = Image.new("L", (3 * size, 3 * size), 0)
+    ImageDraw.Draw(canvas).text((size, size // 2), str(digit), fill=255, font=font(size),
+                                stroke_width=stroke, stroke_fill=255)
+    return np.asarray(canvas.rotate(angle, resample=Image.BILINEAR), dtype=np.float64)
+
+
+def photo(drawing: np.ndarray, rng: np.random.Generator, canvas=(420, 320)) -> np.ndarray:
+    """The drawing as a photo of paper: dark ink on light, uneven paper, off-centre on a large canvas."""
+    height, width = canvas
+    ys, xs = np.mgrid[0:height, 0:width]
+    paper = 205 + 30 * (xs / width) + rng.normal(0, 4, size=(height, width))  # light, shaded, grainy
+    top = int(rng.integers(10, height - drawing.shape[0] - 10))
+    left = int(rng.integers(10, width - drawing.shape[1] - 10))
+    share = np.zeros((height, width))
+    share[top:top + drawing.shape[0], left:left + drawing.shape[1]] = drawing / 255.0
+    return np.clip(paper * (1 - share) + 35 * share, 0, 255)
+
+
+def save(array: np.ndarray, path, **options) -> None:
+    Image.fromarray(np.rint(array).astype(np.uint8)).save(path, **options)
+
+
+def glyph_set(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` MNIST-form digits drawn at varied sizes, slants and stroke widths, and their labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % CLASSES
+    pixels = [images.to_mnist(ink(int(d), size=int(rng.integers(40, 80)), angle=float(rng.uniform(-12, 12)),
+                                  stroke=int(rng.integers(0, 6)))) for d in labels]
+    return np.stack(pixels), labels
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small model trained on font digits in MNIST's form, and the folder it lives in."""
+    from conftest import idx_bytes
+
+    from mnistres.config import RunConfig
+    from mnistres.trainer import train
+
+    root = tmp_path_factory.mktemp("glyphs")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, count, seed in (("train", 1500, 1), ("t10k", 200, 2)):
+        pixels, labels = glyph_set(count, seed)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(pixels.tobytes(), (count, 28, 28)))
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(labels.astype(np.uint8).tobytes(), (count,)))
+    config = RunConfig(data_dir=str(root), download=False, device="cpu", epochs=4, width=16, blocks=1,
+                       batch_size=32, lr=0.005, precise_bn=256, threads=1, callbacks=(), augment=True,
+                       out_dir=str(root / "runs"), name="glyphs")
+    result = train(config, console=Console(quiet=True))
+    assert result.history[-1]["val_acc"] >= 0.9, result.history  # a model worth comparing predictions of
+    return root / "runs" / "glyphs" / "best.pt"
+
+
+# --- the normalisation ------------------------------------------------------------------------
+
+
+def test_to_mnist_gives_mnist_geometry():
+    digit = images.to_mnist(ink(7, size=90))
+    assert digit.shape == (28, 28) and digit.dtype == np.uint8 and digit.max() == 255
+    rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+    assert max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) in (20, 21)  # longer side 20 (+ an anti-aliased edge)
+    ys, xs = np.indices(digit.shape)
+    weight = digit.astype(float)
+    centre = ((ys * weight).sum() / weight.sum(), (xs * weight).sum() / weight.sum())
+    assert math.dist(centre, (13.5, 13.5)) < 1.0
+    assert digit[0].max() == digit[-1].max() == 0  # black around the digit
+
+
+def test_to_mnist_inverts_light_paper_and_ignores_where_the_digit_is():
+    drawing = ink(4, size=70)
+    dark = images.to_mnist(drawing)
+    light = images.to_mnist(photo(drawing, np.random.default_rng(0)))
+    assert np.abs(dark.astype(int) - light.astype(int)).mean() < 12  # of 255: the same digit, same place
+
+
+def test_to_mnist_refuses_a_blank_image():
+    with pytest.raises(ValueError, match="no digit found"):
+        images.to_mnist(np.full((50, 60), 230.0) + np.random.default_rng(0).normal(0, 3, (50, 60)))
+
+
+# --- the model sees photos as it sees clean digits ----------------------------------------------
+
+
+def test_photo_like_images_are_classified_as_the_clean_digit(trained, tmp_path):
+    from mnistres.predict import predict
+
+    rng = np.random.default_rng(5)
+    clean_files, photo_files = [], []
+    for digit in range(CLASSES):
+        drawing = ink(digit, size=64, angle=float(rng.uniform(-8, 8)), stroke=1)
+        clean = images.to_mnist(drawing)
+        np.save(tmp_path / f"clean-{digit}.npy", clean)
+        clean_files.append(tmp_path / f"clean-{digit}.npy")
+        thick = ink(digit, size=64, stroke=3)  # a marker, not a pen: three times the stroke
+        versions = {
+            "inverted.png": 255 - drawing,  # dark ink on white, same frame
+            "canvas.png": photo(drawing, rng),  # large light canvas, off-centre, uneven paper
+            "canvas.jpg": photo(drawing, rng),  # ... and JPEG noise
+            "thick.jpg": photo(thick, rng),  # thick strokes on paper, JPEG
+        }
+        for suffix, array in versions.items():
+            path = tmp_path / f"{digit}-{suffix}"
+            save(array, path, **({"quality": 40} if suffix.endswith(".jpg") else {}))
+            photo_files.append(path)
+    clean = predict(trained, clean_files, preprocess=False, device="cpu")["predictions"]
+    clean_digit = {row["file"].split("clean-")[1][0]: row["digit"] for row in clean}
+    assert sum(clean_digit[str(d)] == d for d in range(CLASSES)) >= 9  # the clean drawings are recognised
+    for row in predict(trained, photo_files, device="cpu")["predictions"]:
+        name = row["file"].rsplit("/", 1)[-1]
+        assert row["digit"] == clean_digit[name[0]], (name, row)
+
+
+# --- reading files, and per-file errors ---------------------------------------------------------
+
+
+def test_arrays_in_npy_and_npz(tmp_path):
+    stack, _ = glyph_set(3, 7)
+    np.save(tmp_path / "stack.npy", stack)
+    np.save(tmp_path / "one.npy", stack[0].astype(np.float32) / 255.0)  # floats in [0, 1]
+    np.savez(tmp_path / "pair.npz", first=stack[0], rest=stack[1:])
+    assert [s.name.rsplit("/", 1)[-1] for s in images.read(tmp_path / "stack.npy")] == \
+        ["stack.npy[0]", "stack.npy[1]", "stack.npy[2]"]
+    assert np.array_equal(images.read(tmp_path / "one.npy", preprocess=False)[0].pixels, stack[0])
+    names = [s.name.rsplit("/", 1)[-1] for s in images.read(tmp_path / "pair.npz")]
+    assert names == ["pair.npz:first", "pair.npz:rest[0]", "pair.npz:rest[1]"]
+
+
+def test_unusable_files_get_a_reason_each(tmp_path):
+    (tmp_path / "noise.png").write_bytes(b"\x89PNG not really" * 10)
+    good = tmp_path / "good.jpg"
+    save(photo(ink(3), np.random.default_rng(1)), good, quality=60)
+    (tmp_path / "cut.jpg").write_bytes(good.read_bytes()[:400])  # truncated
+    save(np.full((40, 40), 240.0), tmp_path / "blank.png")
+    (tmp_path / "notes.txt").write_text("7")
+    np.save(tmp_path / "cube.npy", np.zeros((2, 2, 2, 2)))
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    reasons = {path: images.read(tmp_path / path)[0].error for path in
+               ("noise.png", "cut.jpg", "blank.png", "notes.txt", "cube.npy", "objects.npy")}
+    assert "cannot read it" in reasons["noise.png"] and "cannot read it" in reasons["cut.jpg"]
+    assert "no digit found" in reasons["blank.png"]
+    assert "not a format mnistres reads" in reasons["notes.txt"]
+    assert "expected (H, W) or (N, H, W)" in reasons["cube.npy"]
+    assert "cannot read it" in reasons["objects.npy"]  # never unpickled
+    assert images.read(good)[0].pixels is not None
+    assert "must be 28x28" in images.read(good, preprocess=False)[0].error
+
+
+def test_predict_command_reports_bad_files_and_predicts_the_rest(trained, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    save(photo(ink(2, size=64), np.random.default_rng(3)), folder / "two.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    result = invoke("predict", str(trained), str(folder), "--device", "cpu")
+    assert result.exit_code == 1, result.output
+    assert "two.png" in result.output and "broken.jpg" in result.output and "cannot read it" in result.output
+    as_json = invoke("predict", str(trained), str(folder / "two.png"), "--json", "--top", "2")
+    assert as_json.exit_code == 0
+    rows = json.loads(as_json.stdout)["predictions"]
+    assert len(rows) == 1 and len(rows[0]["top"]) == 2 and rows[0]["top"][0]["digit"] == rows[0]["digit"]
+    assert 0 < rows[0]["confidence"] <= 1 and rows[0]["top"][0]["probability"] >= rows[0]["top"][1]["probability"]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["missing.png"], "missing.png does not exist"),
+    (["empty-folder"], "holds no images"),
+])
+def test_predict_mistakes_are_one_line(trained, tmp_path, args, fragment):
+    (tmp_path / "empty-folder").mkdir()
+    result = invoke("predict", str(trained), *args)
+    assert result.exit_code == 2 and fragment in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+# --- eval --images -------------------------------------------------------------------------------
+
+
+def test_eval_images_prints_per_class_results(trained, tmp_path):
+    rng = np.random.default_rng(11)
+    folder = tmp_path / "handwriting"
+    for digit in range(CLASSES):
+        (folder / str(digit)).mkdir(parents=True)
+        for number in range(2):
+            drawing = ink(digit, size=int(rng.integers(50, 80)), angle=float(rng.uniform(-8, 8)), stroke=number * 3)
+            save(photo(drawing, rng), folder / str(digit) / f"{number}.jpg", quality=50)
+    (folder / "3" / "scribble.txt").write_text("?")
+    result = invoke("eval", str(trained), "--images", str(folder), "--per-class", "--confusion", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "(20 images): accuracy" in result.output and "skipped" in result.output and "scribble.txt" in result.output
+    assert "precision" in result.output  # the per-class table
+    data = json.loads(invoke("eval", str(trained), "--images", str(folder), "--json").stdout)
+    assert data["images"] == 20 and len(data["per_class"]) == CLASSES and len(data["skipped"]) == 1
+    assert sum(map(sum, data["confusion_matrix"])) == 20 and data["accuracy"] >= 0.8
+
+
+@pytest.mark.parametrize("layout, fragment", [
+    ({"seven": ["a.png"]}, "subfolders must be named 0 to 9"),
+    ({}, "no class subfolders"),
+    ({"1": ["notes.txt"]}, "no usable image"),
+])
+def test_eval_images_mistakes_are_one_line(trained, tmp_path, layout, fragment):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for name, files in layout.items():
+        (folder / name).mkdir()
+        for file in files:
+            (folder / name / file).write_text("x")
+    result = invoke("eval", str(trained), "--images", str(folder))
+    assert result.exit_code == 2 and fragment in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert invoke("eval", str(trained), "--no-preprocess").exit_code == 2
