@@ -382,9 +382,9 @@ def predict(
 ) -> None:
     """The digit in each image, with its confidence and the runners-up.
 
-    Each image is first brought into MNIST's form: grayscale, inverted if the background is light, cropped to the ink,
-    scaled to 20 pixels on its longer side and centred by centre of mass in 28x28. Images that cannot be read, or hold
-    no digit, are reported one by one (exit code 1); the others are still predicted.
+    Each image is first brought into MNIST's form: grayscale, inverted if the background is light, cropped to the ink, scaled to 20 pixels on its longer side and centred by centre of mass in 28x28.
+
+    Images that cannot be read, or hold no digit, are reported one by one (exit code 1); the others are still predicted.
     """
     _use_plugins(plugin)
     from mnistres import display

@@ -194,7 +194,7 @@ def evaluate_images(path: str | os.PathLike, folder: str | os.PathLike, *, prepr
     trained = load_trained(path, device=device, threads=threads)
     pixels, labels, skipped = [], [], []
     for subfolder in subfolders:
-        files = sorted(p for p in subfolder.iterdir() if p.is_file())
+        files = sorted(p for p in subfolder.iterdir() if p.is_file() and not p.name.startswith("."))  # no .DS_Store
         for file in files:
             for sample in images_module.read(file, preprocess):
                 if sample.pixels is None:

@@ -223,6 +223,7 @@ def test_eval_images_prints_per_class_results(trained, tmp_path):
             drawing = ink(digit, size=int(rng.integers(50, 80)), angle=float(rng.uniform(-8, 8)), stroke=number * 3)
             save(photo(drawing, rng), folder / str(digit) / f"{number}.jpg", quality=50)
     (folder / "3" / "scribble.txt").write_text("?")
+    (folder / "3" / ".DS_Store").write_bytes(b"\x00")  # hidden files are not images, nor reported
     result = invoke("eval", str(trained), "--images", str(folder), "--per-class", "--confusion", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "(20 images): accuracy" in result.output and "skipped" in result.output and "scribble.txt" in result.output

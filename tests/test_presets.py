@@ -90,6 +90,11 @@ def test_sweep_applies_the_preset_to_every_point(tmp_path):
     batch = presets.get("fast").options["batch_size"]
     assert [p.config.lr for p in plan.points] == [0.05, 0.1]
     assert {p.config.batch_size for p in plan.points} == {batch}
+    # ... and a sweep file may name it too
+    file = tmp_path / "study.yaml"
+    file.write_text("preset: fast\naxes:\n  lr: [0.1, 0.2]\n")
+    plan = sweep.plan_from(file, [], {"out_dir": str(tmp_path)}, [], None)
+    assert [(p.config.lr, p.config.batch_size) for p in plan.points] == [(0.1, batch), (0.2, batch)]
 
 
 def test_train_with_a_preset_records_its_values(fast, tmp_path):
