@@ -87,6 +87,14 @@ class Trained:
     device: torch.device
     amp: torch.dtype | None
 
+    def data_root(self, data_dir: str | None = None) -> Path:
+        """Where its dataset is: --data-dir, else $MNISTRES_DATA_DIR, else the folder it was trained
+        from, else the user cache."""
+        from mnistres import data
+
+        return data.resolve_data_dir(data_dir or (None if os.environ.get("MNISTRES_DATA_DIR")
+                                                  else self.run_config.data_dir))
+
     def batches(self, split: Any, batch_size: int | None = None) -> Any:
         from mnistres import data
 
@@ -162,9 +170,7 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
     trained = load_trained(path, device=device, threads=threads)
     # --dataset is checked like a config value (fashion_mnist, Fashion-MNIST ... are accepted)
     name = trained.run_config.replace(dataset=dataset).dataset if dataset is not None else trained.run_config.dataset
-    root = data.resolve_data_dir(data_dir or (None if os.environ.get("MNISTRES_DATA_DIR")
-                                              else trained.run_config.data_dir))
-    images, labels = data.load_split(name, root, split, download)
+    images, labels = data.load_split(name, trained.data_root(data_dir), split, download)
     split_data = data.Split(images.to(trained.device), labels.to(trained.device))
     loss, accuracy, confusion = measure(trained.network, trained.batches(split_data, batch_size), trained.amp)
     return report(trained, {"dataset": name, "split": split}, len(split_data), loss, accuracy, confusion)

@@ -114,8 +114,7 @@ def _check_inputs(trained: Any, data_dir: str | None, count: int) -> tuple[torch
     """Test images of the checkpoint's dataset as [0, 1] floats, or random images if it is not at hand."""
     from mnistres import data
 
-    root = data.resolve_data_dir(data_dir or (None if os.environ.get("MNISTRES_DATA_DIR")
-                                              else trained.run_config.data_dir))
+    root = trained.data_root(data_dir)
     try:
         images, _ = data.load_split(trained.run_config.dataset, root, "test", download=False)
     except (DataError, ConfigError):
