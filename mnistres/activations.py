@@ -4,7 +4,7 @@ so an activation with parameters (or state) is never shared between layers.
 torch is imported inside the factories: listing entries must not cost a torch import.
 """
 
-from mnistres.registry import activations
+from mnistres.registry import Option, activations
 
 
 @activations.register("relu", help="max(0, x); the report's baseline")
@@ -17,7 +17,7 @@ def relu():
 @activations.register(
     "leaky_relu",
     help="x if x > 0 else slope * x (Keras's LeakyReLU defaults to slope 0.3)",
-    options={"negative_slope": 0.01},
+    options={"negative_slope": Option(0.01, low=-1.0, high=1.0)},
 )
 def leaky_relu(negative_slope: float):
     from torch import nn
@@ -25,7 +25,7 @@ def leaky_relu(negative_slope: float):
     return nn.LeakyReLU(negative_slope)
 
 
-@activations.register("elu", help="x if x > 0 else alpha * (exp(x) - 1)", options={"alpha": 1.0})
+@activations.register("elu", help="x if x > 0 else alpha * (exp(x) - 1)", options={"alpha": Option(1.0, low=0.0)})
 def elu(alpha: float):
     from torch import nn
 
@@ -35,15 +35,11 @@ def elu(alpha: float):
 @activations.register(
     "gelu",
     help="x * Phi(x); approximate='tanh' uses the tanh formula",
-    options={"approximate": "none"},
+    options={"approximate": Option("none", choices=("none", "tanh"))},
 )
 def gelu(approximate: str):
     from torch import nn
 
-    if approximate not in ("none", "tanh"):
-        from mnistres.errors import ConfigError
-
-        raise ConfigError(f"gelu approximate={approximate!r}: expected 'none' or 'tanh'")
     return nn.GELU(approximate=approximate)
 
 

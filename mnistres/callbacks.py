@@ -18,7 +18,11 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from mnistres.registry import callbacks
+from mnistres.registry import Option, callbacks
+
+# What early stopping can watch: the metrics every epoch logs (keys a plugin callback adds are not
+# known before the first epoch, and a typo must not cost one).
+MONITORABLE = ("val_acc", "val_loss", "train_acc", "train_loss", *(f"val_acc_class_{c}" for c in range(10)))
 
 if TYPE_CHECKING:  # the trainer imports torch; callbacks themselves need not
     from mnistres.trainer import Trainer
@@ -58,18 +62,13 @@ class PerClassAccuracy(Callback):
 @callbacks.register(
     "early_stopping",
     help="stop when `monitor` has not improved by min_delta for `patience` epochs",
-    options={"monitor": "val_acc", "patience": 3, "min_delta": 0.0, "mode": "auto"},
+    options={"monitor": Option("val_acc", choices=MONITORABLE), "patience": Option(3, low=1, high=100_000),
+             "min_delta": Option(0.0, low=0.0), "mode": Option("auto", choices=("auto", "min", "max"))},
 )
 class EarlyStopping(Callback):
     def __init__(self, *, monitor: str, patience: int, min_delta: float, mode: str) -> None:
-        from mnistres.errors import ConfigError
-
         if mode == "auto":
             mode = "min" if "loss" in monitor else "max"
-        if mode not in ("min", "max"):
-            raise ConfigError(f"early_stopping mode={mode!r}: expected auto, min or max")
-        if patience < 1:
-            raise ConfigError(f"early_stopping patience={patience}: expected at least 1")
         self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, abs(min_delta), mode
         self.best: float | None = None
         self.waited = 0
@@ -99,7 +98,7 @@ class EarlyStopping(Callback):
 @callbacks.register(
     "progress",
     help="a live bar per epoch in a terminal (loss, accuracy, images/s, ETA) and one line per epoch",
-    options={"refresh_s": 0.25},
+    options={"refresh_s": Option(0.25, low=0.0, high=3600.0)},
 )
 class Progress(Callback):
     """Reads device values at most every `refresh_s` seconds, so the bar costs almost nothing."""

@@ -6,6 +6,7 @@ code. Everything needed to rebuild the model (the RunConfig) travels inside the 
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import zipfile
@@ -16,6 +17,7 @@ import torch
 
 from mnistres import atomic
 from mnistres.errors import CheckpointError
+from mnistres.values import echo
 
 FORMAT = "mnistres-checkpoint"
 FORMAT_VERSION = 1
@@ -64,7 +66,37 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
     for key in ("config", "model"):
         if key not in document:
             raise CheckpointError(f"{path} lacks '{key}'; it is damaged")
+    problem = _field_problem(document)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}; it is damaged or was not written by mnistres")
     return document
+
+
+def _field_problem(document: dict[str, Any]) -> str:
+    """What in a loaded checkpoint does not have the shape mnistres writes ("" if nothing).
+
+    A safe load guarantees only tensors and plain values; a crafted file can still put text where
+    a number belongs, or a zero standard deviation that would divide every pixel by zero.
+    """
+    if not isinstance(document["config"], dict) or not all(isinstance(k, str) for k in document["config"]):
+        return "its config is not a mapping of settings"
+    model = document["model"]
+    if not isinstance(model, dict) or not model or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+        return "its weights are not a mapping of names to tensors"
+    epoch = document.get("epoch", 0)
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        return f"epoch {echo(epoch)} is not an epoch number"
+    if "normalisation" in document:
+        pair = document["normalisation"]
+        numbers = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in pair)
+        if not numbers or not 0 < pair[1] < 1e6 or not -1e6 < pair[0] < 1e6:
+            return f"normalisation {echo(pair)} is not a (mean, standard deviation > 0) pair"
+    for key in ("metrics", "plugins", "rng"):
+        if key in document and not isinstance(document[key], dict):
+            return f"{key} is not a mapping"
+    return ""
 
 
 def _starts_like_pickle(path: Path) -> bool:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any, List, Optional
 
 import typer
-from rich.console import Console
 from typer.core import TyperGroup
 
 from mnistres import __version__
@@ -43,19 +42,26 @@ class _Group(TyperGroup):
             if _debug():
                 raise
             where = error.ctx.command_path if error.ctx is not None else "mnistres"
-            Console(stderr=True).print(f"Error: {error.format_message()} (see {where} --help)", style="red",
-                                       markup=False, highlight=False, soft_wrap=True)
+            _error_line(f"Error: {error.format_message()} (see {where} --help)")
             raise typer.Exit(EXIT_USAGE) from None
         except MnistresError as error:
             if _debug():
                 raise
-            Console(stderr=True).print(f"Error: {error}", style="red", markup=False, highlight=False, soft_wrap=True)
+            _error_line(f"Error: {error}")
             raise typer.Exit(EXIT_USAGE) from None
         except KeyboardInterrupt:
             if _debug():
                 raise
-            Console(stderr=True).print("Interrupted.", style="yellow", soft_wrap=True)
+            from mnistres.display import console
+
+            console(stderr=True).print("Interrupted.", style="yellow", soft_wrap=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _error_line(text: str) -> None:
+    from mnistres.display import console
+
+    console(stderr=True).print(text, style="red", highlight=False, soft_wrap=True)
 
 
 app = typer.Typer(
@@ -92,8 +98,9 @@ def _default(key: str) -> str:
 
 # Options shared by several commands.
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")]
-DataDirOpt = Annotated[Optional[Path], typer.Option(
-    "--data-dir", help="Folder holding MNIST/raw/ (default: $MNISTRES_DATA_DIR, then the user cache).")]
+# Paths that become RunConfig values arrive as text: Path('') would silently become '.'.
+DataDirOpt = Annotated[Optional[str], typer.Option(
+    "--data-dir", metavar="PATH", help="Folder holding MNIST/raw/ (default: $MNISTRES_DATA_DIR, then the user cache).")]
 DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="mnist | fashion-mnist.")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of RunConfig keys.")]
 SetOpt = Annotated[Optional[List[str]], typer.Option(
@@ -119,7 +126,8 @@ ActivationOpt = Annotated[Optional[str], typer.Option(help="Activation name[:opt
 OptimizerOpt = Annotated[Optional[str], typer.Option(help="Optimizer name[:options].", show_default=_default("optimizer"))]
 ScheduleOpt = Annotated[Optional[str], typer.Option(help="LR schedule name[:options].", show_default=_default("schedule"))]
 SeedOpt = Annotated[Optional[str], typer.Option(metavar="INT", help="Random seed.", show_default=_default("seed"))]
-OutDirOpt = Annotated[Optional[Path], typer.Option(help="Parent folder of run directories.", show_default=_default("out_dir"))]
+OutDirOpt = Annotated[Optional[str], typer.Option(metavar="PATH", help="Parent folder of run directories.",
+                                                  show_default=_default("out_dir"))]
 TrainSizeOpt = Annotated[Optional[str], typer.Option(
     metavar="INT", help="Use this many training images (seeded subset).")]
 ValSplitOpt = Annotated[Optional[str], typer.Option(
@@ -189,7 +197,7 @@ def train(
 
     if resume is not None:
         run_config = resume_config(resume, **options)
-    console = Console()
+    console = display.console(wide=True)
     result = run_training(run_config, console=console, overwrite=overwrite, resume=resume is not None)
     if result.history:
         console.print(display.history_table(result.history, result.summary["val_set"]))
@@ -270,7 +278,7 @@ def sweep(
 
     from mnistres import display, results
 
-    console = _wide_console()
+    console = display.console(wide=True)
     outcome = sweep_module.run(plan, jobs=max(jobs, len(device_list)) if devices else jobs, devices=device_list,
                                console=console, overwrite=overwrite)
     study = results.load_sweep(plan.directory)
@@ -306,7 +314,7 @@ def report(
 
     studies = results.load_studies(paths)
     written = report_module.write(studies, output or report_module.default_output(paths))
-    console = _wide_console()
+    console = display.console(wide=True)
     for study, observed in zip(studies, written.observations):
         console.print(display.results_table(study.title, results.result_rows(study)))
         for line in observed:
@@ -352,7 +360,7 @@ def eval_command(
 
         sys.stdout.write(to_json(result) + "\n")
         return
-    console = Console()
+    console = display.console()
     for skipped in result.get("skipped", []):
         console.print(f"skipped {skipped['file']}: {skipped['error']}", style="yellow", markup=False,
                       highlight=False, soft_wrap=True)
@@ -397,7 +405,7 @@ def predict(
 
         sys.stdout.write(to_json(result) + "\n")
     else:
-        console = _wide_console()
+        console = display.console(wide=True)
         console.print(display.predictions_table(result["predictions"],
                                                 f"{result['checkpoint']} (epoch {result['epoch']}, {result['device']})"))
     if failed:
@@ -425,7 +433,9 @@ def export_command(
 
         sys.stdout.write(to_json(result) + "\n")
         return
-    console = Console()
+    from mnistres import display
+
+    console = display.console()
     console.print(f"Wrote {result['output']} ({result['format']}): input {result['input']}; output "
                   f"{result['output_values']}.", markup=False, highlight=False, soft_wrap=True)
     if result["checked_images"]:
@@ -455,7 +465,7 @@ def summary(
     rows, totals = model.summary_rows(network)
     title = (f"ResNet: width {run_config.width}, {run_config.blocks} residual blocks, "
              f"activation {run_config.activation}, input (None, 1, 28, 28)")
-    Console().print(display.layers_table(rows, totals, title))
+    display.console().print(display.layers_table(rows, totals, title))
 
 
 @app.command()
@@ -473,22 +483,13 @@ def plugins(
 
         sys.stdout.write(to_json(registry.describe()) + "\n")
         return
-    console = _wide_console()
+    console = display.console(wide=True)
     for kind, entries in listing.items():
         console.print(display.registry_table(kind, entries))
     for name, source, error in registry.failed_plugins:
         where = f" ({source})" if source else ""
         console.print(f"Plugin '{name}'{where} failed to load and was skipped: {error}", style="red", markup=False,
                       soft_wrap=True)
-
-
-def _wide_console() -> Console:
-    """A console for wide tables: in a terminal its own width, elsewhere (a log file) 160 columns
-    unless COLUMNS says otherwise, so that columns are not squeezed to 80."""
-    console = Console()
-    if not console.is_terminal and not os.environ.get("COLUMNS"):
-        console = Console(width=160)
-    return console
 
 
 def _text(path: Optional[Path]) -> Optional[str]:

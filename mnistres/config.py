@@ -137,7 +137,7 @@ def preset_values(spec: Any) -> dict[str, Any]:
     from mnistres.registry import presets
 
     if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"preset={spec!r}: expected a preset name (see `mnistres plugins`)")
+        raise ConfigError(f"preset={values.echo(spec)}: expected a preset name (see `mnistres plugins`)")
     parsed = presets.parse(spec)
     bundle = presets.build(parsed)
     if not isinstance(bundle, Mapping):
@@ -147,24 +147,16 @@ def preset_values(spec: Any) -> dict[str, Any]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    import yaml
+    from mnistres import yamlfile
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read config file {path}: {error}") from None
+        raise ConfigError(f"config file not found: {path}" if not path.exists() else f"{path} is not a file")
+    data = yamlfile.load(path, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of RunConfig keys, not a {type(data).__name__}")
+        raise ConfigError(f"{path} must hold a mapping of RunConfig keys, not {type(data).__name__}")
     return data
 
 
@@ -172,7 +164,7 @@ def parse_set(pair: str) -> tuple[str, Any]:
     """`key=value` from --set; the value is typed later, by the key."""
     key, sep, value = pair.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set expects key=value, got {pair!r}")
+        raise ConfigError(f"--set expects key=value, got {values.echo(pair)}")
     return check_key(key, "--set"), value
 
 
@@ -181,14 +173,14 @@ def _spec_name(spec: str) -> str:
 
 
 def check_key(key: Any, origin: str) -> str:
-    name = str(key).strip().replace("-", "_")
+    name = (key if isinstance(key, str) else values.echo(key)).strip().replace("-", "_")
     if name in KEYS:
         return name
     if name == "preset":
         raise ConfigError(f"'preset' in {origin}: a preset is chosen with --preset NAME, or preset: in a config file")
-    close = difflib.get_close_matches(name, KEYS, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, KEYS, n=1, cutoff=0.6) if len(name) <= 100 else []
     hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise ConfigError(f"unknown key '{key}' in {origin}{hint} Keys: {', '.join(KEYS)}")
+    raise ConfigError(f"unknown key {values.echo(name)} in {origin}{hint} Keys: {', '.join(KEYS)}")
 
 
 def coerce(key: str, value: Any) -> Any:
@@ -212,7 +204,7 @@ def coerce(key: str, value: Any) -> Any:
         if typing.get_origin(kind) is tuple:
             return tuple(split_specs(value))
     except values.ValueProblem as problem:
-        raise ConfigError(f"{key}={value!r}: {problem}") from None
+        raise ConfigError(f"{key}={values.echo(value)}: {problem}") from None
     raise AssertionError(f"no coercion for {key}: {kind}")  # a RunConfig field of a new type
 
 
@@ -240,44 +232,60 @@ def split_specs(value: Any) -> list[str]:
 # --- validation -----------------------------------------------------------------------
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,-]*$")
+NAME_LIMIT = 200  # characters of a run name; folder names end at 255 bytes on most filesystems
+
+
+# Whole-number keys and the range a run can use: beyond these a run would not fit in memory or
+# time, or the number would overflow where torch uses it (seeds feed 64-bit generators after an offset).
+INT_RANGES: dict[str, tuple[int, int, str]] = {
+    "train_size": (1, 10_000_000, "images, or none for all"),
+    "width": (1, 1024, "channels per layer"),
+    "blocks": (0, 64, "residual blocks"),
+    "batch_size": (1, 65_536, "images per step"),
+    "epochs": (1, 10_000, "passes over the data"),
+    "seed": (0, 2**32 - 1, "seeds, as numpy takes them"),
+    "precise_bn": (0, 1_000_000, "images; 0 turns it off"),
+    # Any machine's limit; the machine a run is on allows fewer (devices.set_threads says how many).
+    "threads": (0, 4096, "CPU threads; 0 is torch's default"),
+}
 
 
 def validate(config: RunConfig) -> None:
     """Range checks that need no registry and no torch."""
 
     def bad(key: str, allowed: str) -> ConfigError:
-        return ConfigError(f"{key}={getattr(config, key)!r} is out of range: {allowed}")
+        return ConfigError(f"{key}={values.echo(getattr(config, key))} is out of range: {allowed}")
 
     if config.dataset not in DATASETS:
         close = difflib.get_close_matches(config.dataset.lower(), DATASETS, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"unknown dataset '{config.dataset}'{hint} Available: {', '.join(DATASETS)}")
-    if config.train_size is not None and config.train_size < 1:
-        raise bad("train_size", "at least 1 (or none for all)")
+        raise ConfigError(f"unknown dataset {values.echo(config.dataset)}{hint} Available: {', '.join(DATASETS)}")
+    for key, (low, high, meaning) in INT_RANGES.items():
+        number = getattr(config, key)
+        if number is not None and not low <= number <= high:
+            raise bad(key, f"from {low:,} to {high:,} ({meaning})")
     if not 0.0 <= config.val_split < 1.0:
         raise bad("val_split", "0 (use the test set) or a fraction between 0 and 1")
-    if not config.lr > 0 or config.lr != config.lr or config.lr == float("inf"):
+    if not config.lr > 0:
         raise bad("lr", "a positive number")
     if config.weight_decay is not None and not config.weight_decay >= 0:
         raise bad("weight_decay", "zero or more")
     if config.momentum is not None and not 0.0 <= config.momentum < 1.0:
         raise bad("momentum", "from 0 up to (not including) 1")
-    for key in ("batch_size", "epochs", "width"):
-        if getattr(config, key) < 1:
-            raise bad(key, "at least 1")
     if config.train_size is not None and config.batch_size > config.train_size:
         raise bad("batch_size", f"at most train_size ({config.train_size}): a step cannot use more images than there are")
-    for key in ("blocks", "seed", "threads", "precise_bn"):
-        if getattr(config, key) < 0:
-            raise bad(key, "zero or more")
     if not 0.0 <= config.label_smoothing < 1.0:
         raise bad("label_smoothing", "from 0 up to (not including) 1")
     if config.amp not in AMP_MODES:
         raise bad("amp", " | ".join(AMP_MODES))
-    if config.name is not None and not _NAME_OK.match(config.name):
-        raise bad("name", "letters, digits and . _ + = , - (no slashes or spaces)")
-    if not config.out_dir:
+    if config.name is not None and (len(config.name) > NAME_LIMIT or not _NAME_OK.match(config.name)):
+        raise bad("name", f"up to {NAME_LIMIT} letters, digits and . _ + = , - (no slashes or spaces, "
+                          f"not starting with a dot)")
+    if not config.out_dir.strip():
         raise bad("out_dir", "a folder path")
+    for key in ("data_dir", "out_dir"):
+        if "\0" in (getattr(config, key) or ""):
+            raise bad(key, "a folder path (this one holds a NUL character)")
 
 
 def check_names(config: RunConfig) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 
 import torch
@@ -49,8 +50,23 @@ def resolve(spec: str) -> torch.device:
     return torch.device("cuda", number)
 
 
+THREADS_PER_CORE = 4  # more CPU threads than this per core only slow a run down; thousands crash torch
+
+
+def max_threads() -> int:
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
+def check_threads(threads: int) -> None:
+    """A thread count this machine can run (the config's own range is machine-independent)."""
+    if threads > max_threads():
+        raise DeviceError(f"threads={threads} is more than this machine can use: at most {max_threads()} "
+                          f"({THREADS_PER_CORE} per core; 0 is torch's default)")
+
+
 def set_threads(threads: int) -> None:
     """0 leaves torch's own choice (one per core)."""
+    check_threads(threads)
     if threads > 0:
         torch.set_num_threads(threads)
 

@@ -1,12 +1,32 @@
-"""Rich tables for the terminal. No torch here: these take plain lists and dicts."""
+"""What the terminal shows: the console every command prints to, and Rich tables. No torch here.
+
+Paths, names and values come from users, and Rich reads `[...]` in text as markup: a run in
+`/x/a[/b]` would be an error, and `[bold]` in a name would vanish. So the console never reads
+markup (`console()`), and the tables hold user text as `Text`, which is never parsed either.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any, Iterable
 
-from rich.markup import escape
+import os
+
+from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from mnistres import values
+
+
+def console(*, stderr: bool = False, wide: bool = False, file: Any = None, width: int | None = None,
+            no_color: bool | None = None) -> Console:
+    """The console mnistres prints to: no markup in printed text. `wide`: off a terminal (a log
+    file, a pipe), 160 columns unless COLUMNS says otherwise, so that wide tables keep every column."""
+    made = Console(stderr=stderr, file=file, width=width, markup=False, no_color=no_color)
+    if wide and width is None and not made.is_terminal and not os.environ.get("COLUMNS"):
+        made = Console(stderr=stderr, file=file, width=160, markup=False, no_color=no_color)
+    return made
 
 
 def _number(value: Any, digits: int = 4) -> str:
@@ -28,7 +48,7 @@ def history_table(history: Iterable[dict[str, Any]], val_set: str) -> Table:
 
 
 def per_class_table(rows: Iterable[dict[str, Any]], title: str = "Per class") -> Table:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")
     for header in ("class", "support", "accuracy", "precision", "recall", "F1"):
         table.add_column(header, justify="right")
     for row in rows:
@@ -43,18 +63,19 @@ def confusion_table(matrix: list[list[int]]) -> Table:
     for label in range(len(matrix)):
         table.add_column(str(label), justify="right")
     for label, row in enumerate(matrix):
-        cells = [f"[green]{n}[/green]" if i == label else (f"[red]{n}[/red]" if n else "·") for i, n in enumerate(row)]
+        cells = [Text(str(n), style="green") if i == label else (Text(str(n), style="red") if n else Text("·"))
+                 for i, n in enumerate(row)]
         table.add_row(str(label), *cells)
     return table
 
 
 def layers_table(rows: list[tuple[str, str, str, int]], totals: dict[str, int], title: str) -> Table:
-    table = Table(title=title, title_justify="left", caption_justify="left")
+    table = Table(title=Text(title), title_justify="left", caption_justify="left")
     table.add_column("Layer (type)")
     table.add_column("Output shape")
     table.add_column("Param #", justify="right")
     for name, kind, shape, params in rows:
-        table.add_row(f"{name} ({kind})", shape, f"{params:,}")
+        table.add_row(Text(f"{name} ({kind})"), shape, f"{params:,}")
     table.caption = (
         f"Total params: {totals['trainable'] + totals['non_trainable']:,}   "
         f"Trainable: {totals['trainable']:,}   Non-trainable: {totals['non_trainable']:,}   "
@@ -70,34 +91,41 @@ def registry_table(kind: str, entries: Iterable[Any]) -> Table:
     table.add_column("source")
     table.add_column("help")
     for entry in entries:
-        options = ", ".join(f"{k}={v}" for k, v in entry.options.items()) or "—"
-        table.add_row(entry.name, options, entry.source, entry.help)
+        options = ", ".join(_option(entry, key, default) for key, default in entry.options.items()) or "—"
+        table.add_row(Text(entry.name), Text(options), Text(entry.source), Text(entry.help))
     return table
+
+
+def _option(entry: Any, key: str, default: Any) -> str:
+    """`momentum=0.0 (0 <= x <= 1)`: the default as users type it, and what else it accepts."""
+    limit = entry.limits.get(key) if hasattr(entry, "limits") else None
+    accepted = limit.describe() if limit is not None else ""
+    return f"{key}={values.text(default)}" + (f" ({accepted})" if accepted else "")
 
 
 def results_table(title: str, rows: Iterable[list[str]]) -> Table:
     """A study's results, one row per variant (rows from `results.result_rows`)."""
     from mnistres.results import RESULT_HEADERS_SHORT
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")
     for number, header in enumerate(RESULT_HEADERS_SHORT):
         table.add_column(header, justify="left" if number in (0, 7) else "right", no_wrap=number == 0)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*map(Text, row))
     return table
 
 
 def predictions_table(rows: Iterable[dict[str, Any]], title: str) -> Table:
     """One row per image: the digit, its probability and the likeliest others; or why not."""
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")
     table.add_column("image", overflow="fold")
     table.add_column("digit", justify="right")
     table.add_column("confidence", justify="right")
     table.add_column("top")
     for row in rows:
         if "error" in row:
-            table.add_row(escape(row["file"]), "—", "—", f"[red]{escape(row['error'])}[/red]")
+            table.add_row(Text(row["file"]), "—", "—", Text(row["error"], style="red"))
         else:
             ranked = "  ".join(f"{t['digit']}: {t['probability']:.3f}" for t in row["top"])
-            table.add_row(escape(row["file"]), str(row["digit"]), f"{row['confidence']:.3f}", ranked)
+            table.add_row(Text(row["file"]), str(row["digit"]), f"{row['confidence']:.3f}", ranked)
     return table

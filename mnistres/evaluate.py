@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from mnistres import devices
+from mnistres.values import clip, echo
 
 CLASSES = 10
 
@@ -117,14 +118,16 @@ def load_trained(path: str | os.PathLike, *, device: str = "auto", threads: int 
     try:
         network = model_module.build(run_config.activation, run_config.width, run_config.blocks)
     except UnknownNameError:
-        supplied = (document.get("plugins") or {}).get("activation", {}).get("source", "an unknown source")
+        supplied = (document.get("plugins") or {}).get("activation", {})
+        source = supplied.get("source") if isinstance(supplied, dict) else None
         raise UnknownNameError(
-            f"{path} needs activation '{run_config.activation}' from {supplied}, which is not installed here: "
+            f"{path} needs activation {echo(run_config.activation)} from "
+            f"{clip(source, 200) if isinstance(source, str) else 'an unknown source'}, which is not installed here: "
             f"install it, or load it with --plugin"
         ) from None
     try:
         network.load_state_dict(document["model"])
-    except RuntimeError as error:
+    except (RuntimeError, ValueError, TypeError, KeyError) as error:
         raise ConfigError(f"{path}: weights do not fit the stored architecture: {str(error).splitlines()[0]}") from None
     # The same memory layout as in training, so eval reproduces the logged accuracy exactly.
     network.to(target, memory_format=torch.channels_last if run_config.channels_last else torch.contiguous_format)

@@ -11,9 +11,10 @@ side to 20 pixels, paste by centre of mass.
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -21,6 +22,12 @@ from mnistres.errors import ConfigError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 ARRAY_SUFFIXES = (".npy", ".npz")
+# Bounds checked from a file's header, before its pixels are decoded: a small compressed file can
+# claim gigapixels, and decoding it would take the whole machine's memory.
+MAX_PIXELS = 50_000_000  # per picture: a 48-megapixel phone photo fits
+MAX_ARRAY_VALUES = 64_000_000  # per array file: 80,000 MNIST-sized images
+MAX_ARRAYS = 10_000  # arrays in one .npz
+WORK_SIDE = 1024  # larger pictures are shrunk to this longer side as they are read: a digit needs 20 pixels
 SIDE, BOX = 28, 20  # MNIST's field, and the box its digits are scaled into
 MIN_CONTRAST = 32.0  # ink must stand this far (of 255) above the background, or the image is blank
 INK_SHARE = 0.25  # a pixel is ink when it reaches this share of the darkest ink (for the crop)
@@ -57,7 +64,11 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def read(path: Path, preprocess: bool = True) -> list[Sample]:
-    """Every image in one file, each in MNIST's form (or with the reason it is not usable)."""
+    """Every image in one file, each in MNIST's form (or with the reason it is not usable).
+
+    Nothing about one file stops the others: any failure, even running out of memory, becomes
+    this file's (or this image's) row.
+    """
     suffix = path.suffix.lower()
     try:
         if suffix in IMAGE_SUFFIXES:
@@ -67,57 +78,135 @@ def read(path: Path, preprocess: bool = True) -> list[Sample]:
         else:
             return [Sample(str(path), None, f"not a format mnistres reads ({', '.join(IMAGE_SUFFIXES + ARRAY_SUFFIXES)})")]
     except Exception as error:  # noqa: BLE001 - any failure to decode is this file's problem, not the run's
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return [Sample(str(path), None, f"cannot read it: {reason}")]
+        return [Sample(str(path), None, f"cannot read it: {_reason(error)}")]
+    if not arrays:
+        return [Sample(str(path), None, "holds no images")]
     samples = []
     for name, gray in arrays:
         try:
-            pixels = to_mnist(gray) if preprocess else as_mnist(gray)
+            pixels = to_mnist(gray()) if preprocess else as_mnist(gray())
         except ValueError as problem:
             samples.append(Sample(name, None, str(problem)))
+        except Exception as error:  # noqa: BLE001 - e.g. MemoryError: this image's row, not the end of predict
+            samples.append(Sample(name, None, f"cannot use it: {_reason(error)}"))
         else:
             samples.append(Sample(name, pixels))
     return samples
 
 
-def _read_picture(path: Path) -> np.ndarray:
-    """A PNG, JPEG or BMP as grayscale 0-255, upright (EXIF rotation applied), transparency on white."""
+def _reason(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _read_picture(path: Path) -> Callable[[], np.ndarray]:
+    """A PNG, JPEG or BMP as grayscale 0-255, upright (EXIF rotation applied), transparency on white,
+    16-bit images in their own range, shrunk to WORK_SIDE as it is read."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as opened:
+        width, height = opened.size
+        if width * height > MAX_PIXELS:
+            raise ValueError(f"it is {width}x{height} pixels, more than {MAX_PIXELS // 1_000_000} million; "
+                             f"shrink or crop it first")
+        if opened.format == "JPEG":
+            opened.draft("L", (WORK_SIDE, WORK_SIDE))  # let the decoder shrink it by 2, 4 or 8 as it decodes
         opened.load()  # decode now, so a truncated file fails here
         picture = ImageOps.exif_transpose(opened)
+        if picture.mode.startswith("I;16") or picture.mode in ("I", "F"):
+            picture = _sixteen_bit_as_eight(picture)
         if picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):
             rgba = picture.convert("RGBA")
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             picture = Image.alpha_composite(white, rgba)
-        return np.asarray(picture.convert("L"), dtype=np.float64)
+        picture = picture.convert("L")
+        if max(picture.size) > WORK_SIDE:
+            picture.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)  # an average: strokes stay strokes
+        gray = np.asarray(picture, dtype=np.float32)
+    return lambda: gray
 
 
-def _read_arrays(path: Path) -> list[tuple[str, np.ndarray]]:
-    """The 28x28 (or any 2-D) images in a .npy (one image, or a stack) or .npz (each array in it)."""
-    loaded = np.load(path, allow_pickle=False)  # never unpickle: an array file must not run code
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            named = [(f"{path}:{key}", loaded[key]) for key in loaded.files]
+def _sixteen_bit_as_eight(picture: Any) -> Any:
+    """16-bit (or 32-bit, or float) grayscale as 8-bit over its real range: converting it directly
+    would clip every value above 255 to white, and a 16-bit scan would read as blank."""
+    from PIL import Image
+
+    values = np.asarray(picture, dtype=np.float32)
+    if picture.mode == "F":
+        top = 1.0 if values.size and np.nanmax(values) <= 1.0 else 255.0
     else:
-        named = [(str(path), loaded)]
-    arrays = []
+        top = 65535.0 if picture.mode.startswith("I;16") or (values.size and values.max() > 255) else 255.0
+    scaled = np.clip(np.nan_to_num(values) * (255.0 / top), 0, 255)
+    return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
+
+
+def _read_arrays(path: Path) -> list[tuple[str, Callable[[], np.ndarray]]]:
+    """The 28x28 (or any 2-D) images in a .npy (one image, or a stack) or .npz (each array in it).
+
+    Shapes are read from the headers and bounded before any pixel is loaded; each image is turned
+    into floats only when it is used.
+    """
+    if path.suffix.lower() == ".npy":
+        named = [(str(path), np.load(path, mmap_mode="r", allow_pickle=False))]  # maps the file: nothing read yet
+        _check_size(str(path), named[0][1].shape, named[0][1].dtype)
+    else:
+        named = []
+        with zipfile.ZipFile(path) as archive:
+            members = [info for info in archive.infolist() if info.filename.endswith(".npy")]
+            if len(members) > MAX_ARRAYS:
+                raise ValueError(f"it holds {len(members):,} arrays; at most {MAX_ARRAYS:,} are read")
+            total = 0
+            for info in members:
+                with archive.open(info) as member:
+                    shape, dtype = _npy_header(member)
+                key = info.filename[: -len(".npy")]
+                total += _check_size(f"{path}:{key}", shape, dtype)
+                if total > MAX_ARRAY_VALUES:
+                    raise ValueError(f"its arrays hold more than {MAX_ARRAY_VALUES:,} values together")
+                named.append((f"{path}:{key}", None))
+        loaded = np.load(path, allow_pickle=False)  # never unpickle: an array file must not run code
+        with loaded:
+            named = [(name, loaded[name.rsplit(":", 1)[1]]) for name, _ in named]
+    arrays: list[tuple[str, Callable[[], np.ndarray]]] = []
     for name, array in named:
         if array.ndim == 2:
-            arrays.append((name, _gray_scale(array, name)))
+            arrays.append((name, lambda array=array, name=name: _gray_scale(np.asarray(array), name)))
         elif array.ndim == 3:
-            arrays.extend((f"{name}[{i}]", _gray_scale(image, name)) for i, image in enumerate(array))
+            if len(array) == 0:
+                raise ValueError(f"{name} holds no images (shape {array.shape})")
+            arrays.extend((f"{name}[{i}]", lambda i=i, array=array, name=name: _gray_scale(np.asarray(array[i]), name))
+                          for i in range(len(array)))
         else:
             raise ValueError(f"{name} has shape {array.shape}; expected (H, W) or (N, H, W)")
     return arrays
+
+
+def _npy_header(stream: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from the header of a .npy inside an .npz, without reading its data."""
+    version = np.lib.format.read_magic(stream)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise ValueError(f"uses .npy format {version[0]}.{version[1]}, which holds no pixel arrays")
+    shape, _fortran_order, dtype = readers[version](stream)
+    return tuple(shape), dtype
+
+
+def _check_size(name: str, shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """The number of values, once shape and type are known to be images small enough to read."""
+    if dtype.hasobject or not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        raise ValueError(f"{name} holds {dtype} values, not pixel values")
+    values = math.prod(shape)
+    if values > MAX_ARRAY_VALUES or (len(shape) >= 2 and math.prod(shape[-2:]) > MAX_PIXELS):
+        raise ValueError(f"{name} has shape {shape}: more than {MAX_ARRAY_VALUES:,} values (or "
+                         f"{MAX_PIXELS:,} pixels per image) are not read")
+    return values
 
 
 def _gray_scale(array: np.ndarray, name: str) -> np.ndarray:
     """Pixel values as 0-255 floats: integer arrays as they are, float arrays in [0, 1] scaled up."""
     if not (np.issubdtype(array.dtype, np.number) and not np.issubdtype(array.dtype, np.complexfloating)):
         raise ValueError(f"{name} holds {array.dtype} values, not pixel values")
-    values = array.astype(np.float64)
+    values = array.astype(np.float32)
     if not np.isfinite(values).all():
         raise ValueError(f"{name} holds NaN or infinite values")
     if np.issubdtype(array.dtype, np.floating) and values.size and values.max() <= 1.0:
@@ -167,7 +256,7 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
     centre_x = float((xs * digit).sum()) / total if total else (digit.shape[1] - 1) / 2
     top = min(max(int(math.floor((SIDE - 1) / 2 - centre_y + 0.5)), 0), SIDE - digit.shape[0])
     left = min(max(int(math.floor((SIDE - 1) / 2 - centre_x + 0.5)), 0), SIDE - digit.shape[1])
-    field = np.zeros((SIDE, SIDE), dtype=np.float64)
+    field = np.zeros((SIDE, SIDE), dtype=np.float32)
     field[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
     return np.rint(np.clip(field, 0.0, 255.0)).astype(np.uint8)
 
@@ -178,4 +267,4 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
     tensor = torch.from_numpy(image.astype(np.float32))[None, None]
     resized = torch.nn.functional.interpolate(tensor, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return resized[0, 0].clamp(0, 255).double().numpy()
+    return resized[0, 0].clamp(0, 255).numpy()

@@ -10,7 +10,7 @@ where torch has one for the device (`adam:fused=false` for the default implement
 line says so; to match Keras set the option, e.g. `adam:eps=1e-7`.
 """
 
-from mnistres.registry import optimizers
+from mnistres.registry import Option, optimizers
 
 
 def _fused_if_possible(optimizer_class, params, fused, **settings):
@@ -32,13 +32,22 @@ def _fused_if_possible(optimizer_class, params, fused, **settings):
 _FUSED = {"fused": True}  # option of the optimizers that have a fused implementation
 
 
-_ADAM_LIKE = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0}
+# What the options accept: beyond these, torch refuses them (late, with a traceback) or the update breaks
+# (beta2 = 1 divides by zero in Adam's bias correction).
+_FRACTION = dict(low=0.0, high=1.0)
+_BETA = dict(low=0.0, high=1.0, high_open=True)
+_NOT_NEGATIVE = dict(low=0.0)
+_DECAY = Option(0.0, **_NOT_NEGATIVE)
+
+_ADAM_LIKE = {"beta1": Option(0.9, **_BETA), "beta2": Option(0.999, **_BETA), "eps": Option(1e-8, **_NOT_NEGATIVE),
+              "weight_decay": _DECAY}
 
 
 @optimizers.register(
     "sgd",
     help="stochastic gradient descent; optional (Nesterov) momentum. Keras's default lr is 0.01",
-    options={"momentum": 0.0, "nesterov": False, "dampening": 0.0, "weight_decay": 0.0, **_FUSED},
+    options={"momentum": Option(0.0, **_FRACTION), "nesterov": False, "dampening": Option(0.0, **_FRACTION),
+             "weight_decay": _DECAY, **_FUSED},
 )
 def sgd(params, *, lr, momentum, nesterov, dampening, weight_decay, fused):
     import torch
@@ -65,7 +74,7 @@ def adam(params, *, lr, beta1, beta2, eps, weight_decay, amsgrad, fused):
 @optimizers.register(
     "adamw",
     help="Adam with decoupled weight decay. Keras uses weight_decay=0.004, eps=1e-7",
-    options={**_ADAM_LIKE, "weight_decay": 0.01, "amsgrad": False, **_FUSED},
+    options={**_ADAM_LIKE, "weight_decay": Option(0.01, **_NOT_NEGATIVE), "amsgrad": False, **_FUSED},
 )
 def adamw(params, *, lr, beta1, beta2, eps, weight_decay, amsgrad, fused):
     import torch
@@ -78,7 +87,8 @@ def adamw(params, *, lr, beta1, beta2, eps, weight_decay, amsgrad, fused):
 @optimizers.register(
     "rmsprop",
     help="RMSprop; one of the report's three. Keras uses rho (alpha)=0.9, eps=1e-7",
-    options={"alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "centered": False, "weight_decay": 0.0},
+    options={"alpha": Option(0.99, **_FRACTION), "eps": Option(1e-8, **_NOT_NEGATIVE), "momentum": Option(0.0, **_FRACTION),
+             "centered": False, "weight_decay": _DECAY},
 )
 def rmsprop(params, *, lr, alpha, eps, momentum, centered, weight_decay):
     import torch
@@ -92,7 +102,8 @@ def rmsprop(params, *, lr, alpha, eps, momentum, centered, weight_decay):
 @optimizers.register(
     "adagrad",
     help="Adagrad. Keras uses initial_accumulator_value=0.1, eps=1e-7",
-    options={"lr_decay": 0.0, "initial_accumulator_value": 0.0, "eps": 1e-10, "weight_decay": 0.0, **_FUSED},
+    options={"lr_decay": Option(0.0, **_NOT_NEGATIVE), "initial_accumulator_value": Option(0.0, **_NOT_NEGATIVE),
+             "eps": Option(1e-10, **_NOT_NEGATIVE), "weight_decay": _DECAY, **_FUSED},
 )
 def adagrad(params, *, lr, lr_decay, initial_accumulator_value, eps, weight_decay, fused):
     import torch
@@ -106,7 +117,7 @@ def adagrad(params, *, lr, lr_decay, initial_accumulator_value, eps, weight_deca
 @optimizers.register(
     "adadelta",
     help="Adadelta; it is meant for lr near 1.0 (PyTorch's default). Keras uses rho=0.95, eps=1e-7",
-    options={"rho": 0.9, "eps": 1e-6, "weight_decay": 0.0},
+    options={"rho": Option(0.9, **_FRACTION), "eps": Option(1e-6, **_NOT_NEGATIVE), "weight_decay": _DECAY},
 )
 def adadelta(params, *, lr, rho, eps, weight_decay):
     import torch
@@ -117,7 +128,7 @@ def adadelta(params, *, lr, rho, eps, weight_decay):
 @optimizers.register(
     "nadam",
     help="Adam with Nesterov momentum. Keras uses eps=1e-7",
-    options={**_ADAM_LIKE, "momentum_decay": 0.004},
+    options={**_ADAM_LIKE, "momentum_decay": Option(0.004, **_NOT_NEGATIVE)},
 )
 def nadam(params, *, lr, beta1, beta2, eps, weight_decay, momentum_decay):
     import torch

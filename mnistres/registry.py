@@ -10,8 +10,9 @@ entry-point group ``mnistres.plugins`` is imported, and its decorators register 
         import torch.nn as nn
         return nn.Mish()
 
-An entry may accept options, declared with their defaults; users pass them in a spec
-such as ``sgd:momentum=0.9,nesterov=true``. Plugins load once, lazily, on the first
+An entry may accept options, declared with their defaults (and, with `Option`, the range or
+choices they accept); users pass them in a spec such as ``sgd:momentum=0.9,nesterov=true``,
+checked when the spec is parsed, before any work. Plugins load once, lazily, on the first
 look-up, so ``--help`` never pays for them.
 """
 
@@ -37,6 +38,54 @@ BUILT_IN = "built-in"
 
 
 @dataclass(frozen=True)
+class Option:
+    """An option's default and the values it accepts beyond its type.
+
+    Numbers are always finite and fit in 64 bits; `low`/`high` bound them further (inclusive
+    unless `low_open`/`high_open`), `choices` lists the only texts allowed:
+
+        options={"momentum": Option(0.0, low=0, high=1), "mode": Option("auto", choices=("auto", "min", "max"))}
+    """
+
+    default: Any
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the bound itself is not allowed: 0 < x rather than 0 <= x
+    high_open: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not accepted, or None."""
+        if self.choices and value not in self.choices:
+            close = difflib.get_close_matches(str(value), list(map(str, self.choices)), n=1) if len(str(value)) < 100 else []
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            return f"expected one of {', '.join(map(str, self.choices))}{hint}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+            too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+            if too_low or too_high:
+                return f"expected {self.describe()}"
+        return None
+
+    def describe(self) -> str:
+        """The accepted values in a few characters: `>= 0`, `0 to 1`, `0 <= x < 1`, `a | b`; "" when only
+        the type counts."""
+        if self.choices:
+            return " | ".join(map(str, self.choices))
+        low = None if self.low is None else (f"{self.low:g}", "<" if self.low_open else "<=")
+        high = None if self.high is None else (f"{self.high:g}", "<" if self.high_open else "<=")
+        if low and high:
+            if low[1] == high[1] == "<=":
+                return f"{low[0]} to {high[0]}"
+            return f"{low[0]} {low[1]} x {high[1]} {high[0]}"
+        if low:
+            return f"{'>' if self.low_open else '>='} {low[0]}"
+        if high:
+            return f"{high[1]} {high[0]}"
+        return ""
+
+
+@dataclass(frozen=True)
 class Entry:
     """One registered name: what it builds, what it is for, and what it accepts."""
 
@@ -45,6 +94,7 @@ class Entry:
     help: str
     options: Mapping[str, Any] = field(default_factory=dict)  # option name -> default
     source: str = BUILT_IN  # "built-in", "<distribution> <version>" or a module name
+    limits: Mapping[str, Option] = field(default_factory=dict)  # option name -> what it accepts, where declared
 
     def build(self, *args: Any, options: Mapping[str, Any] | None = None, **context: Any) -> Any:
         """Call the factory with the declared defaults, overridden by `options`."""
@@ -75,8 +125,12 @@ class Registry:
     def register(
         self, name: str, *, help: str, options: Mapping[str, Any] | None = None
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator: register `factory` under `name` with its help line and options."""
+        """Decorator: register `factory` under `name` with its help line and options (each a default,
+        or an `Option` with its default and accepted values)."""
         key = normalise(name)
+        declared = dict(options or {})
+        defaults = {k: v.default if isinstance(v, Option) else v for k, v in declared.items()}
+        limits = {k: v for k, v in declared.items() if isinstance(v, Option)}
 
         def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
             source = _source_of(factory)
@@ -85,7 +139,11 @@ class Registry:
                 raise ConfigError(
                     f"{self.kind} '{key}' is registered twice: by {first} and by {source}"
                 )
-            self._entries[key] = Entry(key, factory, help.strip(), dict(options or {}), source)
+            for option, limit in limits.items():
+                if limit.problem(limit.default) is not None:
+                    raise ConfigError(f"{self.kind} '{key}' (from {source}): the default {option}={limit.default!r} "
+                                      f"is outside what it accepts ({limit.describe()})")
+            self._entries[key] = Entry(key, factory, help.strip(), defaults, source, limits)
             return factory
 
         return decorator
@@ -119,17 +177,22 @@ class Registry:
             key, sep, raw = item.partition("=")
             key = key.strip()
             if not sep:
-                raise ConfigError(f"{self.kind} option '{item}' in '{spec}' must look like key=value")
+                raise ConfigError(f"{self.kind} option {values.echo(item)} in {values.echo(spec)} must look like "
+                                  f"key=value")
             if key not in entry.options:
                 accepted = ", ".join(entry.options) or "no options"
                 raise ConfigError(
-                    f"{self.kind} '{entry.name}' has no option '{key}' (it accepts: {accepted})"
+                    f"{self.kind} '{entry.name}' has no option {values.echo(key)} (it accepts: {accepted})"
                 )
             try:
                 chosen[key] = values.like(entry.options[key], raw)
+                limit = entry.limits.get(key)
+                problem = limit.problem(chosen[key]) if limit is not None else None
+                if problem:
+                    raise values.ValueProblem(problem)
             except values.ValueProblem as problem:
                 raise ConfigError(
-                    f"{self.kind} '{entry.name}' option {key}={raw!r}: {problem}"
+                    f"{self.kind} '{entry.name}' option {key}={values.echo(raw.strip())}: {problem}"
                 ) from None
         return Spec(entry.name, chosen)
 
@@ -152,8 +215,8 @@ class Registry:
 
     def _unknown_message(self, key: str) -> str:
         available = sorted(self._entries)
-        message = f"unknown {self.kind} '{key}'"
-        close = difflib.get_close_matches(key, available, n=1, cutoff=0.5)
+        message = f"unknown {self.kind} {values.echo(key)}"
+        close = difflib.get_close_matches(key, available, n=1, cutoff=0.5) if len(key) <= 100 else []
         if close:
             message += f"; did you mean '{close[0]}'?"
         listing = ", ".join(available) if available else "none (no plugins loaded)"
@@ -168,9 +231,8 @@ def normalise(name: str) -> str:
 
 
 def _format(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    """An option value as users write it (`true`, not `True`), which parses back to the same value."""
+    return values.text(value)
 
 
 activations = Registry("activation")
@@ -305,10 +367,12 @@ def _load(plugin: str, source: str, do_import: Callable[[], Any], *, strict: boo
     try:
         with _registering_as(source):
             do_import()
-    except Exception as error:  # noqa: BLE001 - any plugin error is isolated
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - any plugin error is isolated, sys.exit() too
         for kind, registry in REGISTRIES.items():  # nothing half-registered stays behind
             registry._entries = before[kind]
-        _fail(plugin, f"{type(error).__name__}: {error}", strict, source)
+        reason = (f"it called sys.exit({error.code!r})" if isinstance(error, SystemExit)
+                  else f"{type(error).__name__}: {values.clip(str(error))}")
+        _fail(plugin, reason, strict, source)
         return
     loaded_plugins.append((plugin, source))
 
@@ -331,7 +395,8 @@ def describe() -> dict[str, Any]:
     """Every registry's entries and the plugins that loaded or failed, as plain data (`plugins --json`)."""
     load_plugins()
     return {
-        "registries": {kind: [{"name": e.name, "help": e.help, "options": dict(e.options), "source": e.source}
+        "registries": {kind: [{"name": e.name, "help": e.help, "options": dict(e.options), "source": e.source,
+                               "accepts": {k: limit.describe() for k, limit in e.limits.items()}}
                               for e in registry.entries()] for kind, registry in REGISTRIES.items()},
         "plugins": [{"name": name, "source": source} for name, source in loaded_plugins],
         "failed_plugins": [{"name": name, "source": source, "error": error} for name, source, error in failed_plugins],

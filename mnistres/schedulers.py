@@ -8,7 +8,7 @@ unless they mean to be).
 
 import math
 
-from mnistres.registry import schedulers
+from mnistres.registry import Option, schedulers
 
 
 @schedulers.register("constant", help="the same lr throughout; the report's baseline")
@@ -21,15 +21,11 @@ def constant(optimizer, *, lr, epochs, steps_per_epoch):
 @schedulers.register(
     "step",
     help="multiply lr by gamma every step_size epochs",
-    options={"step_size": 3, "gamma": 0.1},
+    options={"step_size": Option(3, low=1, high=100_000), "gamma": Option(0.1, low=0.0, low_open=True)},
 )
 def step(optimizer, *, lr, epochs, steps_per_epoch, step_size, gamma):
     import torch
 
-    if step_size < 1 or gamma <= 0:
-        from mnistres.errors import ConfigError
-
-        raise ConfigError(f"step schedule needs step_size >= 1 and gamma > 0 (got {step_size}, {gamma})")
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: gamma ** ((s // steps_per_epoch) // step_size)
     )
@@ -38,7 +34,7 @@ def step(optimizer, *, lr, epochs, steps_per_epoch, step_size, gamma):
 @schedulers.register(
     "cosine",
     help="linear warm-up for warmup_epochs, then cosine decay from lr to min_lr",
-    options={"warmup_epochs": 0.0, "min_lr": 0.0},
+    options={"warmup_epochs": Option(0.0, low=0.0, high=100_000.0), "min_lr": Option(0.0, low=0.0)},
 )
 def cosine(optimizer, *, lr, epochs, steps_per_epoch, warmup_epochs, min_lr):
     import torch
@@ -60,7 +56,9 @@ def cosine(optimizer, *, lr, epochs, steps_per_epoch, warmup_epochs, min_lr):
     "onecycle",
     help="one-cycle policy: warm up to lr (the peak) over pct_start, then anneal to lr/(div_factor*final_div_factor); "
     "momentum/beta1 is cycled when the optimizer has one",
-    options={"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4, "cycle_momentum": True},
+    options={"pct_start": Option(0.3, low=0.0, high=1.0, low_open=True, high_open=True),
+             "div_factor": Option(25.0, low=0.0, low_open=True), "final_div_factor": Option(1e4, low=0.0, low_open=True),
+             "cycle_momentum": True},
 )
 def onecycle(optimizer, *, lr, epochs, steps_per_epoch, pct_start, div_factor, final_div_factor, cycle_momentum):
     import torch

@@ -24,7 +24,7 @@ from mnistres import atomic, config as config_module
 from mnistres.config import RunConfig
 from mnistres.errors import ConfigError, MnistresError
 from mnistres.registry import requested
-from mnistres.results import EXECUTION_KEYS, format_value, read_json, read_yaml
+from mnistres.results import EXECUTION_KEYS, format_value, read_config, read_summary, read_sweep
 
 SWEEP_FILE = "sweep.yaml"
 SWEEP_KEYS = ("axes", "seeds")  # keys of a sweep YAML file that are not RunConfig keys
@@ -164,8 +164,7 @@ def check_directory(plan: Plan, overwrite: bool) -> None:
         if not path.is_file() and plan.directory.is_dir() and any(plan.directory.iterdir()) and not overwrite:
             raise ConfigError(f"{plan.directory} exists and is not a sweep directory; choose another --name")
         return
-    old = read_yaml(path)
-    old_base = old.get("base", {}) if isinstance(old, dict) else {}
+    old_base = read_sweep(plan.directory).get("base", {})
     new_base = _shared(plan.base.to_dict())
     changed = [f"{k}: {format_value(old_base.get(k))} -> {format_value(new_base.get(k))}"
                for k in new_base if old_base.get(k) != new_base.get(k)]
@@ -180,11 +179,9 @@ def _earlier_status(point: Point) -> Optional[str]:
     """The status of an earlier run of this exact point (same shared settings), if any."""
     run_dir = Path(point.config.out_dir) / point.name
     try:
-        summary = read_json(run_dir / "summary.json")
-        stored = read_yaml(run_dir / "config.yaml")
+        summary = read_summary(run_dir / "summary.json")
+        stored = read_config(run_dir / "config.yaml")
     except MnistresError:
-        return None
-    if not isinstance(summary, dict) or not isinstance(stored, dict):
         return None
     return summary.get("status") if _shared(stored) == _shared(point.config.to_dict()) else None
 
@@ -236,11 +233,9 @@ def run(plan: Plan, *, jobs: int = 1, devices: Sequence[str] = (), console: Any 
     Ctrl-C stops the running points (each marks itself interrupted) and re-raises; finished
     points are untouched, and running the same sweep again picks up the rest.
     """
-    from rich.console import Console
+    from mnistres import data as data_module, devices as devices_module, display, view as view_module
 
-    from mnistres import data as data_module, devices as devices_module, view as view_module
-
-    console = console or Console()
+    console = console or display.console(wide=True)
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: expected at least 1")
     # Missing data or an unavailable device fails here, once, rather than in every point.
@@ -280,9 +275,8 @@ def _yaml(data: Any) -> str:
 
 def _run_here(pending: Iterable[PointState], device: Optional[str], view: Any) -> None:
     """One point after another in this process (no start-up cost per point)."""
-    from rich.console import Console
-
     from mnistres.callbacks import Callback
+    from mnistres.display import console as make_console
     from mnistres.trainer import train
 
     class Watch(Callback):
@@ -305,7 +299,7 @@ def _run_here(pending: Iterable[PointState], device: Optional[str], view: Any) -
         resume = resumable(state.point)
         with open(log_path, "a" if resume else "w", encoding="utf-8") as log:
             try:
-                result = train(config, console=Console(file=log, width=120, no_color=True), overwrite=not resume,
+                result = train(config, console=make_console(file=log, width=120, no_color=True), overwrite=not resume,
                                resume=resume, extra_callbacks=[Watch(state)])
                 state.status, state.message = result.status, result.message
             except KeyboardInterrupt:
@@ -410,7 +404,7 @@ def _finish_child(state: PointState, returncode: int, log_path: Path) -> None:
     summary: dict[str, Any] = {}
     if summary_path.is_file() and summary_path.stat().st_mtime >= state.started - 1:
         try:
-            summary = read_json(summary_path)
+            summary = read_summary(summary_path)
         except MnistresError:
             summary = {}
     if summary.get("status"):

@@ -103,13 +103,12 @@ def run_directory(config: RunConfig, overwrite: bool) -> Path:
 
 def _stored_status(run_dir: Path) -> str:
     """The status summary.json records ("" when there is none to read)."""
-    from mnistres.results import read_json
+    from mnistres.results import read_summary
 
     try:
-        summary = read_json(run_dir / "summary.json")
+        return read_summary(run_dir / "summary.json")["status"]
     except MnistresError:
         return ""
-    return str(summary.get("status", "")) if isinstance(summary, dict) else ""
 
 
 @contextmanager
@@ -135,9 +134,9 @@ class Trainer:
     def __init__(self, config: RunConfig, *, console: Any = None, extra_callbacks: Iterable[Callback] = (),
                  overwrite: bool = False, resume: bool = False) -> None:
         if console is None:
-            from rich.console import Console
+            from mnistres.display import console as make_console
 
-            console = Console()
+            console = make_console()
         self.config, self.console, self.overwrite, self.resume = config, console, overwrite, resume
         self.extra_callbacks = list(extra_callbacks)
         self.epoch = 0  # current epoch, from 1

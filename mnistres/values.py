@@ -1,16 +1,22 @@
-"""Turning text from the command line or YAML into typed values, with errors that say what was expected.
+"""Turning text from the command line or YAML into typed values, with errors that say what was expected,
+and typed values back into the text a user would type.
 
 Both RunConfig fields and registry options go through here, so `--set lr=1e-3`,
-`lr: 1e-3` in YAML and `sgd:momentum=0.9` all read numbers the same way.
+`lr: 1e-3` in YAML and `sgd:momentum=0.9` all read numbers the same way. Every number
+must be finite and fit in 64 bits: NaN, infinities and 10**100 are mistakes, never settings.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+INT_LIMIT = 2**63 - 1  # what torch and numpy hold in an int64
+ECHO_LIMIT = 60  # characters of a user's value that an error message repeats
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
-_NONE = {"none", "null", "~", ""}
+_NONE = {"none", "null", "~"}
 
 
 class ValueProblem(ValueError):
@@ -32,13 +38,20 @@ def to_bool(value: Any) -> bool:
 
 
 def to_int(value: Any) -> int:
+    number = _whole(value)
+    if abs(number) > INT_LIMIT:
+        raise ValueProblem(f"expected a whole number of at most {INT_LIMIT:,} in size")
+    return number
+
+
+def _whole(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueProblem("expected a whole number")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str):
+    if isinstance(value, str) and len(value) <= 100:  # int() of a 100,000-digit text takes its time
         text = value.strip().replace("_", "")
         try:
             return int(text)
@@ -54,11 +67,21 @@ def to_int(value: Any) -> int:
 
 
 def to_float(value: Any) -> float:
+    number = _number(value)
+    if not math.isfinite(number):
+        raise ValueProblem("expected a finite number")
+    return number
+
+
+def _number(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueProblem("expected a number")
     if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float's range
+            return math.inf
+    if isinstance(value, str) and len(value) <= 100:
         try:
             return float(value.strip())
         except ValueError:
@@ -68,6 +91,8 @@ def to_float(value: Any) -> float:
 
 def to_str(value: Any) -> str:
     if isinstance(value, str):
+        if not value.strip():
+            raise ValueProblem("expected a value, got empty text (write none to leave it unset)")
         return value.strip()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
@@ -75,6 +100,7 @@ def to_str(value: Any) -> str:
 
 
 def is_none(value: Any) -> bool:
+    """None, or text that means it ("none", "null", "~"). Empty text is not "none": `--name ''` is a mistake."""
     return value is None or (isinstance(value, str) and value.strip().lower() in _NONE)
 
 
@@ -89,3 +115,34 @@ def like(default: Any, value: Any) -> Any:
     if isinstance(default, str):
         return to_str(value)
     return value
+
+
+def text(value: Any) -> str:
+    """A value as a user would type it: true/false, none, 0.001, a,b for lists."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(text(item) for item in value)
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def echo(value: Any, limit: int = ECHO_LIMIT) -> str:
+    """`repr(value)` for an error message, at most `limit` characters: a message must never repeat a
+    megabyte that a user (or an attacker) typed, nor walk a YAML list that expands to billions of items."""
+    import reprlib
+
+    shorter = reprlib.Repr()
+    shorter.maxlevel, shorter.maxlist, shorter.maxtuple, shorter.maxdict = 2, 6, 6, 6
+    shorter.maxstring = shorter.maxother = shorter.maxlong = limit
+    shown = shorter.repr(value)
+    if len(shown) <= limit:
+        return shown
+    return shown[: limit - 1] + "…"
+
+
+def clip(text: str, limit: int = 300) -> str:
+    """Text from elsewhere (an exception, a log) as one line of at most `limit` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from mnistres.sweep import PointState
@@ -75,5 +76,6 @@ class SweepView:
                 epoch = f"{state.epoch}/{epochs}" if state.epoch else ""
                 elapsed = _duration(state.seconds) if state.seconds else ""
             accuracy = f"{state.val_acc:.4f}" if isinstance(state.val_acc, float) else ""
-            table.add_row(state.point.name, f"[{STYLES.get(state.status, '')}]{status}[/]", epoch, accuracy, elapsed)
+            table.add_row(Text(state.point.name), Text(status, style=STYLES.get(state.status, "")), epoch, accuracy,
+                          elapsed)
         return table

@@ -60,6 +60,26 @@ def refused(args: list[str], fragment: str) -> None:
     (["--val-split", "-0.1"], "val_split=-0.1"),
     (["--val-split", "1"], "val_split=1.0"),
     (["--val-split", "1.5"], "val_split=1.5"),
+    # Numbers that would exhaust the machine or overflow: refused before anything runs.
+    (["--threads", "100000"], "threads=100000 is out of range"),
+    (["--seed", "9223372036854775000"], "seed=9223372036854775000 is out of range"),
+    (["--set", "width=1000000"], "width=1000000 is out of range"),
+    (["--set", "blocks=100000000"], "blocks=100000000 is out of range"),
+    (["--epochs", "1e12"], "epochs=1000000000000 is out of range"),
+    (["--lr", "nan"], "lr='nan': expected a finite number"),
+    (["--set", "momentum=inf"], "momentum='inf': expected a finite number"),
+    # Options of registry entries are checked when the spec is read, not when (or after) it is used.
+    (["--optimizer", "sgd:momentum=nan"], "option momentum='nan': expected a finite number"),
+    (["--activation", "leaky_relu:negative_slope=nan"], "negative_slope='nan'"),
+    (["--optimizer", "adam:beta2=1"], "beta2='1': expected 0 <= x < 1"),
+    (["--schedule", "cosine:warmup_epochs=-1"], "warmup_epochs='-1'"),
+    (["--schedule", "step:step_size=0"], "step_size='0'"),
+    (["--callback", "early_stopping:monitor=val_accc"], "did you mean 'val_acc'"),
+    (["--callback", "early_stopping:patience=99999999999999999999999"], "patience="),
+    # Empty text is a mistake, not "the default".
+    (["--name", ""], "name='': expected a value"),
+    (["--out-dir", ""], "out_dir='': expected a value"),
+    (["--data-dir", ""], "data_dir='': expected a value"),
 ])
 def test_bad_run_options(fast, args, fragment):
     refused(["train", *fast, *args], fragment)
@@ -77,6 +97,45 @@ def test_bad_config_files(fast, tmp_path, text, fragment):
     config.parent.mkdir()
     config.write_text(text)
     refused(["train", *fast, "--config", str(config)], fragment)
+
+
+BILLION_LAUGHS = "".join(
+    [f'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n']
+    + [f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")]
+    + ["seed: *i\n"])
+
+
+@pytest.mark.parametrize("text, fragment", [
+    (BILLION_LAUGHS, "more than 100,000 values once its aliases"),  # 700 bytes; before: 40 s and 3.4 GB
+    ("lr: 0.1\nepochs: 2\nlr: 0.2\n", "key 'lr' appears twice (lines 1 and 3)"),
+    ("{lr: 0.1, lr: 0.2}\n", "key 'lr' appears twice (line 1)"),
+    ("callbacks: &x [progress, *x]\n", "refers to itself"),
+    ("[" * 500 + "]" * 500 + "\n", "nested"),
+    ("name: " + "x" * 100_000 + "\n", "name='xxxxxx"),
+])
+def test_yaml_that_would_exhaust_the_machine_or_hide_a_mistake(fast, tmp_path, text, fragment):
+    config = tmp_path / "conf" / "run.yaml"
+    config.parent.mkdir()
+    config.write_text(text)
+    before = files_here()
+    result = runner.invoke(app, ["train", *fast, "--config", str(config)])
+    assert result.exit_code == 2 and fragment in result.output, result.output[:500]
+    assert len(result.output) < 400, "an error message must not repeat a huge value"
+    assert files_here() == before
+
+
+def test_yaml_anchors_within_the_limit_still_work(fast, tmp_path):
+    config = tmp_path / "conf" / "run.yaml"
+    config.parent.mkdir()
+    config.write_text("shared: &s 2\nepochs: *s\n".replace("shared: &s 2\n", "") + "name: anchored\n"
+                      if False else "name: &n anchored\nepochs: 1\n")
+    assert runner.invoke(app, ["train", *fast, "--config", str(config), "--epochs", "1"]).exit_code == 0
+
+
+def test_more_threads_than_the_machine_can_use(fast):
+    from mnistres import devices
+
+    refused(["train", *fast, "--threads", str(devices.max_threads() + 1)], "more than this machine can use")
 
 
 def test_missing_config_file(fast):
@@ -149,10 +208,107 @@ class Exploit:
     (lambda p: torch.save({"format": checkpoint.FORMAT, "format_version": 1, "evil": Exploit()}, p),
      "safe load refuses"),
 ])
-def test_bad_checkpoints(tmp_path, make, fragment):
+def test_bad_checkpoints(tmp_path, make, fragment):  # noqa: F811 - extended below
     path = tmp_path / "ckpts" / "model.pt"
     path.parent.mkdir()
     if make is not None:
         make(path)
     refused(["eval", str(path), "--device", "cpu"], fragment)
     assert not Path("pwned").exists(), "loading a checkpoint must never run code from it"
+
+
+def crafted(path: Path, **changes) -> None:
+    """A checkpoint of the right format whose fields were changed by hand."""
+    from mnistres.config import RunConfig
+    from mnistres.model import build
+
+    document = {"config": RunConfig(width=8, blocks=1).to_dict(), "model": build("relu", 8, 1).state_dict(),
+                "epoch": 1, "normalisation": [0.1307, 0.3081], **changes}
+    for key, value in list(document.items()):
+        if value is None:
+            del document[key]
+    checkpoint.save(path, document)
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"normalisation": [0.1307, 0.0]}, "normalisation [0.1307, 0.0] is not a (mean, standard deviation > 0) pair"),
+    ({"normalisation": ["mean", "std"]}, "normalisation ['mean', 'std']"),
+    ({"epoch": "one"}, "epoch 'one' is not an epoch number"),
+    ({"model": {"w": "weights"}}, "its weights are not a mapping of names to tensors"),
+    ({"config": ["not", "a", "mapping"]}, "its config is not a mapping"),
+    ({"config": {"width": "wide", "blocks": 1}}, "width='wide': expected a whole number"),
+    ({"config": {"width": 8, "blocks": 100_000_000}}, "blocks=100000000 is out of range"),
+    ({"config": {"width": 8, "blocks": 1, "activation": "x" * 10_000}}, "needs activation 'xxxxx"),
+])
+def test_crafted_checkpoints(tmp_path, changes, fragment):
+    path = tmp_path / "ckpts" / "model.pt"
+    path.parent.mkdir()
+    crafted(path, **changes)
+    before = files_here()
+    result = runner.invoke(app, ["eval", str(path), "--device", "cpu", "--no-download"])
+    assert result.exit_code == 2, result.output
+    assert fragment in result.output and str(path) in result.output, result.output
+    assert len(result.output) < 600 and "Traceback" not in result.output
+    assert files_here() == before
+
+
+# --- run files that were damaged, or written by someone else ------------------------------------
+
+def report_run(root: Path) -> Path:
+    """A run directory as `train` writes it, by hand (tests/test_report.py has the full builder)."""
+    import json
+
+    import yaml
+
+    from mnistres.config import RunConfig
+
+    run = root / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(RunConfig(name="r").to_dict()))
+    row = {"epoch": 1, "train_loss": 0.5, "train_acc": 0.9, "val_loss": 0.4, "val_acc": 0.91, "lr": 0.001,
+           "seconds": 2.0, "images_per_s": 100.0}
+    (run / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    (run / "summary.json").write_text(json.dumps({"status": "completed", "final": row, "best": {"epoch": 1}}))
+    return run
+
+
+@pytest.mark.parametrize("damage, file, fragment", [
+    (lambda r: (r / "metrics.jsonl").write_text('{"epoch": 1, "val_acc": "high"}\n'), "metrics.jsonl", "lacks"),
+    (lambda r: (r / "metrics.jsonl").write_text((r / "metrics.jsonl").read_text().replace("0.91", '"high"')),
+     "metrics.jsonl", "val_acc 'high' is not a fraction"),
+    (lambda r: (r / "metrics.jsonl").write_text("[1, 2]\n"), "metrics.jsonl", "expected an object"),
+    (lambda r: (r / "metrics.jsonl").write_text("[" * 100_000 + "\n"), "metrics.jsonl", "not JSON"),
+    (lambda r: (r / "summary.json").write_text("[]"), "summary.json", "expected an object"),
+    (lambda r: (r / "summary.json").write_text('{"status": "done"}'), "summary.json", "status 'done' is none of"),
+    (lambda r: (r / "summary.json").write_text('{"status": "completed", "confusion_matrix": [[1, "a"]]}'),
+     "summary.json", "confusion_matrix is not a square table"),
+    (lambda r: (r / "config.yaml").write_text("lr: {a: 1}\n"), "config.yaml", "'lr' holds {'a': 1}"),
+    (lambda r: (r / "config.yaml").write_text("- a\n"), "config.yaml", "expected a mapping"),
+])
+def test_damaged_run_files_given_to_report(tmp_path, damage, file, fragment):
+    run = report_run(tmp_path)
+    damage(run)
+    before = files_here()
+    result = runner.invoke(app, ["report", str(run), "-o", str(tmp_path / "out" / "report.md")])
+    assert result.exit_code == 2, result.output
+    assert str(run / file) in result.output and fragment in result.output, result.output
+    assert len([line for line in result.output.splitlines() if line.strip()]) == 1
+    assert files_here() == before
+
+
+@pytest.mark.parametrize("points, fragment", [
+    ([{"name": "../../elsewhere"}], "point name '../../elsewhere' is not a folder name"),
+    ([{"name": ".."}], "point name '..' is not a folder name"),
+    ([{"values": {}}], "has no name"),
+    (["just text"], "has no name"),
+    ("no list", "lists no points"),
+])
+def test_damaged_sweep_files_given_to_report(tmp_path, points, fragment):
+    import yaml
+
+    sweep = tmp_path / "runs" / "s"
+    sweep.mkdir(parents=True)
+    (sweep / "sweep.yaml").write_text(yaml.safe_dump({"axes": {"lr": [0.1]}, "points": points}))
+    result = runner.invoke(app, ["report", str(sweep)])
+    assert result.exit_code == 2, result.output
+    assert str(sweep / "sweep.yaml") in result.output and fragment in result.output, result.output

@@ -49,8 +49,23 @@ def test_set_values_are_typed_by_key(pair, key, value):
     ("name=a/b", "name='a/b'"),
     ("label_smoothing=1", "label_smoothing=1.0"),
     ("momentum=1", "momentum=1.0"),
-    ("lr=nan", "lr=nan"),
+    ("lr=nan", "lr='nan': expected a finite number"),
+    ("lr=inf", "lr='inf': expected a finite number"),
+    ("weight_decay=1e400", "expected a finite number"),
     ("noequals", "key=value"),
+    # Upper bounds: each of these used to start a run that crashed, hung or ran out of memory.
+    ("threads=100000", "threads=100000 is out of range"),
+    ("seed=9223372036854775000", "seed=9223372036854775000 is out of range"),
+    ("seed=-1", "seed=-1 is out of range"),
+    ("width=1000000", "width=1000000 is out of range"),
+    ("blocks=100000000", "blocks=100000000 is out of range"),
+    ("epochs=1e9", "epochs=1000000000 is out of range"),
+    ("batch_size=10000000", "batch_size=10000000 is out of range"),
+    ("train_size=" + "9" * 30, "expected a whole number of at most"),
+    ("name=" + "x" * 300, "name='xxxxxxxx"),
+    ("name=", "name='': expected a value, got empty text"),
+    ("out_dir=", "out_dir='': expected a value"),
+    ("data_dir=  ", "data_dir='  ': expected a value"),
 ])
 def test_bad_values_are_rejected_with_the_key(pair, fragment):
     with pytest.raises(ConfigError, match=None) as caught:

@@ -249,3 +249,93 @@ def test_eval_images_mistakes_are_one_line(trained, tmp_path, layout, fragment):
     assert result.exit_code == 2 and fragment in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert invoke("eval", str(trained), "--no-preprocess").exit_code == 2
+
+
+# --- files that would exhaust the machine, and files read in their real range ------------------
+
+
+def npz_claiming(path, shape) -> None:
+    """An .npz whose header claims `shape` (uint8) but holds almost nothing: a few KB on disk."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("x.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "|u1", "fortran_order": False, "shape": shape})
+            member.write(bytes(1 << 20))
+
+
+def test_array_files_claiming_gigapixels_are_refused_from_their_header(tmp_path):
+    npz_claiming(tmp_path / "bomb.npz", (100_000, 280, 280))  # 7.8 GB once decompressed
+    np.save(tmp_path / "wide.npy", np.zeros((8, 9000, 1000), np.uint8))  # 72 M values
+    for name in ("bomb.npz", "wide.npy"):
+        (sample,) = images.read(tmp_path / name)
+        assert sample.pixels is None and "are not read" in sample.error, sample.error
+
+
+def test_a_huge_picture_is_refused_before_decoding(tmp_path):
+    Image.new("L", (7500, 7000), 255).save(tmp_path / "poster.png")  # 52.5 megapixels, 200 KB of PNG
+    (sample,) = images.read(tmp_path / "poster.png")
+    assert sample.pixels is None and "7500x7000 pixels" in sample.error
+
+
+def test_a_large_photo_is_shrunk_as_it_is_read_and_still_classified(trained, tmp_path):
+    drawing = ink(4, size=300)  # a 900x900 drawing: its strokes are thick at this size
+    page = photo(drawing, np.random.default_rng(5), canvas=(2400, 3200))
+    save(page, tmp_path / "big.jpg", quality=90)
+    save(images.to_mnist(drawing), tmp_path / "clean.png")
+    rows = json.loads(invoke("predict", str(trained), str(tmp_path / "big.jpg"), str(tmp_path / "clean.png"),
+                             "--json").stdout)["predictions"]
+    assert rows[0]["digit"] == rows[1]["digit"], rows
+
+
+def test_sixteen_bit_pngs_are_read_in_their_own_range(tmp_path):
+    deep = (ink(5, size=64) / 255.0 * 65535).astype(np.uint16)  # white ink on black, 16 bits per pixel
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I;16")
+    (sample,) = images.read(tmp_path / "deep.png")
+    assert sample.pixels is not None, sample.error  # clipped to 8 bits it would be all white: "blank"
+    assert np.array_equal(sample.pixels, images.to_mnist(ink(5, size=64)))
+
+
+def test_an_empty_stack_and_an_empty_archive_get_a_row(tmp_path):
+    np.save(tmp_path / "none.npy", np.zeros((0, 28, 28), np.uint8))
+    np.savez(tmp_path / "nothing.npz")
+    for name in ("none.npy", "nothing.npz"):
+        (sample,) = images.read(tmp_path / name)
+        assert sample.pixels is None and "no images" in sample.error
+
+
+def test_any_failure_on_one_image_stays_that_images_row(trained, tmp_path, monkeypatch):
+    stack, _ = glyph_set(2, 3)
+    np.save(tmp_path / "pair.npy", stack)
+    real = images.to_mnist
+    calls = []
+
+    def flaky(gray):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError("cannot allocate 7 GB")
+        return real(gray)
+
+    monkeypatch.setattr(images, "to_mnist", flaky)
+    result = invoke("predict", str(trained), str(tmp_path / "pair.npy"), "--json")
+    assert result.exit_code == 1
+    rows = json.loads(result.stdout)["predictions"]
+    assert "MemoryError" not in rows[0]["error"] and "cannot allocate" in rows[0]["error"]
+    assert rows[1]["digit"] in range(10)
+
+
+# --- user text is printed as it is, never read as Rich markup -----------------------------------
+
+
+def test_paths_with_brackets_are_printed_as_they_are(trained, tmp_path):
+    import shutil
+
+    odd = tmp_path / "m[" / "i]" / "[bold]best.pt"  # the path /x/m[/i]/[bold]best.pt
+    odd.parent.mkdir(parents=True)
+    shutil.copyfile(trained, odd)
+    save(images.to_mnist(ink(1)), tmp_path / "[red]one.png")
+    result = invoke("predict", str(odd), str(tmp_path / "[red]one.png"))
+    assert result.exit_code == 0, result.output
+    flat = result.output.replace("\n", "").replace("│", "").replace(" ", "")
+    assert "m[/i]/[bold]best.pt" in flat and "[red]one.png" in flat

@@ -196,7 +196,7 @@ def test_autoload_off_skips_entry_points_but_not_the_builtins(tmp_path, fast):
                                           "def cube():\n    import torch.nn as nn\n    return nn.Identity()\n")
     env = {"PYTHONPATH": str(site)}
     described = json.loads(mnistres("plugins", "--json", cwd=tmp_path, env=env).stdout)
-    assert {"name": "cube", "help": "x ** 3", "options": {}, "source": "extra_acts 0.3"} \
+    assert {"name": "cube", "help": "x ** 3", "options": {}, "source": "extra_acts 0.3", "accepts": {}} \
         in described["registries"]["activations"]
     off = {**env, "MNISTRES_DISABLE_PLUGIN_AUTOLOAD": "1"}
     refused = mnistres("train", *fast, "--activation", "cube", cwd=tmp_path, env=off)

@@ -21,7 +21,7 @@ from torch import nn
 
 from mnistres.callbacks import Callback
 from mnistres.errors import ConfigError
-from mnistres.registry import activations, callbacks, optimizers, schedulers
+from mnistres.registry import Option, activations, callbacks, optimizers, schedulers
 
 __version__ = "0.1.0"
 
@@ -64,7 +64,8 @@ class Lion(torch.optim.Optimizer):
 @optimizers.register(
     "lion",
     help="Lion (sign of interpolated momentum; Chen et al. 2023); try lr 1e-4, about a tenth of Adam's",
-    options={"beta1": 0.9, "beta2": 0.99, "weight_decay": 0.0},
+    options={"beta1": Option(0.9, low=0.0, high=1.0, high_open=True), "beta2": Option(0.99, low=0.0, high=1.0, high_open=True),
+             "weight_decay": Option(0.0, low=0.0)},
 )
 def lion(params, *, lr, beta1, beta2, weight_decay):
     return Lion(params, lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)
@@ -83,17 +84,15 @@ class Squareplus(nn.Module):
 
 
 @activations.register("squareplus", help="(x + sqrt(x^2 + b)) / 2: a smooth ReLU without exp (Barron 2021)",
-                      options={"b": 4.0})
+                      options={"b": Option(4.0, low=0.0)})
 def squareplus(*, b):
-    if b < 0:
-        raise ConfigError(f"squareplus needs b >= 0 (got {b})")
     return Squareplus(b)
 
 
 @schedulers.register(
     "warmup_linear",
     help="lr rises linearly from 0 over warmup_epochs, then falls linearly to 0 at the end",
-    options={"warmup_epochs": 0.5},
+    options={"warmup_epochs": Option(0.5, low=0.0, high=100_000.0)},
 )
 def warmup_linear(optimizer, *, lr, epochs, steps_per_epoch, warmup_epochs):
     total = max(1, epochs * steps_per_epoch)
@@ -110,12 +109,10 @@ def warmup_linear(optimizer, *, lr, epochs, steps_per_epoch, warmup_epochs):
 @callbacks.register(
     "batch_csv",
     help="every `every` steps, write epoch, step, loss and lr to <run dir>/batches.csv",
-    options={"every": 10},
+    options={"every": Option(10, low=1)},
 )
 class BatchCSV(Callback):
     def __init__(self, *, every: int) -> None:
-        if every < 1:
-            raise ConfigError(f"batch_csv needs every >= 1 (got {every})")
         self.every = every
         self._file: Any = None
         self._writer: Any = None
