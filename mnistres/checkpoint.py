@@ -6,6 +6,7 @@ code. Everything needed to rebuild the model (the RunConfig) travels inside the 
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import pickle
@@ -24,10 +25,16 @@ FORMAT_VERSION = 1
 
 
 def save(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Save `payload` plus the format tag; the old file survives any failure midway."""
+    """Save `payload` plus the format tag; the old file survives any failure midway.
+
+    The checkpoint is serialised in memory (a few MB) and written by `atomic`, so a full disk is
+    an OSError with its reason, turned into one line naming the file, not an error from deep in
+    torch's writer.
+    """
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    with atomic.replacing(path) as temp:
-        torch.save(document, temp)
+    buffer = io.BytesIO()
+    torch.save(document, buffer)
+    atomic.write_bytes(path, buffer.getbuffer())
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

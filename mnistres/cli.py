@@ -49,12 +49,14 @@ class _Group(TyperGroup):
                 raise
             _error_line(f"Error: {error}")
             raise typer.Exit(EXIT_USAGE) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             if _debug():
                 raise
             from mnistres.display import console
 
-            console(stderr=True).print("Interrupted.", style="yellow", soft_wrap=True)
+            hint = getattr(interrupt, "hint", "")
+            console(stderr=True).print(f"Interrupted: {hint}." if hint else "Interrupted.", style="yellow",
+                                       highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
 

@@ -64,11 +64,22 @@ def check_threads(threads: int) -> None:
                           f"({THREADS_PER_CORE} per core; 0 is torch's default)")
 
 
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before anything here changes it
+
+
+def default_threads() -> int:
+    """What `threads: 0` means: torch's own choice for this process (one per core, or OMP_NUM_THREADS)."""
+    return _TORCH_DEFAULT_THREADS
+
+
 def set_threads(threads: int) -> None:
-    """0 leaves torch's own choice (one per core)."""
+    """Use `threads` CPU threads; 0: torch's default, even if an earlier run in this process changed it.
+
+    On the CPU the thread count is part of a run's result: reductions are split across threads,
+    so 1 and 2 threads sum in different orders and differ in the last digits.
+    """
     check_threads(threads)
-    if threads > 0:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads or _TORCH_DEFAULT_THREADS)
 
 
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:

@@ -31,3 +31,7 @@ class CheckpointError(MnistresError):
 
 class PluginError(MnistresError):
     """A plugin that the user named and that does not load, or an entry that fails to build or run."""
+
+
+class WriteError(MnistresError):
+    """A file or folder that cannot be written: no space, no permission, a read-only filesystem, a name too long."""

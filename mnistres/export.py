@@ -14,6 +14,7 @@ on test images (the dataset's test split when it is at hand, else random images)
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,17 @@ class Inference(nn.Module):
 def export(checkpoint: str | os.PathLike, output: str | os.PathLike, *, data_dir: str | None = None,
            check_images: int = CHECK_IMAGES) -> dict[str, Any]:
     """Write the artefact, check it against the checkpoint, and say how they compared."""
+    from mnistres import rundir
+
     target = Path(output)
     kind = FORMATS.get(target.suffix.lower())
     if kind is None:
         raise ConfigError(f"-o {target}: the file name must end in .pt2 (torch.export) or .onnx (ONNX)")
     if kind == "ONNX":
         _require("onnx", "onnxscript")
+    if target.is_dir():
+        raise ConfigError(f"-o {target} is a folder; give a file path ending in {target.suffix}")
+    rundir.check_place(target.parent, "output folder")  # a file in the way, or no permission: before the work
     if not target.parent.is_dir():
         raise ConfigError(f"-o {target}: folder {target.parent} does not exist")
     trained = load_trained(checkpoint, device="cpu")
@@ -58,12 +64,16 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike, *, data_dir
                       trained.std).eval()
     example = torch.rand(2, 1, 28, 28)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    with atomic.replacing(target, suffix=f".tmp{target.suffix}") as temporary:
-        if kind == "torch.export":
-            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-            torch.export.save(program, str(temporary))
-        else:
-            _export_onnx(model, example, batch, temporary)
+    # Serialised in memory (the model is a few MB) and written by `atomic`: torch's own file writers
+    # abort the whole process when the disk is full; our write fails in one line instead.
+    if kind == "torch.export":
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer)
+        artefact = buffer.getvalue()
+    else:
+        artefact = _onnx_bytes(model, example, batch)
+    atomic.write_bytes(target, artefact)
     images, source = _check_inputs(trained, data_dir, check_images)
     with torch.inference_mode():
         expected = model(images)
@@ -82,23 +92,14 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike, *, data_dir
     return result
 
 
-def _export_onnx(model: nn.Module, example: torch.Tensor, batch: Any, path: Path) -> None:
-    """One .onnx file with the weights inside (the exporter may otherwise put them in a side file)."""
-    import inspect
+def _onnx_bytes(model: nn.Module, example: torch.Tensor, batch: Any) -> bytes:
+    """The ONNX model with its weights inside, as bytes (the dynamo exporter's program, serialised)."""
+    import contextlib
 
-    import onnx
-
-    options: dict[str, Any] = {}
-    if "external_data" in inspect.signature(torch.onnx.export).parameters:
-        options["external_data"] = False
-    side_file = Path(f"{path}.data")
-    try:
-        torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=({0: batch},),
-                          input_names=["images"], output_names=["logits"], verbose=False, **options)
-        if side_file.exists():  # an older exporter wrote the weights apart: fold them in
-            onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=False)
-    finally:
-        side_file.unlink(missing_ok=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports its progress on stdout
+        program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},),
+                                    input_names=["images"], output_names=["logits"], verbose=False)
+    return program.model_proto.SerializeToString()
 
 
 def _require(*modules: str) -> None:

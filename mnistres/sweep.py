@@ -3,8 +3,10 @@
 A sweep directory holds `sweep.yaml` (the axes, the seeds, the shared settings and the
 list of points), one run directory per point and `logs/<point>.log`. Running the same
 sweep again keeps the points whose run finished (completed or diverged: both are results),
-resumes interrupted ones from their last completed epoch, and redoes the rest. Points run one after another in this process, or `jobs` at a time as
-child processes (`mnistres train`), each with its share of the CPU threads or its own device.
+resumes interrupted ones from their last completed epoch, and redoes the rest. Points run one after
+another in this process, or `jobs` at a time as child processes (`mnistres train`), each with the
+sweep's thread count (never a share that depends on `jobs`: threads change a CPU run's numbers)
+or its own device.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from mnistres import atomic, config as config_module
 from mnistres.config import RunConfig
-from mnistres.errors import ConfigError, MnistresError
+from mnistres.errors import ConfigError, MnistresError, WriteError
+from mnistres.interrupts import Interrupted, shielded, sigterm_as_interrupt
 from mnistres.registry import requested
 from mnistres.results import EXECUTION_KEYS, format_value, read_config, read_summary, read_sweep
 
@@ -126,18 +129,35 @@ def plan_from(config_file: str | Path | None, command_axes: Iterable[tuple[str, 
     return make_plan(base, merge_axes(file_axes, command_axes), seeds or file_seeds or 1)
 
 
+POINT_NAME_LIMIT = 120  # characters; a point's folder, log and temporary files must fit any filesystem's 255 bytes
+
+
 def _safe_name(text: str, taken: set[str]) -> str:
-    """A folder name from the point's values; characters unsafe in paths become '-'."""
-    safe = "".join(c if c.isalnum() or c in "._+=,-" else "-" for c in text)
+    """A folder name from the point's values; characters unsafe in paths become '-'. A name longer
+    than POINT_NAME_LIMIT keeps its start and its seed, with a digest of the whole in between
+    (the full values are in the point's config.yaml and in sweep.yaml)."""
+    import hashlib
+
+    safe = "".join(c if c.isalnum() or c in "._+=,-" else "-" for c in text).lstrip(".")
+    if len(safe) > POINT_NAME_LIMIT:
+        head, comma, seed = safe.rpartition(",seed=")
+        tail = f",seed={seed}" if comma else ""
+        digest = hashlib.sha256(text.rpartition(",seed=")[0].encode() if comma else text.encode()).hexdigest()[:10]
+        safe = f"{(head or safe)[: POINT_NAME_LIMIT - len(tail) - 12]}--{digest}{tail}"
     name, n = safe, 2
     while name in taken:
         name, n = f"{safe}-{n}", n + 1
     return name
 
 
+# Of the execution keys, the thread count changes a CPU run's numbers: points computed with
+# other thread counts are not the same result, so a sweep compares it too.
+KEPT_IF_DIFFERENT = tuple(key for key in EXECUTION_KEYS if key != "threads")
+
+
 def _shared(config: Mapping[str, Any]) -> dict[str, Any]:
-    """What makes a result: the config without the keys that only say how or where it ran."""
-    return {k: v for k, v in config.items() if k not in EXECUTION_KEYS}
+    """What makes a result: the config without the keys that only say where it ran or was stored."""
+    return {k: v for k, v in config.items() if k not in KEPT_IF_DIFFERENT}
 
 
 def plan_record(plan: Plan, states: Sequence[PointState] = ()) -> dict[str, Any]:
@@ -226,45 +246,88 @@ class Outcome:
         return sum(state.status == status for state in self.states)
 
 
-def run(plan: Plan, *, jobs: int = 1, devices: Sequence[str] = (), console: Any = None,
+def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), console: Any = None,
         overwrite: bool = False) -> Outcome:
     """Run every point that has no result yet; the sweep goes on past failed or diverged points.
 
-    Ctrl-C stops the running points (each marks itself interrupted) and re-raises; finished
-    points are untouched, and running the same sweep again picks up the rest.
+    Ctrl-C or SIGTERM stops the running points (each marks itself interrupted) and raises
+    `Interrupted`; finished points are untouched, and running the same sweep again picks up the
+    rest. `jobs` (None: as many as the cores allow, see `choose_jobs`) never changes a point's
+    numbers: every point computes with the sweep's own thread count.
     """
-    from mnistres import data as data_module, devices as devices_module, display, view as view_module
+    from mnistres import data as data_module, devices as devices_module, display, rundir, view as view_module
 
     console = console or display.console(wide=True)
-    if jobs < 1:
-        raise ConfigError(f"--jobs {jobs}: expected at least 1")
-    # Missing data or an unavailable device fails here, once, rather than in every point.
-    for device in sorted(set(devices) or {point.config.device for point in plan.points}):
-        devices_module.resolve(device)
-    for dataset, data_dir, download in sorted({(p.config.dataset, p.config.data_dir, p.config.download)
-                                               for p in plan.points}, key=str):
-        data_module.ensure_files(dataset, data_module.resolve_data_dir(data_dir), download)
-    check_directory(plan, overwrite)
-    states = [PointState(point) for point in plan.points]
-    for state in states:
-        status = None if overwrite else finished(state.point)
-        if status:
-            state.status, state.kept = status, True
-            _read_progress(state)
-    plan.directory.mkdir(parents=True, exist_ok=True)
-    (plan.directory / "logs").mkdir(exist_ok=True)
-    atomic.write_text(plan.directory / SWEEP_FILE, _yaml(plan_record(plan)))
-
-    pending = [state for state in states if state.status == "pending"]
-    try:
-        with view_module.SweepView(states, console) as view:
-            if jobs == 1 and len(devices) <= 1:
-                _run_here(pending, devices[0] if devices else None, view)
-            else:
-                _run_children(pending, jobs, devices, plan.base.threads, view)
-    finally:  # also after Ctrl-C: the record says which points finished and why others did not
-        atomic.write_text(plan.directory / SWEEP_FILE, _yaml(plan_record(plan, states)))
+    with sigterm_as_interrupt():
+        # Missing data, an unavailable device or too many threads fail here, once, not in every point.
+        for device in sorted(set(devices) or {point.config.device for point in plan.points}):
+            devices_module.resolve(device)
+        devices_module.check_threads(plan.base.threads)
+        jobs = choose_jobs(jobs, devices, plan)
+        rundir.check_place(plan.directory / "logs", "sweep directory")
+        if plan.directory.exists() and not plan.directory.is_dir():
+            raise ConfigError(f"{plan.directory} exists and is not a folder")
+        lock = rundir.Lock(plan.directory, what="sweep")
+        lock.check()
+        check_directory(plan, overwrite)
+        for dataset, data_dir, download in sorted({(p.config.dataset, p.config.data_dir, p.config.download)
+                                                   for p in plan.points}, key=str):
+            data_module.ensure_files(dataset, data_module.resolve_data_dir(data_dir), download)
+        states = [PointState(point) for point in plan.points]
+        for state in states:
+            status = None if overwrite else finished(state.point)
+            if status:
+                state.status, state.kept = status, True
+                _read_progress(state)
+        try:
+            (plan.directory / "logs").mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise WriteError(f"cannot create sweep directory {plan.directory}: {rundir.reason(error)}") from None
+        with lock:
+            atomic.remove_leftovers(plan.directory, [SWEEP_FILE, "report.md"])
+            atomic.remove_leftovers(plan.directory / "logs", [f"{p.name}.yaml" for p in plan.points])
+            atomic.write_text(plan.directory / SWEEP_FILE, _yaml(plan_record(plan)))
+            pending = [state for state in states if state.status == "pending"]
+            try:
+                with view_module.SweepView(states, console) as view:
+                    if jobs == 1 and len(devices) <= 1:
+                        _run_here(pending, devices[0] if devices else None, view)
+                    else:
+                        _run_children(pending, jobs, devices, view)
+            except KeyboardInterrupt:
+                raise Interrupted("finished points are kept; run the same sweep again to go on with the others") \
+                    from None
+            finally:  # also after Ctrl-C: the record says which points finished and why others did not
+                with shielded():
+                    atomic.write_text(plan.directory / SWEEP_FILE, _yaml(plan_record(plan, states)))
     return Outcome(plan, states)
+
+
+def choose_jobs(jobs: Optional[int], devices: Sequence[str], plan: Plan) -> int:
+    """How many points run at once. A point's thread count is the sweep's (`threads`, 0: torch's
+    default of one per core), whatever `jobs` is, so that its numbers do not depend on how many
+    ran beside it. On the CPU, None fits as many points as the cores hold; an explicit `jobs` that
+    would put more threads than cores to work is refused (oversubscribed, every point runs several
+    times slower)."""
+    from mnistres import devices as devices_module
+
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: expected at least 1")
+    if devices:
+        return max(jobs or 1, len(devices))
+    cores = os.cpu_count() or 1
+    per_point = plan.base.threads or devices_module.default_threads()
+    on_cpu = all(devices_module.resolve(point.config.device).type == "cpu" for point in plan.points[:1])
+    if not on_cpu:
+        return jobs or 1
+    if jobs is None:
+        return max(1, cores // per_point)
+    if jobs > 1 and jobs * per_point > cores:
+        raise ConfigError(
+            f"--jobs {jobs} would run {jobs} points with {per_point} CPU threads each on {cores} cores; a point's "
+            f"thread count is part of its result and is not lowered to fit. Add --threads {max(1, cores // jobs)} "
+            f"(results then differ in the last digits from {per_point}-thread runs), or leave out --jobs")
+    return jobs
 
 
 def _yaml(data: Any) -> str:
@@ -275,6 +338,7 @@ def _yaml(data: Any) -> str:
 
 def _run_here(pending: Iterable[PointState], device: Optional[str], view: Any) -> None:
     """One point after another in this process (no start-up cost per point)."""
+    from mnistres import devices as devices_module
     from mnistres.callbacks import Callback
     from mnistres.display import console as make_console
     from mnistres.trainer import train
@@ -294,10 +358,10 @@ def _run_here(pending: Iterable[PointState], device: Optional[str], view: Any) -
 
     for state in pending:
         config = state.point.config if device is None else state.point.config.replace(device=device)
-        view.started(state, config.device)
+        view.started(state, str(devices_module.resolve(config.device)))
         log_path = point_log(state.point)
         resume = resumable(state.point)
-        with open(log_path, "a" if resume else "w", encoding="utf-8") as log:
+        with _open_log(log_path, resume) as log:
             try:
                 result = train(config, console=make_console(file=log, width=120, no_color=True), overwrite=not resume,
                                resume=resume, extra_callbacks=[Watch(state)])
@@ -315,19 +379,27 @@ def _run_here(pending: Iterable[PointState], device: Optional[str], view: Any) -
         view.finished(state)
 
 
+def _open_log(path: Path, append: bool) -> Any:
+    try:
+        return open(path, "a" if append else "w", encoding="utf-8")
+    except OSError as error:
+        raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
+
+
 def point_log(point: Point) -> Path:
     """Where a point's output goes: logs/<point>.log in the sweep directory."""
     return Path(point.config.out_dir) / "logs" / f"{point.name}.log"
 
 
-def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], threads: int, view: Any) -> None:
-    """`jobs` points at a time, each a `mnistres train` child process with its own log.
+def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], view: Any) -> None:
+    """`jobs` points at a time, each a `mnistres train` child process with its own log and the
+    sweep's thread count (or, with `devices`, one device per slot).
 
-    Each child gets an equal share of the CPU threads (never more threads than cores in
-    all) or, with `devices`, one device per slot. Children run in their own process group,
-    so a Ctrl-C reaches this process once and is passed on to each child exactly once.
+    Children run in their own process group, so a Ctrl-C reaches this process once and is
+    passed on to each child exactly once; SIGTERM to this process is handled the same way.
     """
-    share = max(1, (threads or os.cpu_count() or 1) // jobs)
+    from mnistres import devices as devices_module
+
     queue = list(pending)
     running: dict[int, tuple[PointState, subprocess.Popen, Path]] = {}
     try:
@@ -336,9 +408,9 @@ def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], 
                 if slot not in running and queue:
                     state = queue.pop(0)
                     device = devices[slot % len(devices)] if devices else state.point.config.device
-                    config = state.point.config.replace(threads=share, device=device)
+                    config = state.point.config.replace(device=device)
                     running[slot] = (state, _start_child(config, state), point_log(state.point))
-                    view.started(state, device)
+                    view.started(state, str(devices_module.resolve(device)))
             time.sleep(POLL_S)
             for slot, (state, process, log_path) in list(running.items()):
                 _read_progress(state)
@@ -347,17 +419,18 @@ def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], 
                     view.finished(state)
                     del running[slot]
     except KeyboardInterrupt:
-        for state, process, log_path in running.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for state, process, log_path in running.values():
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            _finish_child(state, process.returncode, log_path)
-            view.finished(state)
+        with shielded():  # a second Ctrl-C or SIGTERM must not leave children running
+            for state, process, log_path in running.values():
+                if process.poll() is None:
+                    process.send_signal(signal.SIGINT)
+            for state, process, log_path in running.values():
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+                _finish_child(state, process.returncode, log_path)
+                view.finished(state)
         raise
 
 
@@ -369,11 +442,14 @@ def _start_child(config: RunConfig, state: PointState) -> subprocess.Popen:
         point_file = Path(config.out_dir) / "logs" / f"{config.name}.yaml"
         atomic.write_text(point_file, config_module.dump_yaml(config))
         how = ["--config", str(point_file), "--overwrite"]
-    log = open(point_log(state.point), "a" if "--resume" in how else "w", encoding="utf-8")
+    log = _open_log(point_log(state.point), "--resume" in how)
     env = {**os.environ, "COLUMNS": "120"}
+    # -P: the child does not put the current folder first on sys.path, so a csv.py or yaml.py lying
+    # there is never imported (mnistres/__init__.py does the same for Pythons before 3.11).
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "mnistres", "train", *how,
+            [sys.executable, *safe_path, "-m", "mnistres", "train", *how,
              *[arg for plugin in requested() for arg in ("--plugin", plugin)]],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )

@@ -8,27 +8,26 @@ from __future__ import annotations
 
 import platform
 import shutil
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import torch
 from torch import nn
 
 import mnistres
-from mnistres import atomic, checkpoint, data as data_module, devices, evaluate
+from mnistres import atomic, checkpoint, data as data_module, devices, evaluate, rundir
 from mnistres import model as model_module
 from mnistres.callbacks import Callback
 from mnistres.config import RunConfig, check_names, dump_yaml
-from mnistres.errors import ConfigError, MnistresError, PluginError
+from mnistres.errors import CheckpointError, ConfigError, MnistresError, PluginError, WriteError
+from mnistres.interrupts import Interrupted, sigterm_as_interrupt
 from mnistres.registry import REGISTRIES, callbacks as callback_registry, optimizers, schedulers
+from mnistres.wording import article, plural
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt")
+RUN_FILES = rundir.RUN_FILES
 # The batch order gets its own stream of random numbers, apart from the subset/hold-out draw.
 SHUFFLE_SEED_OFFSET = 1_000_003
 
@@ -76,56 +75,36 @@ def resume_config(run_dir: str | Path, **execution: Any) -> RunConfig:
 
 
 def default_name(config: RunConfig) -> str:
-    def clean(text: str) -> str:
-        return "".join(c if c.isalnum() or c in ".-" else "_" for c in text)
-
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return clean(f"{config.dataset}-{config.activation}-{config.optimizer}-lr{config.lr:g}-bs{config.batch_size}") + f"-{stamp}"
+    return rundir.default_name(config.dataset, config.activation, config.optimizer, config.lr, config.batch_size)
 
 
 def run_directory(config: RunConfig, overwrite: bool) -> Path:
-    """Where the run goes; refuses to mix a new run into an old one."""
+    """Where the run goes, checked before any work: nobody is writing there, it holds no earlier
+    run (unless `overwrite`), and it can be created and written."""
     run_dir = Path(config.out_dir) / (config.name or default_name(config))
+    rundir.check_place(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir} exists and is not a folder")
-    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if existing and not overwrite:
-        status = _stored_status(run_dir)
-        if status == "interrupted":
-            offer = f"it was interrupted: `mnistres train --resume {run_dir}` continues it, --overwrite starts it again"
-        else:
-            offer = "pass --overwrite to replace it"
-        kind = f"{status} " if status else ""
-        raise ConfigError(f"{run_dir} already holds a {kind}run ({', '.join(existing)}); {offer}, "
-                          f"or choose another --name")
+    rundir.Lock(run_dir).check()
+    if not overwrite:
+        refuse_earlier_run(run_dir)
     return run_dir
 
 
-def _stored_status(run_dir: Path) -> str:
-    """The status summary.json records ("" when there is none to read)."""
-    from mnistres.results import read_summary
-
-    try:
-        return read_summary(run_dir / "summary.json")["status"]
-    except MnistresError:
-        return ""
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a job scheduler, `kill`) stops training like Ctrl-C: last.pt stays consistent."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+def refuse_earlier_run(run_dir: Path) -> None:
+    """A new run never mixes its files with an earlier run's: say what is there and what to do."""
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if not existing:
         return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    status = rundir.stored_status(run_dir)
+    if status == "interrupted" and (run_dir / "last.pt").is_file():
+        offer = f"it was interrupted: `mnistres train --resume {run_dir}` continues it, --overwrite starts it again"
+    elif status == "interrupted":
+        offer = "it was interrupted before its first epoch ended, so there is nothing to resume: --overwrite starts it again"
+    else:
+        offer = "pass --overwrite to replace it"
+    raise ConfigError(f"{run_dir} already holds {article(status)} run ({', '.join(existing)}); {offer}, "
+                      f"or choose another --name")
 
 
 class Trainer:
@@ -152,6 +131,7 @@ class Trainer:
         specs = check_names(config)  # every registry name resolved before any work
         if self.resume:
             self.run_dir = run_dir = Path(config.out_dir) / str(config.name)
+            rundir.Lock(run_dir).check()
             document = self.resume_point(run_dir)
         else:
             self.run_dir = run_dir = run_directory(config, self.overwrite)
@@ -193,20 +173,40 @@ class Trainer:
                                for spec in specs["callbacks"]] + [type(c).__name__ for c in self.extra_callbacks]
         self.provenance = provenance(config, specs)
 
-        # Only now, with data, model and optimizer ready, does anything reach the disk.
+        # Only now, with data, model and optimizer ready, does anything reach the disk; and only
+        # while this process holds the run directory's lock.
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise WriteError(f"cannot create run directory {run_dir}: {rundir.reason(error)}") from None
+        lock = rundir.Lock(run_dir)
+        lock.acquire()
+        try:
+            return self._run(run_dir, document if self.resume else None, started, clock,
+                             train_batches, val_batches)
+        finally:
+            lock.release()
+
+    def _run(self, run_dir: Path, document: dict[str, Any] | None, started: datetime, clock: float,
+             train_batches: data_module.Batches, val_batches: data_module.Batches) -> RunResult:
+        """The loop, with the run directory locked: files, epochs, summary."""
+        config = self.config
+        if document is None and not self.overwrite:
+            refuse_earlier_run(run_dir)  # another writer may have finished a run here while we loaded data
+        atomic.remove_leftovers(run_dir, RUN_FILES)  # temporary files of writes a crash cut short
         if self.overwrite:
             for name in RUN_FILES:
                 (run_dir / name).unlink(missing_ok=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(run_dir / "config.yaml", dump_yaml(config))
-
         history: list[dict[str, Any]] = []
         best: dict[str, Any] = {}
-        if self.resume:
+        if document is not None:
             history, best = self.restore(document)
+        atomic.write_text(run_dir / "config.yaml", dump_yaml(config))
+
         status, message = "completed", ""
+        error_in_flight = False
         self._emit("on_train_begin")
-        with _sigterm_as_interrupt():  # SIGTERM stops the run like Ctrl-C
+        with sigterm_as_interrupt():  # SIGTERM stops the run like Ctrl-C
             try:
                 for epoch in range(len(history) + 1, config.epochs + 1):
                     self.epoch = epoch
@@ -226,31 +226,55 @@ class Trainer:
                     self.save(run_dir / "last.pt", logs)
                     if not best or logs["val_acc"] > best["val_acc"]:
                         best = {"epoch": epoch, "val_acc": logs["val_acc"], "val_loss": logs["val_loss"]}
-                        with atomic.replacing(run_dir / "best.pt") as temp:
-                            shutil.copyfile(run_dir / "last.pt", temp)
+                        self.copy_to_best(run_dir)
                     if self.stop_reason:
                         message = self.stop_reason
                         break
             except KeyboardInterrupt:
                 # last.pt keeps the last completed epoch: a consistent point to go on from.
+                error_in_flight = True
                 status, message = "interrupted", f"interrupted during epoch {self.epoch}"
-                raise
+                raise Interrupted(self.resume_hint()) from None
+            except WriteError as error:
+                error_in_flight = True
+                status, message = "failed", str(error)
+                raise WriteError(f"{error}; the run is marked failed: {self.resume_hint()}") from error
             except BaseException as error:
-                status, message = "failed", f"{type(error).__name__}: {error}"
+                error_in_flight = True
+                status, message = "failed", str(error) if isinstance(error, MnistresError) else \
+                    f"{type(error).__name__}: {error}"
                 raise
             finally:
                 summary = self.summarise(status, message, history, best, started, time.perf_counter() - clock)
-                atomic.write_json(run_dir / "summary.json", summary)
+                try:
+                    atomic.write_json(run_dir / "summary.json", summary)
+                except WriteError:
+                    if not error_in_flight:
+                        raise
+                    # The error already on its way says what went wrong; summary.json keeps its last state.
                 self._emit("on_train_end", status)
         return RunResult(run_dir, status, message, history, summary)
+
+    def resume_hint(self) -> str:
+        """What the user can do after an interruption or a failed write."""
+        if (self.run_dir / "last.pt").is_file():
+            return f"`mnistres train --resume {self.run_dir}` continues it from its last completed epoch"
+        return "no epoch had finished; run the same command with --overwrite to start it again"
+
+    def copy_to_best(self, run_dir: Path) -> None:
+        """best.pt becomes a copy of last.pt (the epoch just saved)."""
+        with atomic.replacing(run_dir / "best.pt") as temp:
+            shutil.copyfile(run_dir / "last.pt", temp)
 
     # --- resuming ------------------------------------------------------------------------
 
     def resume_point(self, run_dir: Path) -> dict[str, Any]:
         """The checkpoint to go on from: last.pt of this very config, not yet finished."""
         if not (run_dir / "last.pt").is_file():
-            raise ConfigError(f"{run_dir} has no last.pt (no epoch finished): nothing to resume; "
-                              f"start it again with --overwrite")
+            status = rundir.stored_status(run_dir)
+            when = "before its first epoch ended" if status == "interrupted" else "before any epoch finished"
+            raise ConfigError(f"{run_dir} has no last.pt: it stopped {when}, so there is nothing to resume; "
+                              f"run it again with --overwrite")
         document = checkpoint.load(run_dir / "last.pt")
         stored, wanted = dict(document.get("config", {})), self.config.to_dict()
         changed = sorted(k for k in wanted if k not in RESUMABLE_CHANGES + ("name", "out_dir")
@@ -258,27 +282,35 @@ class Trainer:
         if changed:
             raise ConfigError(f"{run_dir}/last.pt was trained with other settings ({', '.join(changed)}); "
                               f"--resume continues a run with its own")
-        status = _stored_status(run_dir)
+        status = rundir.stored_status(run_dir)
         if status == "diverged":
             raise ConfigError(f"{run_dir} diverged; resuming would diverge again. Start anew with other settings")
         if status == "completed" or int(document["epoch"]) >= self.config.epochs:
             raise ConfigError(f"{run_dir} has already completed: nothing to resume")
+        for key in ("optimizer", "scheduler", "rng", "global_step"):
+            if key not in document:
+                raise CheckpointError(f"{run_dir}/last.pt lacks '{key}'; it cannot be resumed")
         return document
 
     def restore(self, document: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Put model, optimizer, schedule, random streams and the history back as they were
-        at the end of the checkpoint's epoch."""
+        at the end of the checkpoint's epoch, and best.pt as the history says it is."""
         from mnistres.results import read_history
 
-        self.model.load_state_dict(document["model"])
-        self.optimizer.load_state_dict(document["optimizer"])
-        self.scheduler.load_state_dict(document["scheduler"])
-        rng = document["rng"]
-        torch.set_rng_state(rng["torch"])
-        self.shuffle_generator.set_state(rng["shuffle"])
-        if self.device.type == "cuda" and "cuda" in rng:
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
-        self.global_step = int(document["global_step"])
+        last = self.run_dir / "last.pt"
+        try:
+            self.model.load_state_dict(document["model"])
+            self.optimizer.load_state_dict(document["optimizer"])
+            self.scheduler.load_state_dict(document["scheduler"])
+            rng = document["rng"]
+            torch.set_rng_state(rng["torch"])
+            self.shuffle_generator.set_state(rng["shuffle"])
+            if self.device.type == "cuda" and "cuda" in rng:
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+            self.global_step = int(document["global_step"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as error:
+            raise CheckpointError(f"{last} does not fit this run, so it cannot be resumed: "
+                                  f"{str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}") from None
         done = int(document["epoch"])
         history = [row for row in read_history(self.run_dir / "metrics.jsonl") if row["epoch"] <= done]
         if [row["epoch"] for row in history] != list(range(1, done + 1)):
@@ -287,7 +319,27 @@ class Trainer:
         for row in history:
             if not best or row["val_acc"] > best["val_acc"]:
                 best = {"epoch": row["epoch"], "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
+        self.recover_best(best, done)
         return history, best
+
+    def recover_best(self, best: dict[str, Any], done: int) -> None:
+        """Make best.pt the checkpoint of the best epoch so far, if a crash cut its writing short.
+
+        best.pt is written right after last.pt in the same epoch, so when it is missing (or older)
+        the best epoch is the one last.pt holds, and copying it restores it.
+        """
+        path = self.run_dir / "best.pt"
+        try:
+            holds = checkpoint.load(path).get("epoch") if path.is_file() else None
+        except CheckpointError:
+            holds = None
+        if not best or holds == best["epoch"]:
+            return
+        if best["epoch"] != done:
+            raise CheckpointError(f"{path} should hold epoch {best['epoch']} (the best so far) but "
+                                  f"{'holds epoch ' + str(holds) if holds else 'is missing'}, and that epoch's weights "
+                                  f"are gone; start the run again with --overwrite")
+        self.copy_to_best(self.run_dir)
 
     def train_epoch(self, batches: data_module.Batches) -> dict[str, Any] | None:
         """One pass over the training images; None if the loss stopped being finite."""

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mnistres import atomic, checkpoint
-from mnistres.errors import CheckpointError
+from mnistres.errors import CheckpointError, WriteError
 
 
 def payload():
@@ -29,13 +29,16 @@ def test_failed_save_keeps_previous_file(tmp_path, monkeypatch):
     checkpoint.save(path, payload())
     before = path.read_bytes()
 
-    def broken_save(obj, f, *args, **kwargs):
-        Path(f).write_bytes(b"half a file")
-        raise OSError("disk full")
+    real_write = Path.write_bytes
 
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    def disk_full(target, data):
+        real_write(target, b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    with pytest.raises(WriteError, match=f"cannot write {path}: No space left on device"):
         checkpoint.save(path, {**payload(), "epoch": 2})
+    monkeypatch.undo()
     assert path.read_bytes() == before
     assert checkpoint.load(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left

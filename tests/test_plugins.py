@@ -219,6 +219,41 @@ def test_plugins_from_the_environment_and_nothing_from_the_current_folder(tmp_pa
                                             "error": "file not found"}]
 
 
+SHADOW = ("import pathlib\n"
+          "pathlib.Path(__file__).with_name('IMPORTED').write_text('a module from the current folder ran')\n")
+
+
+def test_python_dash_m_imports_nothing_from_the_current_folder(tmp_path):
+    # csv is imported while the package starts (importlib.metadata needs it): before the current
+    # folder is dropped from sys.path, a csv.py lying there would be run in its place.
+    (tmp_path / "csv.py").write_text(SHADOW)
+    result = subprocess.run([sys.executable, "-m", "mnistres", "--version"], cwd=tmp_path, capture_output=True,
+                            text=True, env={**os.environ, "PYTHONSAFEPATH": ""})
+    assert result.returncode == 0 and result.stdout.startswith("mnistres "), result.stderr
+    assert not (tmp_path / "IMPORTED").exists()
+
+
+def test_sweep_children_import_nothing_from_the_current_folder(fast):
+    for name in ("csv.py", "email.py", "typing_extensions.py"):
+        Path(name).write_text(SHADOW)
+    result = invoke("sweep", "activation", "relu", "tanh", "--jobs", "2", *fast, "--no-report")
+    assert result.exit_code == 0, result.output
+    assert not Path("IMPORTED").exists()
+    for name in ("activation=relu,seed=0", "activation=tanh,seed=0"):
+        assert json.loads(Path(f"runs/activation-sweep/{name}/summary.json").read_text())["status"] == "completed"
+
+
+def test_a_plugin_that_calls_sys_exit_is_reported_and_skipped(tmp_path, fast):
+    plugin = write_plugin(tmp_path / "quits.py", "import sys\nsys.exit(3)\n")
+    result = mnistres("train", *fast, "--name", "still-runs", cwd=tmp_path, env={"MNISTRES_PLUGINS": str(plugin)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "quits.py" in result.stderr and "called sys.exit(3)" in result.stderr
+    listed = json.loads(mnistres("plugins", "--json", cwd=tmp_path, env={"MNISTRES_PLUGINS": str(plugin)}).stdout)
+    assert listed["failed_plugins"][0]["error"] == "it called sys.exit(3)"
+    named = invoke("plugins", "--plugin", str(plugin))  # named with --plugin: must load, so exit 2
+    assert named.exit_code == 2 and "called sys.exit(3)" in named.output
+
+
 def test_sweep_children_get_the_plugins(fast):
     result = invoke("sweep", "activation", "relu", "swish_beta", "--jobs", "2", "--plugin", str(EXAMPLE), *fast,
                     "--no-report")

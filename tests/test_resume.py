@@ -18,6 +18,7 @@ from mnistres.callbacks import Callback
 from mnistres.checkpoint import load
 from mnistres.cli import app
 from mnistres.config import RunConfig
+from mnistres.errors import WriteError
 from mnistres.trainer import resume_config, train
 
 runner = CliRunner()
@@ -90,7 +91,7 @@ def test_sigterm_stops_like_ctrl_c_and_resume_finishes(fast, tmp_path):
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
-    assert "Interrupted." in output and "Traceback" not in output
+    assert "Interrupted: `mnistres train --resume runs/t` continues it" in output and "Traceback" not in output
     summary = json.loads((tmp_path / "runs" / "t" / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     refused = subprocess.run([sys.executable, "-m", "mnistres", *args], cwd=tmp_path, capture_output=True, text=True)
@@ -104,19 +105,21 @@ def test_sigterm_stops_like_ctrl_c_and_resume_finishes(fast, tmp_path):
 def test_a_failed_save_leaves_the_previous_checkpoint_and_the_run_resumes(data_dir, tmp_path, monkeypatch):
     config = RunConfig(data_dir=str(data_dir), download=False, device="cpu", epochs=3, width=8, blocks=1,
                        precise_bn=64, threads=1, lr=0.01, out_dir=str(tmp_path), name="full")
-    real_save, calls = torch.save, []
+    real_write, calls = Path.write_bytes, []
 
-    def disk_full_on_second_save(obj, f, *args, **kwargs):
-        calls.append(f)
-        if len(calls) == 2:
-            Path(f).write_bytes(b"half a checkpoint")
-            raise OSError(28, "No space left on device")
-        return real_save(obj, f, *args, **kwargs)
+    def disk_full_on_second_checkpoint(path, data):
+        if path.name.startswith(".last.pt."):
+            calls.append(path)
+            if len(calls) == 2:
+                real_write(path, bytes(data)[:1000])  # half a checkpoint, then the disk is full
+                raise OSError(28, "No space left on device")
+        return real_write(path, data)
 
-    monkeypatch.setattr(torch, "save", disk_full_on_second_save)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(Path, "write_bytes", disk_full_on_second_checkpoint)
+    with pytest.raises(WriteError, match=r"cannot write .*last.pt: No space left on device; the run is marked "
+                                         r"failed: `mnistres train --resume .*` continues it"):
         train(config)
-    monkeypatch.setattr(torch, "save", real_save)
+    monkeypatch.setattr(Path, "write_bytes", real_write)
     run = tmp_path / "full"
     assert load(run / "last.pt")["epoch"] == 1  # the previous checkpoint, intact
     summary = json.loads((run / "summary.json").read_text())

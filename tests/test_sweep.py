@@ -192,6 +192,38 @@ def test_parallel_jobs_split_threads_and_write_logs(fast):
         assert threads == 1  # --threads 1 shared by two jobs: never more threads than asked for
 
 
+def test_a_sweep_into_a_folder_with_brackets_finishes_with_its_table_and_report(fast, tmp_path):
+    out = tmp_path / "a[" / "b]"  # the folder /x/a[/b]: Rich would read [/b] as a closing tag
+    result = invoke("sweep", "activation", "relu", "[bold]x", *fast, "--out-dir", str(out))
+    assert result.exit_code == 2 and "unknown activation '[bold]x'" in result.output  # printed as typed
+    result = invoke("sweep", "lr", "0.01", *fast, "--out-dir", str(out), "--name", "[bold]study")
+    assert result.exit_code == 2 and "name='[bold]study'" in result.output
+    result = invoke("sweep", "lr", "0.01", "0.003", *fast, "--out-dir", str(out))
+    assert result.exit_code == 0, result.output
+    assert f"Sweep {out / 'lr-sweep'}" in result.output.replace("\n", "")
+    assert (out / "lr-sweep" / "report.md").is_file()
+
+
+def test_point_names_longer_than_a_filesystem_allows_are_shortened(fast):
+    long_values = ["adam:beta1=0.9,beta2=0.999,eps=1e-08,weight_decay=0.0,amsgrad=false,fused=true",
+                   "adam:beta1=0.8,beta2=0.999,eps=1e-08,weight_decay=0.0,amsgrad=false,fused=false"]
+    schedules = ["cosine:warmup_epochs=0.5,min_lr=0.0001", "onecycle:pct_start=0.25,div_factor=10.0,final_div_factor=100.0"]
+    full = max(len(f"optimizer={o},schedule={s},activation=leaky_relu:negative_slope=0.2,seed=0")
+               for o in long_values for s in schedules)
+    assert full > 200  # with the log's and temporary files' suffixes, beyond 255 bytes
+    result = invoke("sweep", "--grid", f"optimizer={','.join(long_values)}", "--grid", f"schedule={','.join(schedules)}",
+                    "--activation", "leaky_relu:negative_slope=0.2", *fast, "--epochs", "1", "--no-report")
+    assert result.exit_code == 0, result.output
+    root = Path("runs/optimizer-schedule-sweep")
+    points = yaml.safe_load((root / "sweep.yaml").read_text())["points"]
+    assert len(points) == 4 and len({p["name"] for p in points}) == 4
+    for point in points:
+        assert len(point["name"]) <= sweep.POINT_NAME_LIMIT and point["name"].endswith(",seed=0")
+        config = yaml.safe_load((root / point["name"] / "config.yaml").read_text())
+        assert (config["optimizer"], config["schedule"]) == (point["values"]["optimizer"], point["values"]["schedule"])
+        assert summary(root / point["name"])["status"] == "completed"
+
+
 # --- Ctrl-C ------------------------------------------------------------------------------------
 
 
@@ -215,21 +247,39 @@ def _wait_for(predicate, process: subprocess.Popen, timeout: float = 120) -> Non
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("jobs", ["1", "2"])
-def test_ctrl_c_keeps_finished_points_and_the_rerun_does_the_rest(fast, tmp_path, jobs):
-    # Two points: one epoch (done in a second) and twenty (still running when Ctrl-C comes).
+def _processes_mentioning(text: str) -> list[int]:
+    """Pids of running processes whose command line contains `text` (Linux's /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.parametrize("jobs, stop", [("1", signal.SIGINT), ("2", signal.SIGINT), ("2", signal.SIGTERM)])
+def test_ctrl_c_keeps_finished_points_and_the_rerun_does_the_rest(fast, tmp_path, jobs, stop):
+    # Two points: one epoch (done in a second) and twenty (still running when Ctrl-C or SIGTERM comes).
     options = [a for i, a in enumerate(fast) if a != "--epochs" and fast[i - 1] != "--epochs"]
     args = ["epochs", "1", "20", "--jobs", jobs, *options, "--no-report"]
     root = tmp_path / "runs" / "epochs-sweep"
     short, long = root / "epochs=1,seed=0", root / "epochs=20,seed=0"
     process = _start(args, tmp_path)
     _wait_for(lambda: (short / "summary.json").is_file() and (long / "last.pt").is_file(), process)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
-    assert "Interrupted." in output and "Traceback" not in output
+    assert "Interrupted: finished points are kept; run the same sweep again" in output
+    assert "Traceback" not in output
+    if Path("/proc/self/cmdline").exists():  # no child left running: each was stopped and waited for
+        assert _processes_mentioning(str(root / "logs")) == []
     assert summary(short)["status"] == "completed"
     assert summary(long)["status"] == "interrupted"
+    recorded = {p["name"]: p["status"] for p in yaml.safe_load((root / "sweep.yaml").read_text())["points"]}
+    assert recorded == {"epochs=1,seed=0": "completed", "epochs=20,seed=0": "interrupted"}
     stamp = (short / "last.pt").stat().st_mtime_ns
     first_epoch = (long / "metrics.jsonl").read_text().splitlines()[0]
 
