@@ -141,9 +141,12 @@ class Progress(Callback):
         self._last = now
         loss, acc, seen = trainer.running_metrics()
         rate = seen / max(now - self._started, 1e-9)
-        self._bar.update(
-            self._task, completed=step, stats=f"loss {loss:.4f}  acc {acc:.4f}  {rate:,.0f} img/s"
-        )
+        stats = f"loss {loss:.4f}  acc {acc:.4f}  {rate:,.0f} img/s"
+        if step == trainer.steps_per_epoch:  # the bar is full, but the epoch ends with the evaluation
+            stats += f"  evaluating on {len(trainer.data.val):,} {trainer.data.val_name} images..."
+        self._bar.update(self._task, completed=step, stats=stats)
+        if step == trainer.steps_per_epoch:
+            self._bar.refresh()
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, Any]) -> None:
         if self._bar is not None:

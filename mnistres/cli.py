@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from mnistres import __version__
 from mnistres import config as config_module
 from mnistres.errors import MnistresError
+from mnistres.wording import plural
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
@@ -32,8 +33,59 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click.exceptions import UsageError
 
 
+def _tidy(command: Any) -> Any:
+    """Help that reads like a well-made CLI's whatever the Typer version: flags show no type (newer
+    Typer writes `<bool>`), every other option its metavar, and arguments appear in the usage line as
+    CHECKPOINT, [PARAM], IMAGE... (newer Typer writes `{checkpoint}` and `[VALUE...]...`).
+
+    Only per-object hooks are set, and only ones that exist; older Typer already writes help this
+    way and is left as it is.
+    """
+    if getattr(command, "_mnistres_tidy", False):
+        return command
+    for param in command.params:
+        _tidy_param(param)
+    if hasattr(command, "get_help_option"):
+        original = command.get_help_option
+
+        def get_help_option(ctx: Any) -> Any:
+            option = original(ctx)
+            if option is not None:
+                _tidy_param(option)
+            return option
+
+        command.get_help_option = get_help_option
+    command._mnistres_tidy = True
+    return command
+
+
+def _tidy_param(param: Any) -> None:
+    if not hasattr(param, "display_type_rich"):
+        return
+    if getattr(param, "param_type_name", "") == "argument":
+        name = param.metavar or (param.name or "").upper()
+        shown = name if param.required else f"[{name}]"
+        shown += "..." if param.nargs != 1 else ""
+        param.get_usage_pieces = lambda ctx: [shown]
+        param.display_type_rich = lambda ctx: None
+        param.metavar = name  # in the arguments panel too, without Typer's "..." added to it
+    elif getattr(param, "is_flag", False) or getattr(param, "count", False):
+        param.display_type_rich = lambda ctx: None
+    elif param.metavar is not None:
+        metavar = param.metavar
+        param.display_type_rich = lambda ctx: metavar
+
+
 class _Group(TyperGroup):
     """Turns user mistakes and Ctrl-C into one line and an exit code (traceback only with --debug)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _tidy(self)
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        command = super().get_command(ctx, name)
+        return _tidy(command) if command is not None else None
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -72,6 +124,7 @@ app = typer.Typer(
     help="Train, evaluate and inspect the report's ResNet on MNIST.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="rich",  # help text may use markup; a literal [ is written \\[
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -85,8 +138,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
-                                                    help="Print the version and exit.")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks (also MNISTRES_DEBUG=1).")] = False,
 ) -> None:
     if debug:
@@ -94,48 +147,57 @@ def _main(
 
 
 def _default(key: str) -> str:
-    """A RunConfig default, as help text shows it."""
-    return str(getattr(config_module.RunConfig, key))
+    """" \\[default: 10]": a RunConfig default, written into the help text (options whose Python default
+    is None, so that an option not given can be told from one given, show no default of their own)."""
+    value = getattr(config_module.RunConfig, key)
+    return f" \\[default: {'true' if value is True else 'false' if value is False else value}]"
 
 
-# Options shared by several commands.
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")]
+# Options shared by several commands. Every option names what it takes (INT, PATH, NAME[:OPTS], ...).
+DeviceOpt = Annotated[Optional[str], typer.Option(
+    "--device", metavar="DEVICE", help="auto | cpu | cuda | cuda:N | mps." + _default("device"))]
 # Paths that become RunConfig values arrive as text: Path('') would silently become '.'.
 DataDirOpt = Annotated[Optional[str], typer.Option(
-    "--data-dir", metavar="PATH", help="Folder holding MNIST/raw/ (default: $MNISTRES_DATA_DIR, then the user cache).")]
-DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="mnist | fashion-mnist.")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of RunConfig keys.")]
+    "--data-dir", metavar="PATH", help="Folder holding MNIST/raw/. \\[default: $MNISTRES_DATA_DIR, then the user cache]")]
+DatasetOpt = Annotated[Optional[str], typer.Option(
+    "--dataset", metavar="NAME", help="mnist | fashion-mnist." + _default("dataset"))]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FILE", help="YAML file of RunConfig keys.")]
 SetOpt = Annotated[Optional[List[str]], typer.Option(
-    "--set", "-s", help="KEY=VALUE for any RunConfig key; repeatable; wins over everything else.")]
+    "--set", "-s", metavar="KEY=VALUE", help="Any RunConfig key; repeatable; wins over everything else.")]
 # Numbers arrive as text and are typed by RunConfig, so that a bad one is named in our one-line message.
-ThreadsOpt = Annotated[Optional[str], typer.Option("--threads", metavar="INT",
-                                                   help="CPU threads for torch (0: torch's default).")]
+ThreadsOpt = Annotated[Optional[str], typer.Option(
+    "--threads", metavar="INT", help="CPU threads for torch; 0: torch's default (one per core). On the CPU the "
+                                     "thread count is part of a run's numbers." + _default("threads"))]
 PluginOpt = Annotated[Optional[List[str]], typer.Option(
-    "--plugin", help="Load a plugin: a module name or a .py file; repeatable (also $MNISTRES_PLUGINS).")]
+    "--plugin", metavar="MODULE|FILE.py", help="Load a plugin; repeatable (also $MNISTRES_PLUGINS).")]
 PresetOpt = Annotated[Optional[str], typer.Option(
-    "--preset", help="A named bundle of settings, e.g. fast (see `mnistres plugins`); config file, options and --set win over it.")]
+    "--preset", metavar="NAME[:KEY=VALUE,...]",
+    help="A named bundle of settings, e.g. fast (see `mnistres plugins`); config file, options and --set win over it.")]
 CallbackOpt = Annotated[Optional[List[str]], typer.Option(
-    "--callback", help="Add a callback NAME[:key=value,...] to the run's list; repeatable (see `mnistres plugins`).")]
+    "--callback", metavar="NAME[:KEY=VALUE,...]",
+    help="Add a callback to the run's list; repeatable (see `mnistres plugins`).")]
 
 
 # The run options of `train`, which `sweep` applies to every point.
-EpochsOpt = Annotated[Optional[str], typer.Option(
-    metavar="INT", help="Passes over the training set.", show_default=_default("epochs"))]
-BatchSizeOpt = Annotated[Optional[str], typer.Option(
-    metavar="INT", help="Images per step.", show_default=_default("batch_size"))]
-LrOpt = Annotated[Optional[str], typer.Option(metavar="FLOAT", help="Learning rate.", show_default=_default("lr"))]
-ActivationOpt = Annotated[Optional[str], typer.Option(help="Activation name[:options].", show_default=_default("activation"))]
-OptimizerOpt = Annotated[Optional[str], typer.Option(help="Optimizer name[:options].", show_default=_default("optimizer"))]
-ScheduleOpt = Annotated[Optional[str], typer.Option(help="LR schedule name[:options].", show_default=_default("schedule"))]
-SeedOpt = Annotated[Optional[str], typer.Option(metavar="INT", help="Random seed.", show_default=_default("seed"))]
-OutDirOpt = Annotated[Optional[str], typer.Option(metavar="PATH", help="Parent folder of run directories.",
-                                                  show_default=_default("out_dir"))]
+EpochsOpt = Annotated[Optional[str], typer.Option(metavar="INT", help="Passes over the training set." + _default("epochs"))]
+BatchSizeOpt = Annotated[Optional[str], typer.Option(metavar="INT", help="Images per step." + _default("batch_size"))]
+LrOpt = Annotated[Optional[str], typer.Option(metavar="FLOAT", help="Learning rate." + _default("lr"))]
+ActivationOpt = Annotated[Optional[str], typer.Option(
+    metavar="NAME[:KEY=VALUE,...]", help="Activation and its options." + _default("activation"))]
+OptimizerOpt = Annotated[Optional[str], typer.Option(
+    metavar="NAME[:KEY=VALUE,...]", help="Optimizer and its options." + _default("optimizer"))]
+ScheduleOpt = Annotated[Optional[str], typer.Option(
+    metavar="NAME[:KEY=VALUE,...]", help="Learning-rate schedule and its options." + _default("schedule"))]
+SeedOpt = Annotated[Optional[str], typer.Option(metavar="INT", help="Random seed." + _default("seed"))]
+OutDirOpt = Annotated[Optional[str], typer.Option(
+    metavar="PATH", help="Parent folder of run directories." + _default("out_dir"))]
 TrainSizeOpt = Annotated[Optional[str], typer.Option(
-    metavar="INT", help="Use this many training images (seeded subset).")]
+    metavar="INT", help="Use this many training images (a subset drawn with the seed). \\[default: all]")]
 ValSplitOpt = Annotated[Optional[str], typer.Option(
-    metavar="FLOAT", help="Hold out this fraction of the training set for validation instead of using the test set.")]
+    metavar="FLOAT", help="Hold out this fraction of the training set for validation instead of using the test "
+                          "set." + _default("val_split"))]
 DownloadOpt = Annotated[Optional[bool], typer.Option(
-    "--download/--no-download", help="Fetch missing dataset files.", show_default="download")]
+    "--download/--no-download", help="Fetch missing dataset files. \\[default: --download]")]
 
 
 def _use_plugins(plugins: Optional[List[str]]) -> None:
@@ -171,15 +233,15 @@ def train(
     dataset: DatasetOpt = None,
     out_dir: OutDirOpt = None,
     name: Annotated[Optional[str], typer.Option(
-        help="Run directory name.", show_default="from the settings and the time")] = None,
+        metavar="NAME", help="Run directory name. \\[default: from the settings and the time]")] = None,
     train_size: TrainSizeOpt = None,
     val_split: ValSplitOpt = None,
     threads: ThreadsOpt = None,
     download: DownloadOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in the run directory.")] = False,
     resume: Annotated[Optional[Path], typer.Option(
-        "--resume", help="Continue the interrupted run in this run directory, with its own settings "
-                         "(only --device, --threads, --data-dir, --download may change).")] = None,
+        "--resume", metavar="RUN_DIR", help="Continue the interrupted run in this run directory, with its own "
+                                            "settings (only --device, --threads, --data-dir, --download may change).")] = None,
     callback: CallbackOpt = None,
     preset: PresetOpt = None,
     sets: SetOpt = None,
@@ -205,7 +267,8 @@ def train(
         console.print(display.history_table(result.history, result.summary["val_set"]))
     if result.summary["per_class"]:
         console.print(display.per_class_table(result.summary["per_class"],
-                                              f"Per class, {result.summary['val_set']} set, final epoch"))
+                                              f"Per class, validation on the {result.summary['val_set']} set, "
+                                              f"final epoch"))
     best = result.summary["best"]
     if result.status == "diverged":
         console.print(f"Diverged: {result.message}", style="yellow", markup=False, soft_wrap=True)
@@ -214,7 +277,7 @@ def train(
     if best:
         final = result.history[-1]
         console.print(
-            f"{result.status}: {result.summary['val_set']} accuracy {final['val_acc']:.4f} "
+            f"{result.status}: val_acc {final['val_acc']:.4f} on the {result.summary['val_set']} set "
             f"(best {best['val_acc']:.4f} at epoch {best['epoch']}); run directory: {result.run_dir}",
             markup=False, soft_wrap=True, highlight=False,
         )
@@ -227,18 +290,22 @@ def sweep(
     param: Annotated[Optional[str], typer.Argument(
         help="RunConfig key to vary: lr, activation, optimizer, batch_size, schedule, ...", metavar="PARAM",
         show_default=False)] = None,
-    values: Annotated[Optional[List[str]], typer.Argument(help="Its values.", metavar="VALUE...", show_default=False)] = None,
+    values: Annotated[Optional[List[str]], typer.Argument(help="Its values.", metavar="VALUE", show_default=False)] = None,
     grid: Annotated[Optional[List[str]], typer.Option(
-        "--grid", help="KEY=V1,V2,...: one more axis (every combination runs); repeatable.")] = None,
+        "--grid", metavar="KEY=V1,V2,...", help="One more axis (every combination runs); repeatable.")] = None,
     seeds: Annotated[Optional[int], typer.Option(
-        help="Runs per point, with seeds SEED, SEED+1, ...", show_default="1, or seeds: in --config")] = None,
-    jobs: Annotated[int, typer.Option(help="Points run at once, each in its own process.")] = 1,
+        metavar="INT", help="Runs per point, with seeds SEED, SEED+1, ... \\[default: 1, or seeds: in --config]")] = None,
+    jobs: Annotated[Optional[int], typer.Option(
+        metavar="INT", help="Points run at once, each in its own process. Never changes a point's numbers: every "
+                            "point computes with the sweep's --threads. \\[default: as many as the cores hold]")] = None,
     devices: Annotated[Optional[str], typer.Option(
-        "--devices", help="Devices for parallel points, one per slot, e.g. cuda:0,cuda:1 (sets --jobs).")] = None,
+        "--devices", metavar="DEVICE,...", help="Devices for parallel points, one per slot, e.g. cuda:0,cuda:1 "
+                                                "(sets --jobs).")] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip writing report.md at the end.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo every point, finished or not.")] = False,
     config_file: Annotated[Optional[Path], typer.Option(
-        "--config", "-c", help="YAML of RunConfig keys, plus optional 'axes:' (each key with a list of values) and 'seeds:' N.")] = None,
+        "--config", "-c", metavar="FILE",
+        help="YAML of RunConfig keys, plus optional 'axes:' (each key with a list of values) and 'seeds:' N.")] = None,
     epochs: EpochsOpt = None,
     batch_size: BatchSizeOpt = None,
     lr: LrOpt = None,
@@ -246,12 +313,12 @@ def sweep(
     optimizer: OptimizerOpt = None,
     schedule: ScheduleOpt = None,
     device: DeviceOpt = None,
-    seed: Annotated[Optional[str], typer.Option(metavar="INT", help="First seed.", show_default=_default("seed"))] = None,
+    seed: Annotated[Optional[str], typer.Option(metavar="INT", help="First seed." + _default("seed"))] = None,
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = None,
     out_dir: OutDirOpt = None,
     name: Annotated[Optional[str], typer.Option(
-        help="Sweep directory name.", show_default="the axes, e.g. lr-sweep")] = None,
+        metavar="NAME", help="Sweep directory name. \\[default: the axes, e.g. lr-sweep]")] = None,
     train_size: TrainSizeOpt = None,
     val_split: ValSplitOpt = None,
     threads: ThreadsOpt = None,
@@ -275,20 +342,19 @@ def sweep(
     options = _run_options(locals())
     command_axes = ([(param, values or [])] if param is not None else []) + [sweep_module.parse_grid(g) for g in grid or []]
     plan = sweep_module.plan_from(config_file, command_axes, options, sets or [], seeds, callbacks=callback or [],
-                                  preset=preset)
+                                  preset=preset)  # --seeds 0 is refused there, not taken for "not given"
     device_list = [d.strip() for d in devices.split(",") if d.strip()] if devices else []
 
     from mnistres import display, results
 
     console = display.console(wide=True)
-    outcome = sweep_module.run(plan, jobs=max(jobs, len(device_list)) if devices else jobs, devices=device_list,
-                               console=console, overwrite=overwrite)
+    outcome = sweep_module.run(plan, jobs=jobs, devices=device_list, console=console, overwrite=overwrite)
     study = results.load_sweep(plan.directory)
     if study.runs:
         console.print(display.results_table(f"Sweep {plan.directory}", results.result_rows(study)))
     counts = ", ".join(f"{outcome.count(s)} {s}" for s in ("completed", "diverged", "failed") if outcome.count(s))
     kept = sum(state.kept for state in outcome.states)
-    console.print(f"{len(outcome.states)} points: {counts}" + (f" ({kept} kept from an earlier run)" if kept else ""),
+    console.print(f"{plural(len(outcome.states), 'point')}: {counts}" + (f" ({kept} kept from an earlier run)" if kept else ""),
                   markup=False, highlight=False)
     for state in outcome.states:
         if state.status == "failed":
@@ -304,10 +370,11 @@ def sweep(
 
 @app.command()
 def report(
-    paths: Annotated[List[Path], typer.Argument(help="Run directories, sweep directories, or folders of runs.")],
+    paths: Annotated[List[Path], typer.Argument(
+        metavar="PATH", help="Run directories, sweep directories, or folders of runs.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Markdown file to write; figures (PNG) go beside it.",
-        show_default="report.md inside the one directory given, else ./report.md")] = None,
+        "--output", "-o", metavar="FILE.md", help="Markdown file to write; figures (PNG) go beside it. "
+                                                  "\\[default: report.md inside the one directory given, else ./report.md]")] = None,
     plugin: PluginOpt = None,
 ) -> None:
     """Write a Markdown report with figures from finished runs; reads only their files."""
@@ -326,19 +393,25 @@ def report(
 
 @app.command("eval")
 def eval_command(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint (.pt) written by `mnistres train`.")],
+    checkpoint: Annotated[Path, typer.Argument(
+        metavar="CHECKPOINT", help="A checkpoint (.pt) written by `mnistres train`.", show_default=False)],
     per_class: Annotated[bool, typer.Option("--per-class", help="Support, accuracy, precision, recall, F1 per class.")] = False,
     confusion: Annotated[bool, typer.Option("--confusion", help="The 10x10 confusion matrix.")] = False,
-    dataset: DatasetOpt = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        "--dataset", metavar="NAME", help="mnist | fashion-mnist. \\[default: the one the checkpoint was trained on]")] = None,
     data_dir: DataDirOpt = None,
-    split: Annotated[str, typer.Option(help="test | train.")] = "test",
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
+    split: Annotated[str, typer.Option(
+        metavar="SPLIT", help="test: the test file; train: the whole training file; run-train: the images this run "
+                              "trained on; run-val: the images it validated on.")] = "test",
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
     batch_size: Annotated[Optional[int], typer.Option(
-        help="Images per evaluation batch.", show_default="256 on the CPU, 1024 on a GPU")] = None,
-    threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
-    download: Annotated[bool, typer.Option("--download/--no-download", help="Fetch missing dataset files.")] = True,
+        metavar="INT", help="Images per evaluation batch. \\[default: 256 on the CPU, 1024 on a GPU]")] = None,
+    threads: Annotated[int, typer.Option(metavar="INT", help="CPU threads for torch (0: torch's default).")] = 0,
+    download: Annotated[bool, typer.Option("--download/--no-download", show_default=False,
+                                           help="Fetch missing dataset files. \\[default: --download]")] = True,
     images: Annotated[Optional[Path], typer.Option(
-        "--images", help="Evaluate on your own images instead: a folder with one subfolder per class, 0 to 9.")] = None,
+        "--images", metavar="FOLDER",
+        help="Evaluate on your own images instead: a folder with one subfolder per class, 0 to 9.")] = None,
     no_preprocess: Annotated[bool, typer.Option(
         "--no-preprocess", help="With --images: the images are already in MNIST's form (28x28, white on black).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
@@ -355,7 +428,7 @@ def eval_command(
     elif no_preprocess:
         raise MnistresError("--no-preprocess applies to --images only")
     else:
-        result = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=_text(data_dir), split=split,
+        result = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=data_dir, split=split,
                                      device=device, batch_size=batch_size, download=download, threads=threads)
     if as_json:
         from mnistres.atomic import to_json
@@ -363,13 +436,15 @@ def eval_command(
         sys.stdout.write(to_json(result) + "\n")
         return
     console = display.console()
+    warnings = display.console(stderr=True)
     for skipped in result.get("skipped", []):
-        console.print(f"skipped {skipped['file']}: {skipped['error']}", style="yellow", markup=False,
-                      highlight=False, soft_wrap=True)
+        warnings.print(f"skipped {skipped['file']}: {skipped['error']}", style="yellow", highlight=False, soft_wrap=True)
+    for note in result.get("notes", []):
+        warnings.print(f"Note: {note}.", style="yellow", highlight=False, soft_wrap=True)
     console.print(
-        f"{result['dataset']} {result['split']} ({result['images']:,} images): accuracy {result['accuracy']:.4f}  "
+        f"{result['dataset']} {result['split']} ({result['scored']}): accuracy {result['accuracy']:.4f}  "
         f"loss {result['loss']:.4f}   [{result['checkpoint']}, epoch {result['epoch']}, {result['device']}]",
-        markup=False, highlight=False, soft_wrap=True,
+        highlight=False, soft_wrap=True,
     )
     if per_class:
         console.print(display.per_class_table(result["per_class"]))
@@ -379,14 +454,17 @@ def eval_command(
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint (.pt) written by `mnistres train`.")],
+    checkpoint: Annotated[Path, typer.Argument(
+        metavar="CHECKPOINT", help="A checkpoint (.pt) written by `mnistres train`.", show_default=False)],
     inputs: Annotated[List[Path], typer.Argument(
-        help="Image files or folders: PNG, JPEG, BMP, or .npy/.npz arrays of images.", metavar="IMAGE...")],
+        help="Image files or folders: PNG, JPEG, BMP, or .npy/.npz arrays of images.", metavar="IMAGE",
+        show_default=False)],
     no_preprocess: Annotated[bool, typer.Option(
         "--no-preprocess", help="The images are already in MNIST's form (28x28, white digit on black).")] = False,
-    top: Annotated[int, typer.Option(help="How many of the likeliest digits to show.", min=1, max=10)] = 3,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
-    threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
+    top: Annotated[int, typer.Option(metavar="INT", help="How many of the likeliest digits to show (1 to 10).",
+                                     min=1, max=10)] = 3,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
+    threads: Annotated[int, typer.Option(metavar="INT", help="CPU threads for torch (0: torch's default).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
     plugin: PluginOpt = None,
 ) -> None:
@@ -416,8 +494,10 @@ def predict(
 
 @app.command("export")
 def export_command(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint (.pt) written by `mnistres train`.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="model.pt2 (torch.export) or model.onnx (ONNX).")],
+    checkpoint: Annotated[Path, typer.Argument(
+        metavar="CHECKPOINT", help="A checkpoint (.pt) written by `mnistres train`.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE",
+                                         help="model.pt2 (torch.export) or model.onnx (ONNX).", show_default=False)],
     data_dir: DataDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
     plugin: PluginOpt = None,
@@ -429,7 +509,7 @@ def export_command(
     _use_plugins(plugin)
     from mnistres.export import export
 
-    result = export(checkpoint, output, data_dir=_text(data_dir))
+    result = export(checkpoint, output, data_dir=data_dir)
     if as_json:
         from mnistres.atomic import to_json
 
@@ -451,7 +531,7 @@ def export_command(
 @app.command()
 def summary(
     config_file: ConfigOpt = None,
-    activation: Annotated[Optional[str], typer.Option(help="Activation name[:options].")] = None,
+    activation: ActivationOpt = None,
     device: DeviceOpt = None,
     sets: SetOpt = None,
     plugin: PluginOpt = None,
@@ -499,4 +579,10 @@ def _text(path: Optional[Path]) -> Optional[str]:
 
 
 def main() -> None:
+    import signal
+
+    # Ctrl-C and SIGTERM must reach us even if our parent had them blocked when it started us (a sweep
+    # blocks them for the instant in which it starts a point; the mask is inherited).
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     app()

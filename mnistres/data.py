@@ -134,7 +134,8 @@ def _download(dataset: str, root: Path, allowed: bool) -> None:
 
     dataset_class = getattr(torchvision.datasets, FOLDERS[dataset][1])
     folder = raw_dir(dataset, root)
-    created = [p for p in (root, folder.parent, folder) if not p.exists()]
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # every folder the download may make
+    present = set(folder.iterdir()) if folder.is_dir() else set()
     # torchvision prints its mirror attempts on stdout; keep stdout clean for --json consumers.
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)
@@ -142,13 +143,28 @@ def _download(dataset: str, root: Path, allowed: bool) -> None:
         with contextlib.redirect_stdout(io.StringIO()):
             dataset_class(root=str(root), train=True, download=True)
     except Exception as error:  # noqa: BLE001 - network and filesystem failures all mean "no data"
-        for path in reversed(created):  # leave no empty folders behind
+        # Leave nothing behind: partial downloads, then the folders made for them (innermost first).
+        for path in set(folder.iterdir()) - present if folder.is_dir() else ():
+            with contextlib.suppress(OSError):
+                path.unlink()
+        for path in created:
             with contextlib.suppress(OSError):
                 path.rmdir()
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataError(_missing_message(dataset, root, f"download failed: {reason}")) from None
+        raise DataError(_missing_message(dataset, root, f"download failed: {download_reason(error)}")) from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
+
+
+def download_reason(error: BaseException) -> str:
+    """Why a download failed, in one line. torchvision's message starts "Error downloading X:" and
+    puts each mirror's error on the lines after it; the last of those is the reason."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    reason = lines[-1].strip("<>")
+    if len(lines) > 1 and lines[0].endswith(":"):
+        reason = f"{lines[0]} {reason}"
+    return " ".join(reason.split())[:300]
 
 
 # --- tensors on the device and batches ------------------------------------------------

@@ -118,3 +118,41 @@ def describe(device: torch.device) -> str:
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend and backend.is_available())
+
+
+# Environment variables that change which kernels run, or how they round, on CPUs and GPUs.
+NUMERIC_ENVIRONMENT = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+                       "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "DNNL_DEFAULT_FPMATH_MODE", "MKL_CBWR",
+                       "MKL_ENABLE_INSTRUCTIONS", "CUBLAS_WORKSPACE_CONFIG", "NVIDIA_TF32_OVERRIDE",
+                       "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE")
+
+
+def numerics(device: torch.device, amp: torch.dtype | None) -> dict[str, object]:
+    """What a run's numbers depend on besides its config and seed, for summary.json.
+
+    Two runs agree to the last digit only where all of this agrees: on the CPU the thread count
+    (reductions are split across threads) and the instruction set the kernels were chosen for; on
+    a GPU its model, CUDA and cuDNN versions and TF32; everywhere the torch version, the precision
+    and the variables below when set.
+    """
+    found: dict[str, object] = {
+        "device": device.type,
+        "torch": torch.__version__,
+        "precision": "float32" if amp is None else str(amp).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "cpu_capability": _cpu_capability(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
+    if device.type == "cuda":
+        found.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                     cudnn=torch.backends.cudnn.version(), tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+                     tf32_cudnn=torch.backends.cudnn.allow_tf32, cudnn_benchmark=torch.backends.cudnn.benchmark)
+    environment = {name: os.environ[name] for name in NUMERIC_ENVIRONMENT if name in os.environ}
+    if environment:
+        found["environment"] = environment
+    return found
+
+
+def _cpu_capability() -> str:
+    getter = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    return str(getter()) if getter is not None else "unknown"

@@ -36,9 +36,9 @@ def _number(value: Any, digits: int = 4) -> str:
 
 
 def history_table(history: Iterable[dict[str, Any]], val_set: str) -> Table:
-    """The epochs of a run, like Keras's History."""
-    table = Table(title="Training history", title_justify="left")
-    for header in ("epoch", "train loss", "train acc", f"{val_set} loss", f"{val_set} acc", "lr", "seconds", "img/s"):
+    """The epochs of a run, like Keras's History; columns named as metrics.jsonl and the epoch lines name them."""
+    table = Table(title=f"Training history (validation on the {val_set} set)", title_justify="left")
+    for header in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "img/s"):
         table.add_column(header, justify="right")
     for row in history:
         table.add_row(str(row["epoch"]), _number(row["train_loss"]), _number(row["train_acc"]),

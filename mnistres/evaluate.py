@@ -140,8 +140,8 @@ def load_trained(path: str | os.PathLike, *, device: str = "auto", threads: int 
 def _check_batch_size(batch_size: int | None) -> None:
     from mnistres.errors import ConfigError
 
-    if batch_size is not None and batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size}: expected at least 1")
+    if batch_size is not None and not 1 <= batch_size <= 65_536:
+        raise ConfigError(f"batch_size={batch_size}: expected 1 to 65,536 images per evaluation batch")
 
 
 def report(trained: Trained, source: dict[str, Any], images: int, loss: float, accuracy: float,
@@ -160,23 +160,56 @@ def report(trained: Trained, source: dict[str, Any], images: int, loss: float, a
     }
 
 
+SPLITS = {
+    "test": "the dataset's test file",
+    "train": "the dataset's whole training file",
+    "run-train": "the training images this run trained on (its train_size subset, drawn with its seed)",
+    "run-val": "the images this run validated on (its held-out part, or the test file)",
+}
+
+
 def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, data_dir: str | None = None,
                         split: str = "test", device: str = "auto", batch_size: int | None = None,
                         download: bool = True, threads: int = 0) -> dict[str, Any]:
-    """Evaluate a checkpoint on a dataset split; returns plain values (JSON-ready)."""
+    """Evaluate a checkpoint on a dataset split; returns plain values (JSON-ready).
+
+    `run-train` and `run-val` are the run's own images, drawn as training drew them (`data.prepare`);
+    `train` is the whole training file, most of which a run with --train-size never saw.
+    """
     from mnistres import data
     from mnistres.errors import ConfigError
 
-    if split not in ("test", "train"):
-        raise ConfigError(f"split={split!r}: expected test or train")
+    if split not in SPLITS:
+        raise ConfigError(f"split={echo(split)}: expected {', '.join(SPLITS)}")
     _check_batch_size(batch_size)
     trained = load_trained(path, device=device, threads=threads)
+    own = trained.run_config
     # --dataset is checked like a config value (fashion_mnist, Fashion-MNIST ... are accepted)
-    name = trained.run_config.replace(dataset=dataset).dataset if dataset is not None else trained.run_config.dataset
-    images, labels = data.load_split(name, trained.data_root(data_dir), split, download)
-    split_data = data.Split(images.to(trained.device), labels.to(trained.device))
+    name = own.replace(dataset=dataset).dataset if dataset is not None else own.dataset
+    root = trained.data_root(data_dir)
+    notes = []
+    if split in ("run-train", "run-val"):
+        if name != own.dataset:
+            raise ConfigError(f"--split {split} scores the run's own {own.dataset} images; leave out --dataset {name}")
+        prepared = data.prepare(own.dataset, root, download=download, train_size=own.train_size,
+                                val_split=own.val_split, seed=own.seed, device=trained.device)
+        split_data = prepared.train if split == "run-train" else prepared.val
+        scored = (f"the {len(split_data):,} training images this run trained on" if split == "run-train" else
+                  f"the {len(split_data):,} {prepared.val_name} images this run validated on")
+    else:
+        images, labels = data.load_split(name, root, split, download)
+        split_data = data.Split(images.to(trained.device), labels.to(trained.device))
+        scored = f"all {len(split_data):,} images of the {'test' if split == 'test' else 'training'} file"
+        if split == "train" and name == own.dataset and (own.train_size or own.val_split):
+            notes.append("this run trained on only some of them; --split run-train scores those")
+    if name != own.dataset:
+        notes.append(f"this model was trained on {own.dataset}, not {name}: expect an accuracy near chance")
     loss, accuracy, confusion = measure(trained.network, trained.batches(split_data, batch_size), trained.amp)
-    return report(trained, {"dataset": name, "split": split}, len(split_data), loss, accuracy, confusion)
+    result = report(trained, {"dataset": name, "split": split, "scored": scored, "trained_on": own.dataset},
+                    len(split_data), loss, accuracy, confusion)
+    if notes:
+        result["notes"] = notes
+    return result
 
 
 def evaluate_images(path: str | os.PathLike, folder: str | os.PathLike, *, preprocess: bool = True,
@@ -218,5 +251,6 @@ def evaluate_images(path: str | os.PathLike, folder: str | os.PathLike, *, prepr
                        torch.tensor(labels, dtype=torch.long, device=trained.device))
     loss, accuracy, confusion = measure(trained.network, trained.batches(split, batch_size), trained.amp)
     source = {"dataset": f"images in {root}", "split": "preprocessed" if preprocess else "as given",
+              "scored": f"{len(pixels):,} usable images", "trained_on": trained.run_config.dataset,
               "skipped": skipped}
     return report(trained, source, len(split), loss, accuracy, confusion)

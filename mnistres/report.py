@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from mnistres import __version__, atomic
 from mnistres.errors import ConfigError
+from mnistres.wording import plural
 from mnistres.results import (EXECUTION_KEYS, RESULT_HEADERS, TARGET_ACC, Run, Spread, Study, Variant,
                               format_value, result_rows, variant_stats)
 
@@ -150,17 +151,36 @@ def what_was_run(study: Study, h: str) -> list[str]:
         ["dataset", f"{first.config.get('dataset')}: " + "; ".join(
             f"{train:,} training images, validation on the {val_set} set ({val:,} images)"
             for train, val_set, val in sizes if train is not None)],
-        ["runs", f"{len(runs)}: {len(study.variants)} variant(s) × seeds {', '.join(map(str, seeds))}"],
+        ["runs", f"{len(runs)}: {plural(len(study.variants), 'variant')} × seeds {', '.join(map(str, seeds))}"],
         ["varied", "; ".join(f"{key}: {', '.join(format_value(v) for v in _values(study, key))}"
                              for key in study.varied) or "nothing (a single variant)"],
         ["shared settings", ", ".join(f"{k}={format_value(first.config.get(k))}" for k in shared)],
     ]
     if differing:
         rows.append(["also differs", ", ".join(differing) + " (not a sweep axis; see the runs' config.yaml)"])
+    computed = sorted({_numerics_text(run.summary.get("numerics")) for run in runs} - {""})
     rows += [["device", "; ".join(devices)], ["versions", "; ".join(versions)]]
+    if computed:
+        rows.append(["numbers computed with", "; ".join(computed) + (" (runs computed differently can differ in "
+                                                                    "the last digits)" if len(computed) > 1 else "")])
     if starts and ends:
         rows.append(["dates", f"{starts[0]} to {ends[-1]} (UTC)"])
     return [f"{h} What was run", ""] + _table(("", ""), rows)
+
+
+def _numerics_text(numerics: Any) -> str:
+    """What a run's numbers depended on (summary.json "numerics"), in a few words."""
+    if not isinstance(numerics, dict):
+        return ""
+    parts = [str(numerics.get("device", "?"))]
+    if numerics.get("device") == "cuda":
+        parts += [str(numerics.get("gpu", "")), f"cuDNN {numerics.get('cudnn')}"]
+    else:
+        parts += [plural(int(numerics.get("threads", 0) or 0), "thread"), str(numerics.get("cpu_capability", ""))]
+    parts.append(str(numerics.get("precision", "")))
+    if numerics.get("environment"):
+        parts.append(", ".join(f"{k}={v}" for k, v in sorted(numerics["environment"].items())))
+    return ", ".join(part for part in parts if part)
 
 
 def _values(study: Study, key: str) -> list[Any]:
@@ -177,7 +197,9 @@ def results_section(study: Study, h: str) -> list[str]:
             if seeds > 1 else "Accuracies in % (one run per variant, so no spread)")
     return ([f"{h} Results", ""] + _table(RESULT_HEADERS, result_rows(study))
             + [f"{note}; \"final\" is the last epoch. Epochs to {100 * TARGET_ACC:g} %: the first epoch whose "
-               "validation accuracy reached it. Seconds per epoch: training only, evaluation excluded.", ""])
+               "validation accuracy reached it. Measured s/epoch: training seconds per epoch (evaluation excluded) "
+               "as these runs happened to take them, so they depend on the machine and on what else it ran, not "
+               "only on the variant.", ""])
 
 
 def per_class_section(study: Study, h: str) -> list[str]:
@@ -257,7 +279,7 @@ def observations(study: Study) -> list[str]:
                 fall = statistics.fmean(_largest_fall(run, window) for run in variant.usable)
                 if fall > UNSTABLE_FALL:
                     unstable.append(f"{variant.label} ({_pts(fall)})")
-        rule = (f"from one epoch to the next within the last {window} epochs (largest fall, mean over runs)")
+        rule = (f"from one epoch to the next within the last {plural(window, 'epoch')} (largest fall, mean over runs)")
         if unstable:
             found.append(f"Unstable validation accuracy: it fell by more than {_pts(UNSTABLE_FALL)} {rule} for "
                          f"{', '.join(unstable)}.")
@@ -277,14 +299,14 @@ def observations(study: Study) -> list[str]:
                          f"{_pts(GAP_FLAG)}; the largest gap is {_pts(largest)} ({label}).")
         else:
             found.append(f"Validation accuracy is at or above train accuracy in the final epoch for every variant "
-                         f"(gaps down to {_pts(min(g for _, g in gaps))}); train accuracy is an average over an "
+                         f"(above it by up to {_pts(-min(g for _, g in gaps))}); train accuracy is an average over an "
                          "epoch of learning, so it lags.")
 
     diverged = [run for run in study.runs if run.status == "diverged"]
     if diverged:
         where = [f"{run.name} (epoch {run.summary.get('diverged_at', {}).get('epoch', '?')}, "
                  f"step {run.summary.get('diverged_at', {}).get('step', '?')})" for run in diverged]
-        found.append(f"{len(diverged)} run(s) diverged (loss became NaN or infinite): {', '.join(where)}.")
+        found.append(f"{plural(len(diverged), 'run')} diverged (loss became NaN or infinite): {', '.join(where)}.")
     else:
         found.append("No run diverged.")
     others = [f"{run.name} ({run.status}: {run.summary.get('message', '')})" for run in study.runs
@@ -294,7 +316,7 @@ def observations(study: Study) -> list[str]:
         found.append(f"Not finished: {'; '.join(others)}.")
 
     reached = [(s.label, s.target_text) for _, s in stats if s.reached_target]
-    missed = [f"{v.label} (in {max(len(run.history) for run in v.usable)} epochs)"
+    missed = [f"{v.label} (in {plural(max(len(run.history) for run in v.usable), 'epoch')})"
               for v, s in stats if s.usable and not s.reached_target]
     target = f"{100 * TARGET_ACC:g} %"
     if reached:
@@ -314,18 +336,20 @@ def _largest_fall(run: Run, window: int) -> float:
 
 
 def _series(variant: Variant, key: str) -> tuple[list[int], list[float], list[float], list[float]]:
-    """Epochs, and per epoch the mean, lowest and highest of `key` over the variant's runs."""
+    """Epochs, and per epoch the mean, lowest and highest of `key` over the variant's runs (accuracies
+    in %, as the tables give them)."""
+    scale = 100.0 if key.endswith("_acc") else 1.0
     by_epoch: dict[int, list[float]] = {}
     for run in variant.runs:
         for row in run.history:
             if isinstance(row.get(key), (int, float)):
-                by_epoch.setdefault(row["epoch"], []).append(float(row[key]))
+                by_epoch.setdefault(row["epoch"], []).append(scale * float(row[key]))
     epochs = sorted(by_epoch)
     return (epochs, [statistics.fmean(by_epoch[e]) for e in epochs],
             [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs])
 
 
-PANELS = (("train_acc", "train accuracy"), ("val_acc", "validation accuracy"),
+PANELS = (("train_acc", "train accuracy (%)"), ("val_acc", "validation accuracy (%)"),
           ("train_loss", "train loss"), ("val_loss", "validation loss"))
 
 

@@ -414,10 +414,10 @@ def variant_stats(variant: Variant) -> VariantStats:
 
 
 RESULT_HEADERS = ("variant", "final train acc %", "final val acc %", "best val acc %", "best epoch",
-                  f"epochs to {100 * TARGET_ACC:g} %", "s/epoch", "runs")
+                  f"epochs to {100 * TARGET_ACC:g} %", "measured s/epoch", "runs")
 # The same columns, named for a terminal table.
 RESULT_HEADERS_SHORT = ("variant", "train acc %", "val acc %", "best val %", "best ep",
-                        f"ep. to {100 * TARGET_ACC:g}%", "s/ep", "runs")
+                        f"ep. to {100 * TARGET_ACC:g}%", "measured s/ep", "runs")
 
 
 def result_rows(study: Study) -> list[list[str]]:

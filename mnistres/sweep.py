@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from mnistres import atomic, config as config_module
 from mnistres.config import RunConfig
 from mnistres.errors import ConfigError, MnistresError, WriteError
-from mnistres.interrupts import Interrupted, shielded, sigterm_as_interrupt
+from mnistres.interrupts import Interrupted, deferred, shielded, sigterm_as_interrupt
 from mnistres.registry import requested
 from mnistres.results import EXECUTION_KEYS, format_value, read_config, read_summary, read_sweep
 
@@ -86,13 +86,14 @@ def make_plan(base: RunConfig, axes: Mapping[str, Sequence[Any]], seeds: int = 1
             raise ConfigError(f"'{key}' cannot be swept: the sweep decides where its runs go (use --name for the sweep)")
         if key in typed:
             raise ConfigError(f"axis '{key}' is given twice")
-        coerced = [config_module.coerce(key, value) for value in raw_values]
+        coerced = [_canonical(key, config_module.coerce(key, value)) for value in raw_values]
         if not coerced:
             raise ConfigError(f"axis '{key}' has no values")
-        shown = [format_value(value) for value in coerced]
-        repeated = sorted({text for text in shown if shown.count(text) > 1})
+        # Values that mean the same run (relu and RELU, sgd and sgd:momentum=0.0) are one value.
+        meanings = [_meaning(key, value) for value in coerced]
+        repeated = sorted({format_value(v) for v, m in zip(coerced, meanings) if meanings.count(m) > 1})
         if repeated:
-            raise ConfigError(f"axis '{key}' lists {', '.join(repeated)} more than once")
+            raise ConfigError(f"axis '{key}' lists the same setting more than once ({', '.join(repeated)})")
         typed[key] = coerced
     if not typed:
         raise ConfigError("a sweep needs at least one axis: mnistres sweep PARAM VALUE... (or axes: in --config)")
@@ -119,6 +120,36 @@ def make_plan(base: RunConfig, axes: Mapping[str, Sequence[Any]], seeds: int = 1
     return Plan(directory, base, typed, seed_list or typed["seed"], points)
 
 
+def _registries() -> dict[str, Any]:
+    from mnistres.registry import activations, callbacks, optimizers, schedulers
+
+    return {"activation": activations, "optimizer": optimizers, "schedule": schedulers, "callbacks": callbacks}
+
+
+def _canonical(key: str, value: Any) -> Any:
+    """A registry spec as the registry writes it (`RELU` -> `relu`, `SGD:Momentum=0.9`... names
+    normalised, options typed); other values as they are."""
+    registry = _registries().get(key)
+    if registry is None:
+        return value
+    if key == "callbacks":
+        return tuple(str(registry.parse(spec)) for spec in value)
+    return str(registry.parse(value))
+
+
+def _meaning(key: str, value: Any) -> Any:
+    """What a value stands for: a registry spec is its name with every option, defaults filled in."""
+    registry = _registries().get(key)
+    if registry is None:
+        return format_value(value)
+
+    def full(spec: str) -> tuple:
+        parsed = registry.parse(spec)
+        return parsed.name, tuple(sorted({**registry.get(parsed.name).options, **parsed.options}.items()))
+
+    return tuple(full(spec) for spec in value) if key == "callbacks" else full(value)
+
+
 def plan_from(config_file: str | Path | None, command_axes: Iterable[tuple[str, list[Any]]],
               options: Mapping[str, Any], sets: Iterable[str], seeds: Optional[int],
               callbacks: Iterable[str] = (), preset: Optional[str] = None) -> Plan:
@@ -126,7 +157,7 @@ def plan_from(config_file: str | Path | None, command_axes: Iterable[tuple[str, 
     command's axes (PARAM VALUE..., --grid), options, --callback, --set pairs and --seeds, later winning."""
     file_data, file_axes, file_seeds = load_file(config_file) if config_file else ({}, {}, None)
     base = config_module.layered(file_data, str(config_file), options, sets, callbacks, preset)
-    return make_plan(base, merge_axes(file_axes, command_axes), seeds or file_seeds or 1)
+    return make_plan(base, merge_axes(file_axes, command_axes), seeds if seeds is not None else (file_seeds or 1))
 
 
 POINT_NAME_LIMIT = 120  # characters; a point's folder, log and temporary files must fit any filesystem's 255 bytes
@@ -409,7 +440,8 @@ def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], 
                     state = queue.pop(0)
                     device = devices[slot % len(devices)] if devices else state.point.config.device
                     config = state.point.config.replace(device=device)
-                    running[slot] = (state, _start_child(config, state), point_log(state.point))
+                    with deferred():  # an interrupt here waits until the child is in `running`
+                        running[slot] = (state, _start_child(config, state), point_log(state.point))
                     view.started(state, str(devices_module.resolve(device)))
             time.sleep(POLL_S)
             for slot, (state, process, log_path) in list(running.items()):
@@ -485,8 +517,9 @@ def _finish_child(state: PointState, returncode: int, log_path: Path) -> None:
             summary = {}
     if summary.get("status"):
         state.status, state.message = summary["status"], summary.get("message", "")
-    elif returncode == 130:
-        state.status, state.message = "interrupted", "interrupted before the run started"
+    elif returncode in (130, -signal.SIGINT, -signal.SIGTERM):
+        state.status = "interrupted"
+        state.message = f"interrupted after epoch {state.epoch}" if state.epoch else "interrupted before the run started"
     else:
         state.status = "failed"
         state.message = _last_line(log_path) or f"mnistres train exited with code {returncode}"

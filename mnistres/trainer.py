@@ -23,7 +23,7 @@ from mnistres import model as model_module
 from mnistres.callbacks import Callback
 from mnistres.config import RunConfig, check_names, dump_yaml
 from mnistres.errors import CheckpointError, ConfigError, MnistresError, PluginError, WriteError
-from mnistres.interrupts import Interrupted, sigterm_as_interrupt
+from mnistres.interrupts import Interrupted, deferred, sigterm_as_interrupt
 from mnistres.registry import REGISTRIES, callbacks as callback_registry, optimizers, schedulers
 from mnistres.wording import article, plural
 
@@ -245,13 +245,14 @@ class Trainer:
                     f"{type(error).__name__}: {error}"
                 raise
             finally:
-                summary = self.summarise(status, message, history, best, started, time.perf_counter() - clock)
-                try:
-                    atomic.write_json(run_dir / "summary.json", summary)
-                except WriteError:
-                    if not error_in_flight:
-                        raise
-                    # The error already on its way says what went wrong; summary.json keeps its last state.
+                with deferred():  # a Ctrl-C now waits until summary.json says how the run ended
+                    summary = self.summarise(status, message, history, best, started, time.perf_counter() - clock)
+                    try:
+                        atomic.write_json(run_dir / "summary.json", summary)
+                    except WriteError:
+                        if not error_in_flight:
+                            raise
+                        # The error already on its way says what went wrong; summary.json keeps its last state.
                 self._emit("on_train_end", status)
         return RunResult(run_dir, status, message, history, summary)
 
@@ -445,6 +446,7 @@ class Trainer:
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "device": devices.describe(self.device),
             "versions": versions(),
+            "numerics": devices.numerics(self.device, self.amp),
             "plugins": self.provenance,
         }
         if status == "diverged":

@@ -9,6 +9,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from mnistres.wording import plural
+
 if TYPE_CHECKING:
     from mnistres.sweep import PointState
 
@@ -31,7 +33,7 @@ class SweepView:
     def __enter__(self) -> "SweepView":
         kept = sum(state.kept for state in self.states)
         self.console.print(
-            f"Sweep of {len(self.states)} points into {self.states[0].point.config.out_dir}"
+            f"Sweep of {plural(len(self.states), 'point')} into {self.states[0].point.config.out_dir}"
             + (f"; {kept} already finished, kept" if kept else ""),
             markup=False, highlight=False, soft_wrap=True,
         )

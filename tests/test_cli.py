@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,29 @@ def test_help_lists_every_option(command):
     assert result.exit_code == 0, result.output
     for option in COMMANDS[command]:
         assert option in result.output, f"{command} --help lacks {option}"
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_help_reads_like_a_well_made_cli(command):
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = result.output
+    for clumsy in ("<bool>", "<str>", "<path>", "<int>", "<float>", "<list", "[default: (", "{", "...]...",
+                   "VALUE...]"):
+        assert clumsy not in text, f"{command} --help shows {clumsy!r}"
+    usage = next(line for line in text.splitlines() if "Usage:" in line)
+    expected = {"eval": "CHECKPOINT", "predict": "CHECKPOINT IMAGE...", "export": "CHECKPOINT",
+                "report": "PATH...", "sweep": "[PARAM] [VALUE]..."}
+    assert usage.strip().endswith(expected.get(command, "[OPTIONS]")), usage
+    flag = next(line for line in text.splitlines() if "--help" in line)
+    assert "Show this message and exit." in flag and "<" not in flag
+
+
+def test_defaults_are_shown_as_users_type_them():
+    text = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    for shown in ("[default: 10]", "[default: 32]", "[default: 0.001]", "[default: cosine]", "[default: runs]",
+                  "[default: --download]"):
+        assert shown in text, shown
 
 
 def test_top_level_help_and_version():
@@ -175,18 +199,23 @@ def test_missing_data_offline_names_the_folder_and_files(tmp_path, fast):
 def test_failed_download_is_one_line(tmp_path, fast, monkeypatch):
     import torchvision
 
-    class Offline:  # like torchvision without network: makes its folders, then fails
+    class Offline:  # like torchvision without network: makes its folders, starts a file, then fails
         def __init__(self, root, **kwargs):
             (Path(root) / "MNIST" / "raw").mkdir(parents=True)
-            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+            (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b partial")
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\n"
+                               "Tried https://mirror.example/, got:\n"
+                               "<urlopen error [Errno -3] Temporary failure in name resolution>\n")
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", Offline)
-    args = [a if a != fast[1] else str(tmp_path / "nodata") for a in fast]
+    args = [a if a != fast[1] else str(tmp_path / "cache" / "deep" / "nodata") for a in fast]
     args.remove("--no-download")
     result = invoke("train", *args)
-    assert result.exit_code == 2 and "download failed" in result.stderr
+    assert result.exit_code == 2, result.output
+    assert ("download failed: Error downloading train-images-idx3-ubyte.gz: urlopen error [Errno -3] Temporary "
+            "failure in name resolution") in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "nodata").exists(), "a failed download must not leave empty folders"
+    assert not (tmp_path / "cache").exists(), "a failed download must leave no file or folder behind"
 
 
 def test_existing_run_is_not_overwritten_silently(fast):
@@ -230,6 +259,86 @@ def test_summary_prints_the_layer_table():
     assert f"Total params: {expected:,}" in result.output.replace("\n", " ")
     small = invoke("summary", "--set", "width=8", "--set", "blocks=1", "--activation", "tanh")
     assert small.exit_code == 0 and "blocks.1" not in small.output and "Tanh" in small.output
+
+
+def test_plugins_shows_option_values_as_the_cli_takes_them():
+    result = runner.invoke(app, ["plugins"], env={"COLUMNS": "250"})
+    assert "nesterov=false" in result.output and "fused=true" in result.output
+    assert "True" not in result.output and "False" not in result.output
+    assert "momentum=0.0 (0 to 1)" in result.output  # and what each option accepts
+
+
+def test_eval_says_which_images_it_scored_and_offers_the_runs_own(fast):
+    args = [*fast, "--train-size", "64", "--val-split", "0.25", "--name", "small"]
+    assert invoke("train", *args).exit_code == 0
+    data_dir = fast[fast.index("--data-dir") + 1]
+    best = "runs/small/best.pt"
+    whole = invoke("eval", best, "--split", "train", "--data-dir", data_dir)
+    assert whole.exit_code == 0, whole.output
+    assert "all 320 images of the training file" in whole.output
+    assert "this run trained on only some of them; --split run-train scores those" in whole.output
+    own = invoke("eval", best, "--split", "run-train", "--data-dir", data_dir)
+    assert own.exit_code == 0 and "the 64 training images this run trained on" in own.output
+    held = invoke("eval", best, "--split", "run-val", "--data-dir", data_dir, "--json")
+    report = strict_json(held.stdout)
+    assert report["images"] == 80 and report["scored"] == "the 80 held-out images this run validated on"
+    summary = json.loads(Path("runs/small/summary.json").read_text())
+    assert report["accuracy"] == summary["best"]["val_acc"]  # the very images training validated on
+    bad = invoke("eval", best, "--split", "validation")
+    assert bad.exit_code == 2 and "expected test, train, run-train, run-val" in bad.output
+
+
+def test_eval_on_another_dataset_says_so(fast, tmp_path):
+    from conftest import write_dataset
+
+    assert invoke("train", *fast, "--name", "digits").exit_code == 0
+    fashion = write_dataset(tmp_path / "fashion", folder="FashionMNIST")
+    result = invoke("eval", "runs/digits/best.pt", "--dataset", "fashion-mnist", "--data-dir", str(fashion))
+    assert result.exit_code == 0, result.output
+    assert "trained on mnist, not fashion-mnist: expect an accuracy near chance" in result.output
+    as_json = strict_json(invoke("eval", "runs/digits/best.pt", "--dataset", "fashion-mnist", "--data-dir",
+                                 str(fashion), "--json").stdout)
+    assert as_json["trained_on"] == "mnist" and as_json["notes"]
+
+
+def test_piped_train_output_keeps_every_column(fast):
+    result = subprocess.run([sys.executable, "-m", "mnistres", "train", *fast, "--name", "piped"],
+                            capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "COLUMNS"})
+    assert result.returncode == 0, result.stderr
+    header = next(line for line in result.stdout.splitlines() if "train_loss" in line and "┃" in line)
+    for column in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "img/s"):
+        assert column in header, header  # at 80 columns the lr column was cut
+    assert "(validation on the test set)" in result.stdout
+    assert "completed: val_acc " in result.stdout and " on the test set (best " in result.stdout
+
+
+def test_an_interrupted_run_says_how_to_go_on(fast):
+    from mnistres.callbacks import Callback
+    from mnistres.config import build
+    from mnistres.interrupts import Interrupted
+    from mnistres.trainer import train
+
+    class StopAt(Callback):
+        def __init__(self, epoch):
+            self.epoch = epoch
+
+        def on_epoch_begin(self, trainer, epoch):
+            if epoch == self.epoch:
+                raise KeyboardInterrupt
+
+    options = dict(zip(fast[::2], fast[1::2]))
+    config = build(None, {"data_dir": options["--data-dir"], "device": "cpu", "download": False, "epochs": 3,
+                          "threads": 1, "name": "early"}, ["width=8", "blocks=1", "precise_bn=64"])
+    with pytest.raises(Interrupted, match="no epoch had finished"):
+        train(config, extra_callbacks=[StopAt(1)])
+    again = invoke("train", *fast, "--name", "early")
+    assert again.exit_code == 2 and "already holds an interrupted run" in again.output
+    assert "before its first epoch ended, so there is nothing to resume: --overwrite starts it again" in again.output
+    assert "--resume" not in again.output
+    with pytest.raises(Interrupted, match=r"`mnistres train --resume runs/late` continues it"):
+        train(config.replace(name="late"), extra_callbacks=[StopAt(2)])
+    offer = invoke("train", *fast, "--name", "late")
+    assert "already holds an interrupted run" in offer.output and "mnistres train --resume runs/late" in offer.output
 
 
 def test_plugins_lists_every_builtin():

@@ -226,7 +226,7 @@ def test_eval_images_prints_per_class_results(trained, tmp_path):
     (folder / "3" / ".DS_Store").write_bytes(b"\x00")  # hidden files are not images, nor reported
     result = invoke("eval", str(trained), "--images", str(folder), "--per-class", "--confusion", "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert "(20 images): accuracy" in result.output and "skipped" in result.output and "scribble.txt" in result.output
+    assert "(20 usable images): accuracy" in result.output and "skipped" in result.output and "scribble.txt" in result.output
     assert "precision" in result.output  # the per-class table
     data = json.loads(invoke("eval", str(trained), "--images", str(folder), "--json").stdout)
     assert data["images"] == 20 and len(data["per_class"]) == CLASSES and len(data["skipped"]) == 1

@@ -34,4 +34,4 @@ def test_short_run_on_real_mnist_reaches_95_percent(real_data_dir):
     assert paper["digits"] == 50 and paper["clean_accuracy"] >= 0.9
     for kind in ("png", "jpg"):
         assert paper[kind]["same_as_clean"] >= 0.9 and not paper[kind]["errors"], paper[kind]
-    assert "(50 images): accuracy" in completed.stdout and "precision" in completed.stdout  # eval --images ran
+    assert "(50 usable images): accuracy" in completed.stdout and "precision" in completed.stdout  # eval --images ran

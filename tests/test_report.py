@@ -93,7 +93,7 @@ def test_unstable_diverged_and_target_observations(tmp_path):
     # Over its last 3 epochs lr=0.1 went 0.90 -> 0.96 -> 0.93: a 3-point fall; lr=0.01 only rose.
     assert ("Unstable validation accuracy: it fell by more than 0.50 points from one epoch to the next within the "
             "last 3 epochs (largest fall, mean over runs) for lr=0.1 (3.00 points).") in text
-    assert "1 run(s) diverged (loss became NaN or infinite): lr=0.1,seed=1 (epoch 2, step 7)" in text
+    assert "1 run diverged (loss became NaN or infinite): lr=0.1,seed=1 (epoch 2, step 7)" in text
     assert "Epochs to 99 % validation accuracy: lr=0.01: 2." in text
     assert "Never reached 99 % validation accuracy: lr=0.1 (in 4 epochs)" in text
     rows = results.result_rows(results.load_sweep(root))
@@ -105,6 +105,25 @@ def test_rising_accuracy_is_not_called_unstable(tmp_path):
     found = observations(tmp_path, {"0.01": [[0.5, 0.8, 0.97]], "0.1": [[0.5, 0.9, 0.95]]})
     assert found[1] == ("No variant's validation accuracy fell by more than 0.50 points from one epoch to the next "
                         "within the last 3 epochs (largest fall, mean over runs).")
+
+
+def test_one_epoch_one_point_and_validation_above_train_are_worded_right(tmp_path):
+    found = observations(tmp_path, {"0.01": [[0.95]], "0.1": [[0.96]]})
+    text = "\n".join(found)
+    assert "(in 1 epoch)" in text and "1 epochs" not in text
+    # make_run's train accuracy sits 0.2 points below validation: said as "above it by", not a negative gap
+    assert "(above it by up to 0.20 points)" in text and "-0.20" not in text
+    study = results.load_sweep(tmp_path / "s")
+    written = report.write([study], tmp_path / "r.md")
+    assert "1 variant ×" not in written.path.read_text() and "2 variants × seeds 0" in written.path.read_text()
+    assert "measured s/epoch" in written.path.read_text()
+
+
+def test_accuracy_curves_are_in_percent_like_the_tables(tmp_path):
+    variant = results.load_sweep(make_sweep(tmp_path / "s", "lr", {"0.1": 0.1}, {"0.1": [[0.9, 0.95]]})).variants[0]
+    epochs, mean, low, high = report._series(variant, "val_acc")
+    assert mean == pytest.approx([90.0, 95.0])
+    assert report._series(variant, "val_loss")[1] == pytest.approx([1.1, 0.55])
 
 
 def test_train_validation_gaps_and_ties(tmp_path):

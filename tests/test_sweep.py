@@ -67,6 +67,9 @@ def test_grid_values_keep_registry_options_together():
     ({"seed": ["1", "2"]}, 3, "--seeds cannot"),
     ({}, 1, "at least one axis"),
     ({"lr": ["0.1"]}, 0, "--seeds 0"),
+    ({"activation": ["relu", "RELU"]}, 1, "the same setting more than once (relu)"),
+    ({"optimizer": ["sgd", "SGD:momentum=0"]}, 1, "the same setting more than once"),
+    ({"callbacks": ["progress", "Progress:refresh_s=0.25"]}, 1, "the same setting more than once"),
 ])
 def test_bad_axes_are_refused_before_anything_runs(axes, seeds, fragment):
     with pytest.raises(MnistresError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
@@ -84,6 +87,8 @@ def test_bad_axes_are_refused_before_anything_runs(axes, seeds, fragment):
     (["batch_size", "64", "--train-size", "50"], "at most train_size"),
     (["lr", "0.1", "--devices", "cuda:0,cuda:1"], "not available"),
     (["lr", "0.1", "--jobs", "0"], "--jobs 0"),
+    (["lr", "0.1", "--seeds", "0"], "--seeds 0: expected at least 1"),  # before: ran one seed
+    (["activation", "relu", "RELU"], "lists the same setting more than once (relu)"),  # before: two "variants"
     (["lr", "0.1", "--data-dir", "nowhere"], "not found in nowhere"),
 ])
 def test_sweep_mistakes_get_one_line_and_exit_2(fast, args, fragment):
@@ -118,6 +123,7 @@ def test_two_values_two_seeds_then_rerun_trains_nothing(fast):
     for name in points:
         assert summary(root / name)["status"] == "completed"
         assert (root / "logs" / f"{name}.log").read_text().count("epoch ") >= 2
+    assert "Sweep of 4 points" in result.output
     config = yaml.safe_load((root / "lr=0.003,seed=1" / "config.yaml").read_text())
     assert (config["lr"], config["seed"], config["epochs"], config["width"]) == (0.003, 1, 2, 8)
     plan = yaml.safe_load((root / "sweep.yaml").read_text())
@@ -142,6 +148,16 @@ def test_two_values_two_seeds_then_rerun_trains_nothing(fast):
     assert again.exit_code == 0, again.output
     assert "4 already finished, kept" in again.output and "4 kept from an earlier run" in again.output
     assert stamps == {name: (root / name / "last.pt").stat().st_mtime_ns for name in points}
+
+
+def test_the_view_names_the_device_a_point_runs_on_not_auto(fast):
+    from mnistres import devices
+
+    on_auto = [a for i, a in enumerate(fast) if a != "--device" and fast[i - 1] != "--device"]
+    result = invoke("sweep", "lr", "0.01", *on_auto, "--no-report", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert f"started on {devices.resolve('auto')}" in result.output and "started on auto" not in result.output
+    assert "Sweep of 1 point into" in result.output and "1 point: 1 completed" in result.output
 
 
 def test_changed_shared_settings_are_refused_not_mixed(fast):
@@ -177,19 +193,67 @@ def test_failed_and_diverged_points_do_not_stop_the_sweep(fast):
     assert recorded["lr=1000000.0,batch_size=32,seed=0"]["status"] == "diverged"
     assert "2 completed" not in result.output and "1 completed, 1 diverged, 2 failed" in result.output
     report = (root / "report.md").read_text()
-    assert "1 run(s) diverged" in report and "lr=1000000.0,batch_size=32,seed=0 (epoch 1, step" in report
+    assert "1 run diverged" in report and "lr=1000000.0,batch_size=32,seed=0 (epoch 1, step" in report
     assert "Not finished: lr=1000000.0,batch_size=512,seed=0 (failed: batch_size=512 is larger" in report
 
 
-def test_parallel_jobs_split_threads_and_write_logs(fast):
+def test_parallel_jobs_write_logs_and_keep_the_sweeps_thread_count(fast):
     result = invoke("sweep", "activation", "relu", "tanh", "--jobs", "2", *fast, "--no-report")
     assert result.exit_code == 0, result.output
     root = Path("runs/activation-sweep")
     for name in ("activation=relu,seed=0", "activation=tanh,seed=0"):
         assert summary(root / name)["status"] == "completed"
         assert "epoch 2/2" in (root / "logs" / f"{name}.log").read_text()
-        threads = yaml.safe_load((root / name / "config.yaml").read_text())["threads"]
-        assert threads == 1  # --threads 1 shared by two jobs: never more threads than asked for
+        assert yaml.safe_load((root / name / "config.yaml").read_text())["threads"] == 1  # --threads 1, as given
+        assert summary(root / name)["numerics"]["threads"] == 1  # and what the run really used
+
+
+def _numbers(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s", "eval_seconds")} for row in rows]
+
+
+def test_a_points_numbers_do_not_depend_on_jobs(fast):
+    # Before, --jobs 2 gave each point a share of the threads, and a point's numbers changed with --jobs.
+    for jobs in ("1", "2"):
+        result = invoke("sweep", "lr", "0.01", "0.003", "--jobs", jobs, "--name", f"jobs{jobs}", *fast, "--no-report")
+        assert result.exit_code == 0, result.output
+    for point in ("lr=0.01,seed=0", "lr=0.003,seed=0"):
+        one, two = Path("runs/jobs1") / point, Path("runs/jobs2") / point
+        assert _numbers(one) == _numbers(two)
+        assert summary(one)["numerics"] == summary(two)["numerics"]
+
+
+def test_jobs_never_lower_a_points_thread_count(fast, monkeypatch):
+    from mnistres import devices
+
+    without_threads = [a for i, a in enumerate(fast) if a != "--threads" and fast[i - 1] != "--threads"]
+    cores = os.cpu_count() or 1
+    two = invoke("sweep", "lr", "0.01", "--jobs", "2", "--threads", "2", "--name", "two", *without_threads, "--no-report")
+    if cores >= 4:  # room for two points of two threads: each computes with the two threads asked for
+        assert two.exit_code == 0, two.output
+        assert summary(Path("runs/two/lr=0.01,seed=0"))["numerics"]["threads"] == 2
+    else:  # before: silently one thread each
+        assert two.exit_code == 2 and "would run 2 points with 2 CPU threads each" in two.output
+    if 2 * devices.default_threads() <= cores:
+        pytest.skip("torch's default thread count leaves room for two points here")
+    result = invoke("sweep", "lr", "0.01", "0.003", "--jobs", "2", *without_threads)
+    assert result.exit_code == 2 and "is not lowered to fit. Add --threads" in result.output
+    assert not Path("runs").exists()
+    changed = invoke("sweep", "lr", "0.01", *fast, "--no-report")
+    assert changed.exit_code == 0
+    again = invoke("sweep", "lr", "0.01", *without_threads, "--set", "threads=0", "--no-report")
+    assert again.exit_code == 2 and "other shared settings (threads: 1 -> 0)" in again.output
+
+
+def test_threads_zero_means_torchs_default_even_after_another_run_changed_it():
+    import torch
+
+    from mnistres import devices
+
+    devices.set_threads(1)
+    devices.set_threads(0)
+    assert torch.get_num_threads() == devices.default_threads()
 
 
 def test_a_sweep_into_a_folder_with_brackets_finishes_with_its_table_and_report(fast, tmp_path):
@@ -262,11 +326,11 @@ def _processes_mentioning(text: str) -> list[int]:
 
 @pytest.mark.parametrize("jobs, stop", [("1", signal.SIGINT), ("2", signal.SIGINT), ("2", signal.SIGTERM)])
 def test_ctrl_c_keeps_finished_points_and_the_rerun_does_the_rest(fast, tmp_path, jobs, stop):
-    # Two points: one epoch (done in a second) and twenty (still running when Ctrl-C or SIGTERM comes).
+    # Two points: one epoch (done in a second) and 60 (still running when Ctrl-C or SIGTERM comes).
     options = [a for i, a in enumerate(fast) if a != "--epochs" and fast[i - 1] != "--epochs"]
-    args = ["epochs", "1", "20", "--jobs", jobs, *options, "--no-report"]
+    args = ["epochs", "1", "60", "--jobs", jobs, *options, "--no-report"]
     root = tmp_path / "runs" / "epochs-sweep"
-    short, long = root / "epochs=1,seed=0", root / "epochs=20,seed=0"
+    short, long = root / "epochs=1,seed=0", root / "epochs=60,seed=0"
     process = _start(args, tmp_path)
     _wait_for(lambda: (short / "summary.json").is_file() and (long / "last.pt").is_file(), process)
     process.send_signal(stop)
@@ -279,7 +343,7 @@ def test_ctrl_c_keeps_finished_points_and_the_rerun_does_the_rest(fast, tmp_path
     assert summary(short)["status"] == "completed"
     assert summary(long)["status"] == "interrupted"
     recorded = {p["name"]: p["status"] for p in yaml.safe_load((root / "sweep.yaml").read_text())["points"]}
-    assert recorded == {"epochs=1,seed=0": "completed", "epochs=20,seed=0": "interrupted"}
+    assert recorded == {"epochs=1,seed=0": "completed", "epochs=60,seed=0": "interrupted"}
     stamp = (short / "last.pt").stat().st_mtime_ns
     first_epoch = (long / "metrics.jsonl").read_text().splitlines()[0]
 
@@ -287,7 +351,7 @@ def test_ctrl_c_keeps_finished_points_and_the_rerun_does_the_rest(fast, tmp_path
                            text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "1 already finished, kept" in again.stdout
-    assert summary(long)["status"] == "completed" and summary(long)["epochs_completed"] == 20
+    assert summary(long)["status"] == "completed" and summary(long)["epochs_completed"] == 60
     assert (short / "last.pt").stat().st_mtime_ns == stamp
     # The interrupted point was resumed, not redone: its first epoch (timings included) is the same line.
     assert (long / "metrics.jsonl").read_text().splitlines()[0] == first_epoch

@@ -110,3 +110,21 @@ def test_bf16_autocast_path_runs_on_cpu(data_dir, tmp_path):
     result = train(config(data_dir, tmp_path, amp="bf16", channels_last=False), console=quiet(tmp_path))
     assert result.status == "completed"
     assert all(0.0 <= row["val_acc"] <= 1.0 for row in result.history)
+
+
+def test_the_progress_bar_says_when_it_evaluates(data_dir, tmp_path):
+    # In a terminal the bar is full when the epoch's steps are done; what follows is the evaluation.
+    import io
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=160)
+    result = train(config(data_dir, tmp_path, callbacks=("progress",)), console=console)
+    assert result.status == "completed"
+    assert "evaluating on 160 test images..." in screen.getvalue()
+
+
+def test_summary_records_what_the_numbers_depend_on(data_dir, tmp_path):
+    result = train(config(data_dir, tmp_path), console=quiet(tmp_path))
+    numerics = json.loads((result.run_dir / "summary.json").read_text())["numerics"]
+    assert numerics["device"] == "cpu" and numerics["threads"] == 1 and numerics["precision"] == "float32"
+    assert numerics["torch"] == torch.__version__ and numerics["cpu_capability"]
