@@ -60,15 +60,18 @@ def _tidy(command: Any) -> Any:
 
 
 def _tidy_param(param: Any) -> None:
-    if not hasattr(param, "display_type_rich"):
-        return
+    if getattr(param, "default", 0) is None:
+        param.show_default = False  # "not given" is not a default to show (older Typer writes [default: None])
     if getattr(param, "param_type_name", "") == "argument":
         name = param.metavar or (param.name or "").upper()
         shown = name if param.required else f"[{name}]"
         shown += "..." if param.nargs != 1 else ""
         param.get_usage_pieces = lambda ctx: [shown]
-        param.display_type_rich = lambda ctx: None
-        param.metavar = name  # in the arguments panel too, without Typer's "..." added to it
+        if hasattr(param, "display_type_rich"):
+            param.display_type_rich = lambda ctx: None
+            param.metavar = name  # in the arguments panel too, without Typer's "..." added to it
+    elif not hasattr(param, "display_type_rich"):
+        return
     elif getattr(param, "is_flag", False) or getattr(param, "count", False):
         param.display_type_rich = lambda ctx: None
     elif param.metavar is not None:

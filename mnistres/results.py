@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from mnistres.errors import ConfigError
-from mnistres.values import echo
+from mnistres.values import echo, text
 
 TARGET_ACC = 0.99  # "epochs to 99 %"
 # Keys that say how or where a run was executed, not what was run: they never make two
@@ -199,13 +199,16 @@ def _config_problem(config: Any) -> str:
     return ""
 
 
+def _checked(path: Path, document: Any, problem: str, what: str) -> Any:
+    if problem:
+        raise ConfigError(f"{path}: {problem}; it is not {what} mnistres wrote")
+    return document
+
+
 def read_summary(path: Path) -> dict[str, Any]:
     """A run's summary.json, checked."""
     summary = read_json(path)
-    problem = _summary_problem(summary)
-    if problem:
-        raise ConfigError(f"{path}: {problem}; it is not a summary mnistres wrote")
-    return summary
+    return _checked(path, summary, _summary_problem(summary), "a summary")
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -213,10 +216,7 @@ def read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     config = read_yaml(path)
-    problem = _config_problem(config)
-    if problem:
-        raise ConfigError(f"{path}: {problem}; it is not a config mnistres wrote")
-    return config
+    return _checked(path, config, _config_problem(config), "a config")
 
 
 def load_run(path: Path) -> Run:
@@ -265,10 +265,7 @@ def read_sweep(path: Path) -> dict[str, Any]:
     """A sweep directory's sweep.yaml, checked: every point names a folder inside the sweep."""
     record_path = path / "sweep.yaml"
     plan = read_yaml(record_path)
-    problem = _sweep_problem(plan)
-    if problem:
-        raise ConfigError(f"{record_path}: {problem}; it is not a sweep file mnistres wrote")
-    return plan
+    return _checked(record_path, plan, _sweep_problem(plan), "a sweep file")
 
 
 def _sweep_problem(plan: Any) -> str:
@@ -319,15 +316,7 @@ def _hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def format_value(value: Any) -> str:
-    """A config value as a user would type it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "none"
-    if isinstance(value, (list, tuple)):
-        return ",".join(format_value(item) for item in value)
-    return repr(value) if isinstance(value, float) else str(value)
+format_value = text  # a config value as a user would type it (values.text owns the rule)
 
 
 # --- numbers per variant ------------------------------------------------------------------

@@ -12,6 +12,7 @@ or its own device.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import signal
 import subprocess
@@ -28,12 +29,14 @@ from mnistres.errors import ConfigError, MnistresError, WriteError
 from mnistres.interrupts import Interrupted, deferred, shielded, sigterm_as_interrupt
 from mnistres.registry import requested
 from mnistres.results import EXECUTION_KEYS, format_value, read_config, read_summary, read_sweep
+from mnistres.values import echo
 
 SWEEP_FILE = "sweep.yaml"
 SWEEP_KEYS = ("axes", "seeds")  # keys of a sweep YAML file that are not RunConfig keys
 NOT_AXES = ("name", "out_dir")  # where runs go is decided by the sweep
 FINISHED = ("completed", "diverged")  # a point with one of these is a result and is not run again
 POLL_S = 0.5  # how often the parallel runner looks at its children
+MAX_SEEDS, MAX_POINTS, MAX_JOBS = 1000, 10_000, 1024  # beyond these a sweep is a mistake, not a study
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,8 @@ def load_file(path: str | Path) -> tuple[dict[str, Any], dict[str, list[Any]], O
     seeds = data.pop("seeds", None)
     if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
         raise ConfigError(f"{path}: axes must map each key to a non-empty list of values, e.g. axes: {{lr: [0.1, 0.01]}}")
-    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
-        raise ConfigError(f"{path}: seeds must be a whole number of at least 1, got {seeds!r}")
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS):
+        raise ConfigError(f"{path}: seeds must be a whole number from 1 to {MAX_SEEDS}, got {echo(seeds)}")
     return data, {str(k): list(v) for k, v in axes.items()}, seeds
 
 
@@ -97,8 +100,11 @@ def make_plan(base: RunConfig, axes: Mapping[str, Sequence[Any]], seeds: int = 1
         typed[key] = coerced
     if not typed:
         raise ConfigError("a sweep needs at least one axis: mnistres sweep PARAM VALUE... (or axes: in --config)")
-    if seeds < 1:
-        raise ConfigError(f"--seeds {seeds}: expected at least 1")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"--seeds {seeds}: expected 1 to {MAX_SEEDS}")
+    count = math.prod(len(v) for v in typed.values()) * (seeds if "seed" not in typed else 1)
+    if count > MAX_POINTS:
+        raise ConfigError(f"this sweep has {count:,} points; at most {MAX_POINTS:,} run in one sweep")
     if "seed" in typed and seeds > 1:
         raise ConfigError("seed is an axis of this sweep; --seeds cannot add more seeds on top")
     seed_list = [base.seed + i for i in range(seeds)] if "seed" not in typed else []
@@ -342,8 +348,8 @@ def choose_jobs(jobs: Optional[int], devices: Sequence[str], plan: Plan) -> int:
     times slower)."""
     from mnistres import devices as devices_module
 
-    if jobs is not None and jobs < 1:
-        raise ConfigError(f"--jobs {jobs}: expected at least 1")
+    if jobs is not None and not 1 <= jobs <= MAX_JOBS:
+        raise ConfigError(f"--jobs {jobs}: expected 1 to {MAX_JOBS}")
     if devices:
         return max(jobs or 1, len(devices))
     cores = os.cpu_count() or 1
