@@ -38,8 +38,8 @@ from rich.console import Console
 from rich.table import Table
 
 import mnistres
-from mnistres import config as config_module, data as data_module, evaluate, model as model_module
-from mnistres.callbacks import Callback
+from mnistres import config as config_module, data as data_module, metrics, model as model_module
+from mnistres.api import Callback
 from mnistres.trainer import train
 
 BASELINE_LR = 0.001  # the report's (and mnistres's default) Adam learning rate
@@ -78,7 +78,7 @@ def tutorial_train(train_set: Any, images: int, batch_size: int, seed: int) -> f
     torch.manual_seed(seed)
     subset = torch.utils.data.Subset(train_set, torch.randperm(len(train_set))[:images].tolist())
     loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=True)
-    model = model_module.build("relu", 64, 3)
+    model = model_module.from_config(config_module.RunConfig())
     optimizer = torch.optim.Adam(model.parameters(), lr=BASELINE_LR)
     model.train()
     running_loss, correct, seen = 0.0, 0, 0
@@ -98,7 +98,7 @@ def tutorial_train(train_set: Any, images: int, batch_size: int, seed: int) -> f
 def tutorial_eval(test_set: Any) -> float:
     """Images/s of the tutorial's test loop over the whole test set."""
     loader = torch.utils.data.DataLoader(test_set, batch_size=BASELINE_EVAL_BATCH)
-    model = model_module.build("relu", 64, 3)
+    model = model_module.from_config(config_module.RunConfig())
     model.eval()
     test_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
@@ -138,16 +138,16 @@ EVAL_ABLATIONS = {"mnistres, eval batches of 1,000": 1000}
 
 
 def mnistres_eval(data_dir: Path, batch_size: int | None = None) -> float:
-    """Images/s of `mnistres`'s evaluation (the trainer's `evaluate.measure`, its batch size
+    """Images/s of `mnistres`'s evaluation (the trainer's `metrics.measure`, its batch size
     unless `batch_size`) on the test set, its tensors already on the device as during training."""
     images, labels = data_module.load_split("mnist", data_dir, "test", download=False)
     split = data_module.Split(images, labels)
     mean, std = data_module.NORMALISATION["mnist"]
-    model = model_module.build("relu", 64, 3).to(memory_format=torch.channels_last)
-    batches = data_module.Batches(split, batch_size or evaluate.eval_batch_size(images.device), mean=mean, std=std,
+    model = model_module.from_config(config_module.RunConfig()).to(memory_format=torch.channels_last)
+    batches = data_module.Batches(split, batch_size or metrics.eval_batch_size(images.device), mean=mean, std=std,
                                   channels_last=True)
     start = time.perf_counter()
-    evaluate.measure(model, batches)
+    metrics.measure(model, batches)
     return len(split) / (time.perf_counter() - start)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mnistres.callbacks import Callback
+from mnistres.api import Callback
 from mnistres.registry import activations, callbacks
 
 

@@ -1,4 +1,5 @@
-"""Write-then-rename, so a crash or Ctrl-C never leaves a torn file behind.
+"""Writing to disk: write-then-rename, so a crash or Ctrl-C never leaves a torn file behind, and
+`check_place`, which asks before any heavy work whether a folder can be made and written.
 
 The temporary file lives in the target's folder (a rename is only atomic within one
 filesystem) and is removed if writing fails, so the previous version stays intact. A failure
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from mnistres.errors import WriteError
+from mnistres.errors import WriteError, reason
 
 
 def _file_mode() -> int:
@@ -32,6 +33,8 @@ _MODE = _file_mode()
 
 
 TEMP_TAG = ".tmp"  # every temporary name is .<target>.<random><TEMP_TAG>[suffix]
+DEFAULT_NAME_MAX = 255  # bytes per file name, where the filesystem does not say
+TEMP_MARGIN = 30  # a temporary file adds a dot, 8 random characters and ".tmp" (and ".yaml") to a name
 
 
 @contextmanager
@@ -45,7 +48,7 @@ def replacing(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             raise IsADirectoryError(21, "it is a folder")
         handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_TAG + suffix, dir=target.parent)
     except OSError as error:
-        raise WriteError(f"cannot write {target}: {error.strerror or error}") from None
+        raise WriteError(f"cannot write {target}: {reason(error)}") from None
     os.close(handle)
     temp = Path(temp_name)
     try:
@@ -56,7 +59,7 @@ def replacing(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         os.replace(temp, target)
     except OSError as error:
         temp.unlink(missing_ok=True)
-        raise WriteError(f"cannot write {target}: {error.strerror or error}") from error
+        raise WriteError(f"cannot write {target}: {reason(error)}") from error
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -101,3 +104,50 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(item) for item in value]
     return value
+
+
+# --- places ------------------------------------------------------------------------------------
+
+
+def check_place(folder: Path, what: str = "run directory") -> None:
+    """Can `folder` be created (or used) and written in? Checked before anything heavy runs.
+
+    The nearest existing ancestor must be a folder this process can create files in (probed by
+    creating and removing one), and each folder still to be made must have a name the
+    filesystem accepts.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not _exists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if _exists(existing) and not existing.is_dir():
+        where = f"{existing} is a file" if existing == folder else f"{existing} (on the way to it) is a file"
+        raise WriteError(f"cannot use {what} {folder}: {where}, not a folder")
+    limit = name_max(existing)
+    for part in folder.relative_to(existing).parts if existing != folder else ():
+        if len(os.fsencode(part)) + TEMP_MARGIN > limit:
+            raise WriteError(f"cannot use {what} {folder}: the name {part[:40]}... is {len(os.fsencode(part))} bytes; "
+                             f"this filesystem allows {limit} per name (with room for temporary files: "
+                             f"{limit - TEMP_MARGIN})")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".mnistres-probe-", dir=existing)
+    except OSError as error:
+        raise WriteError(f"cannot write in {existing} (for {what} {folder}): {reason(error)}") from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+def _exists(path: Path) -> bool:
+    """Path.exists(), but a name too long for the filesystem simply does not exist (yet)."""
+    try:
+        os.stat(path)
+    except OSError:
+        return False
+    return True
+
+
+def name_max(folder: Path) -> int:
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or the filesystem will not say
+        return DEFAULT_NAME_MAX

@@ -1,50 +1,23 @@
-"""Callbacks: code that runs at fixed points of training, and the built-in ones.
+"""The built-in callbacks: per-class accuracy, early stopping and the progress display.
 
-A callback subclasses `Callback` and overrides the hooks it needs. Each hook gets the
-`Trainer` (model, optimizer, config, console, current epoch and step...). `on_epoch_end`
-receives the epoch's log dict and may add keys to it: they land in `metrics.jsonl`.
-Setting `trainer.stop_reason` to a sentence ends training after the current epoch.
-
-Callbacks are registered like every other entry; the factory is usually the class:
-
-    @callbacks.register("my_logger", help="...", options={"every": 10})
-    class MyLogger(Callback):
-        def __init__(self, *, every): ...
+They register exactly as a plugin's callbacks do, and see the trainer only through the public
+API in `mnistres.api` (`Callback`, `TrainerState`), like any plugin's.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from mnistres.api import Callback, TrainerState
 from mnistres.registry import Option, callbacks
+
+__all__ = ["Callback", "EarlyStopping", "PerClassAccuracy", "Progress", "epoch_line"]  # Callback: for older plugins
 
 # What early stopping can watch: the metrics every epoch logs (keys a plugin callback adds are not
 # known before the first epoch, and a typo must not cost one).
 MONITORABLE = ("val_acc", "val_loss", "train_acc", "train_loss", *(f"val_acc_class_{c}" for c in range(10)))
-
-if TYPE_CHECKING:  # the trainer imports torch; callbacks themselves need not
-    from mnistres.trainer import Trainer
-
-
-class Callback:
-    """Base class: every hook is a no-op."""
-
-    def on_train_begin(self, trainer: "Trainer") -> None: ...
-
-    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None: ...
-
-    def on_batch_end(self, trainer: "Trainer", step: int) -> None:
-        """After each optimizer step; `step` counts from 1 within the epoch.
-
-        Per-batch values (`trainer.batch_loss`, running sums) are device tensors: reading
-        them (`.item()`) waits for the device, so do it rarely.
-        """
-
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, Any]) -> None: ...
-
-    def on_train_end(self, trainer: "Trainer", status: str) -> None: ...
 
 
 @callbacks.register(
@@ -52,8 +25,8 @@ class Callback:
     help="adds val_acc_class_0..9 (validation accuracy of each class) to every epoch's log",
 )
 class PerClassAccuracy(Callback):
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, Any]) -> None:
-        from mnistres.evaluate import class_metrics
+    def on_epoch_end(self, trainer: TrainerState, epoch: int, logs: dict[str, Any]) -> None:
+        from mnistres.metrics import class_metrics
 
         for row in class_metrics(trainer.val_confusion):
             logs[f"val_acc_class_{row['class']}"] = row["accuracy"]
@@ -73,7 +46,7 @@ class EarlyStopping(Callback):
         self.best: float | None = None
         self.waited = 0
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: TrainerState, epoch: int, logs: dict[str, Any]) -> None:
         from mnistres.errors import ConfigError
 
         if self.monitor not in logs:
@@ -110,7 +83,7 @@ class Progress(Callback):
         self._last = 0.0
         self._started = 0.0
 
-    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+    def on_epoch_begin(self, trainer: TrainerState, epoch: int) -> None:
         console = trainer.console
         if not console.is_terminal:
             return
@@ -131,7 +104,7 @@ class Progress(Callback):
         )
         self._started = self._last = time.perf_counter()
 
-    def on_batch_end(self, trainer: "Trainer", step: int) -> None:
+    def on_batch_end(self, trainer: TrainerState, step: int) -> None:
         if self._bar is None:
             return
         now = time.perf_counter()
@@ -148,13 +121,13 @@ class Progress(Callback):
         if step == trainer.steps_per_epoch:
             self._bar.refresh()
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: TrainerState, epoch: int, logs: dict[str, Any]) -> None:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
         trainer.console.print(epoch_line(logs, trainer.config.epochs), highlight=False, soft_wrap=True)
 
-    def on_train_end(self, trainer: "Trainer", status: str) -> None:
+    def on_train_end(self, trainer: TrainerState, status: str) -> None:
         if self._bar is not None:  # interrupted or diverged mid-epoch
             self._bar.stop()
             self._bar = None

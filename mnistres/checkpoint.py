@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from mnistres import atomic
+from mnistres import atomic, rundir
 from mnistres.errors import CheckpointError
 from mnistres.values import echo
 
@@ -43,7 +43,8 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
-        hint = " (did you mean best.pt or last.pt inside it?)" if (path / "best.pt").exists() else ""
+        hint = (f" (did you mean {rundir.BEST} or {rundir.LAST} inside it?)"
+                if (path / rundir.BEST).exists() else "")
         raise CheckpointError(f"{path} is a folder, not a checkpoint file{hint}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty")

@@ -7,8 +7,11 @@ on stderr and exit code 2, in `_Group.invoke`, the one place that does it.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, List, Optional
 
@@ -18,6 +21,7 @@ from typer.core import TyperGroup
 from mnistres import __version__
 from mnistres import config as config_module
 from mnistres.errors import MnistresError
+from mnistres.values import text
 from mnistres.wording import plural
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
@@ -115,10 +119,10 @@ class _Group(TyperGroup):
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
-def _error_line(text: str) -> None:
+def _error_line(line: str) -> None:
     from mnistres.display import console
 
-    console(stderr=True).print(text, style="red", highlight=False, soft_wrap=True)
+    console(stderr=True).print(line, style="red", highlight=False, soft_wrap=True)
 
 
 app = typer.Typer(
@@ -153,7 +157,7 @@ def _default(key: str) -> str:
     """" \\[default: 10]": a RunConfig default, written into the help text (options whose Python default
     is None, so that an option not given can be told from one given, show no default of their own)."""
     value = getattr(config_module.RunConfig, key)
-    return f" \\[default: {'true' if value is True else 'false' if value is False else value}]"
+    return f" \\[default: {text(value)}]"
 
 
 # Options shared by several commands. Every option names what it takes (INT, PATH, NAME[:OPTS], ...).
@@ -181,7 +185,7 @@ CallbackOpt = Annotated[Optional[List[str]], typer.Option(
     help="Add a callback to the run's list; repeatable (see `mnistres plugins`).")]
 
 
-# The run options of `train`, which `sweep` applies to every point.
+# The run options: declared once, here, and given to `train` and `sweep` by `with_run_options`.
 EpochsOpt = Annotated[Optional[str], typer.Option(metavar="INT", help="Passes over the training set." + _default("epochs"))]
 BatchSizeOpt = Annotated[Optional[str], typer.Option(metavar="INT", help="Images per step." + _default("batch_size"))]
 LrOpt = Annotated[Optional[str], typer.Option(metavar="FLOAT", help="Learning rate." + _default("lr"))]
@@ -192,6 +196,7 @@ OptimizerOpt = Annotated[Optional[str], typer.Option(
 ScheduleOpt = Annotated[Optional[str], typer.Option(
     metavar="NAME[:KEY=VALUE,...]", help="Learning-rate schedule and its options." + _default("schedule"))]
 SeedOpt = Annotated[Optional[str], typer.Option(metavar="INT", help="Random seed." + _default("seed"))]
+NameOpt = Annotated[Optional[str], typer.Option(metavar="NAME", help="Run directory name. \\[default: from the settings and the time]")]
 OutDirOpt = Annotated[Optional[str], typer.Option(
     metavar="PATH", help="Parent folder of run directories." + _default("out_dir"))]
 TrainSizeOpt = Annotated[Optional[str], typer.Option(
@@ -211,59 +216,91 @@ def _use_plugins(plugins: Optional[List[str]]) -> None:
         request(plugins)
 
 
-RUN_OPTION_KEYS = ("epochs", "batch_size", "lr", "activation", "optimizer", "schedule", "device", "seed", "data_dir",
-                   "dataset", "out_dir", "name", "train_size", "val_split", "threads", "download")
+# RunConfig key -> its option, in the order help lists them.
+RUN_OPTIONS: dict[str, Any] = {
+    "epochs": EpochsOpt, "batch_size": BatchSizeOpt, "lr": LrOpt, "activation": ActivationOpt,
+    "optimizer": OptimizerOpt, "schedule": ScheduleOpt, "device": DeviceOpt, "seed": SeedOpt, "data_dir": DataDirOpt,
+    "dataset": DatasetOpt, "out_dir": OutDirOpt, "name": NameOpt, "train_size": TrainSizeOpt,
+    "val_split": ValSplitOpt, "threads": ThreadsOpt, "download": DownloadOpt,
+}
 
 
-def _run_options(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The run options among a command's arguments, as RunConfig keys (paths as text; None: not given)."""
-    return {key: _text(arguments[key]) if isinstance(arguments[key], Path) else arguments[key]
-            for key in RUN_OPTION_KEYS}
+# The options that add layers of their own (config.layered): a preset, callbacks, --set pairs.
+LAYER_OPTIONS: dict[str, Any] = {"callback": CallbackOpt, "preset": PresetOpt, "sets": SetOpt}
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What a command line says about its runs' settings, as the layers `config.layered` takes."""
+
+    options: dict[str, Any]  # RunConfig key -> its option's value (None: not given)
+    callbacks: list[str]  # --callback specs, added to the run's list
+    preset: Optional[str]  # --preset
+    sets: list[str]  # --set key=value pairs
+
+
+def with_run_options(after: str, **own: Any) -> Any:
+    """Give a command the run options (RUN_OPTIONS, listed after its parameter `after`) and the layer
+    options (LAYER_OPTIONS, listed before --plugin); `own` replaces an option's declaration where the
+    command means something else by it (sweep's --name names the sweep). The command receives them
+    together as `run`, a RunRequest.
+
+    Adding a run option is one line in RUN_OPTIONS (and its RunConfig field).
+    """
+    def decorate(command: Any) -> Any:
+        signature = inspect.signature(command, eval_str=True)
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+                  for p in signature.parameters.values() if p.name != "run"]
+        names = [p.name for p in params]
+
+        def declared(table: dict[str, Any]) -> list[inspect.Parameter]:
+            return [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=own.get(key, option))
+                    for key, option in table.items()]
+
+        at, before = names.index(after) + 1, names.index("plugin")
+        params = params[:at] + declared(RUN_OPTIONS) + params[at:before] + declared(LAYER_OPTIONS) + params[before:]
+
+        @functools.wraps(command)
+        def with_options(**arguments: Any) -> Any:
+            run = RunRequest({key: arguments.pop(key) for key in RUN_OPTIONS}, arguments.pop("callback") or [],
+                             arguments.pop("preset"), arguments.pop("sets") or [])
+            return command(**arguments, run=run)
+
+        del with_options.__wrapped__  # Typer reads the signature below, not the command's own
+        with_options.__signature__ = signature.replace(parameters=params)
+        with_options.__annotations__ = {p.name: p.annotation for p in params}
+        return with_options
+
+    return decorate
 
 
 @app.command()
+@with_run_options(after="config_file")
 def train(
     config_file: ConfigOpt = None,
-    epochs: EpochsOpt = None,
-    batch_size: BatchSizeOpt = None,
-    lr: LrOpt = None,
-    activation: ActivationOpt = None,
-    optimizer: OptimizerOpt = None,
-    schedule: ScheduleOpt = None,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
-    data_dir: DataDirOpt = None,
-    dataset: DatasetOpt = None,
-    out_dir: OutDirOpt = None,
-    name: Annotated[Optional[str], typer.Option(
-        metavar="NAME", help="Run directory name. \\[default: from the settings and the time]")] = None,
-    train_size: TrainSizeOpt = None,
-    val_split: ValSplitOpt = None,
-    threads: ThreadsOpt = None,
-    download: DownloadOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in the run directory.")] = False,
     resume: Annotated[Optional[Path], typer.Option(
         "--resume", metavar="RUN_DIR", help="Continue the interrupted run in this run directory, with its own "
                                             "settings (only --device, --threads, --data-dir, --download may change).")] = None,
-    callback: CallbackOpt = None,
-    preset: PresetOpt = None,
-    sets: SetOpt = None,
     plugin: PluginOpt = None,
+    *,
+    run: RunRequest,  # the run and layer options, filled in by with_run_options
 ) -> None:
     """Train one run; everything it produces goes to OUT_DIR/NAME/."""
     _use_plugins(plugin)
-    options = _run_options(locals())
     if resume is None:
-        run_config = config_module.build(config_file, options, sets or [], callbacks=callback or [], preset=preset)
-    elif config_file or sets or callback or overwrite or preset:
-        raise MnistresError("--resume continues a run with its own settings: leave out --config, --preset, --set, "
-                            "--callback and --overwrite")
+        run_config = config_module.build(config_file, run.options, run.sets, callbacks=run.callbacks, preset=run.preset)
+    else:
+        from mnistres.trainer import resume_config
+
+        given = {"--config": config_file, "--preset": run.preset, "--set": run.sets, "--callback": run.callbacks,
+                 "--overwrite": overwrite}
+        run_config = resume_config(resume, other_options=[flag for flag, value in given.items() if value],
+                                   **run.options)
 
     from mnistres import display
-    from mnistres.trainer import resume_config, train as run_training
+    from mnistres.trainer import train as run_training
 
-    if resume is not None:
-        run_config = resume_config(resume, **options)
     console = display.console(wide=True)
     result = run_training(run_config, console=console, overwrite=overwrite, resume=resume is not None)
     if result.history:
@@ -289,6 +326,12 @@ def train(
 
 
 @app.command()
+@with_run_options(
+    after="config_file",
+    seed=Annotated[Optional[str], typer.Option(metavar="INT", help="First seed." + _default("seed"))],
+    name=Annotated[Optional[str], typer.Option(
+        metavar="NAME", help="Sweep directory name. \\[default: the axes, e.g. lr-sweep]")],
+)
 def sweep(
     param: Annotated[Optional[str], typer.Argument(
         help="RunConfig key to vary: lr, activation, optimizer, batch_size, schedule, ...", metavar="PARAM",
@@ -309,27 +352,9 @@ def sweep(
     config_file: Annotated[Optional[Path], typer.Option(
         "--config", "-c", metavar="FILE",
         help="YAML of RunConfig keys, plus optional 'axes:' (each key with a list of values) and 'seeds:' N.")] = None,
-    epochs: EpochsOpt = None,
-    batch_size: BatchSizeOpt = None,
-    lr: LrOpt = None,
-    activation: ActivationOpt = None,
-    optimizer: OptimizerOpt = None,
-    schedule: ScheduleOpt = None,
-    device: DeviceOpt = None,
-    seed: Annotated[Optional[str], typer.Option(metavar="INT", help="First seed." + _default("seed"))] = None,
-    data_dir: DataDirOpt = None,
-    dataset: DatasetOpt = None,
-    out_dir: OutDirOpt = None,
-    name: Annotated[Optional[str], typer.Option(
-        metavar="NAME", help="Sweep directory name. \\[default: the axes, e.g. lr-sweep]")] = None,
-    train_size: TrainSizeOpt = None,
-    val_split: ValSplitOpt = None,
-    threads: ThreadsOpt = None,
-    download: DownloadOpt = None,
-    callback: CallbackOpt = None,
-    preset: PresetOpt = None,
-    sets: SetOpt = None,
     plugin: PluginOpt = None,
+    *,
+    run: RunRequest,  # the run and layer options, filled in by with_run_options
 ) -> None:
     """Train one run per value (and per combination with --grid, and per seed), then compare them.
 
@@ -342,13 +367,12 @@ def sweep(
 
     if param is not None and not values:
         raise MnistresError(f"give the values to try: mnistres sweep {param} VALUE [VALUE...]")
-    options = _run_options(locals())
     command_axes = ([(param, values or [])] if param is not None else []) + [sweep_module.parse_grid(g) for g in grid or []]
-    plan = sweep_module.plan_from(config_file, command_axes, options, sets or [], seeds, callbacks=callback or [],
-                                  preset=preset)  # --seeds 0 is refused there, not taken for "not given"
+    plan = sweep_module.plan_from(config_file, command_axes, run.options, run.sets, seeds, callbacks=run.callbacks,
+                                  preset=run.preset)  # --seeds 0 is refused there, not taken for "not given"
     device_list = [d.strip() for d in devices.split(",") if d.strip()] if devices else []
 
-    from mnistres import display, results
+    from mnistres import display, results, rundir
 
     console = display.console(wide=True)
     outcome = sweep_module.run(plan, jobs=jobs, devices=device_list, console=console, overwrite=overwrite)
@@ -365,7 +389,7 @@ def sweep(
     if not no_report and study.runs:
         from mnistres import report as report_module
 
-        written = report_module.write([study], plan.directory / "report.md")
+        written = report_module.write([study], plan.directory / rundir.REPORT)
         console.print(f"Report: {written.path} ({len(written.figures)} figures beside it)", markup=False, highlight=False)
     if outcome.count("failed"):
         raise typer.Exit(1)
@@ -434,10 +458,7 @@ def eval_command(
         result = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=data_dir, split=split,
                                      device=device, batch_size=batch_size, download=download, threads=threads)
     if as_json:
-        from mnistres.atomic import to_json
-
-        sys.stdout.write(to_json(result) + "\n")
-        return
+        return _print_json(result)
     console = display.console()
     warnings = display.console(stderr=True)
     for skipped in result.get("skipped", []):
@@ -484,9 +505,7 @@ def predict(
     result = run_prediction(checkpoint, inputs, preprocess=not no_preprocess, device=device, threads=threads, top=top)
     failed = sum(1 for row in result["predictions"] if "error" in row)
     if as_json:
-        from mnistres.atomic import to_json
-
-        sys.stdout.write(to_json(result) + "\n")
+        _print_json(result)
     else:
         console = display.console(wide=True)
         console.print(display.predictions_table(result["predictions"],
@@ -514,10 +533,7 @@ def export_command(
 
     result = export(checkpoint, output, data_dir=data_dir)
     if as_json:
-        from mnistres.atomic import to_json
-
-        sys.stdout.write(to_json(result) + "\n")
-        return
+        return _print_json(result)
     from mnistres import display
 
     console = display.console()
@@ -544,8 +560,9 @@ def summary(
     run_config = config_module.build(config_file, {"activation": activation, "device": device}, sets or [])
 
     from mnistres import devices, display, model
+    from mnistres.resolve import resolve
 
-    network = model.build(run_config.activation, run_config.width, run_config.blocks)
+    network = model.from_config(resolve(run_config))
     network.to(devices.resolve(run_config.device))
     rows, totals = model.summary_rows(network)
     title = (f"ResNet: width {run_config.width}, {run_config.blocks} residual blocks, "
@@ -564,10 +581,7 @@ def plugins(
 
     listing = {kind: reg.entries() for kind, reg in registry.REGISTRIES.items()}
     if as_json:
-        from mnistres.atomic import to_json
-
-        sys.stdout.write(to_json(registry.describe()) + "\n")
-        return
+        return _print_json(registry.describe())
     console = display.console(wide=True)
     for kind, entries in listing.items():
         console.print(display.registry_table(kind, entries))
@@ -577,8 +591,11 @@ def plugins(
                       soft_wrap=True)
 
 
-def _text(path: Optional[Path]) -> Optional[str]:
-    return None if path is None else str(path)
+def _print_json(result: Any) -> None:
+    """--json: one JSON object on stdout and nothing else (NaN as null, like every file mnistres writes)."""
+    from mnistres.atomic import to_json
+
+    sys.stdout.write(to_json(result) + "\n")
 
 
 def main() -> None:

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Tuple
 
-from mnistres import values
+from mnistres import rundir, values
 from mnistres.errors import ConfigError
+from mnistres.registry import normalise
 
 DATASETS = ("mnist", "fashion-mnist")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -79,8 +79,12 @@ _TYPES = typing.get_type_hints(RunConfig)
 
 def from_dict(data: Mapping[str, Any], *, origin: str = "config") -> RunConfig:
     """Coerce and validate `data` (unknown keys rejected) into a RunConfig."""
-    clean = {check_key(key, origin): value for key, value in data.items()}
-    coerced = {key: coerce(key, value) for key, value in clean.items()}
+    return _make({check_key(key, origin): value for key, value in data.items()})
+
+
+def _make(checked: Mapping[str, Any]) -> RunConfig:
+    """A RunConfig from values whose keys are already checked: each value typed, then the whole validated."""
+    coerced = {key: coerce(key, value) for key, value in checked.items()}
     if "dataset" in coerced:  # accept Fashion-MNIST, fashion_mnist, ...
         coerced["dataset"] = coerced["dataset"].lower().replace("_", "-")
     config = RunConfig(**coerced)
@@ -124,12 +128,12 @@ def layered(file_data: Mapping[str, Any], origin: str, options: Mapping[str, Any
             listed = split_specs(merged.get("callbacks", list(DEFAULT_CALLBACKS)))
         except values.ValueProblem as problem:
             raise ConfigError(f"callbacks: {problem}") from None
-        names = {_spec_name(spec) for spec in added}
-        merged["callbacks"] = [spec for spec in listed if _spec_name(spec) not in names] + added
+        names = {normalise(spec.partition(":")[0]) for spec in added}
+        merged["callbacks"] = [spec for spec in listed if normalise(spec.partition(":")[0]) not in names] + added
     for pair in sets:
         key, value = parse_set(pair)
         merged[key] = value
-    return from_dict(merged)
+    return _make(merged)  # every key above was checked in its own layer, with its origin
 
 
 def preset_values(spec: Any) -> dict[str, Any]:
@@ -166,10 +170,6 @@ def parse_set(pair: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"--set expects key=value, got {values.echo(pair)}")
     return check_key(key, "--set"), value
-
-
-def _spec_name(spec: str) -> str:
-    return spec.partition(":")[0].strip().lower().replace("-", "_")
 
 
 def check_key(key: Any, origin: str) -> str:
@@ -231,10 +231,6 @@ def split_specs(value: Any) -> list[str]:
 
 # --- validation -----------------------------------------------------------------------
 
-_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,-]*$")
-NAME_LIMIT = 200  # characters of a run name; folder names end at 255 bytes on most filesystems
-
-
 # Whole-number keys and the range a run can use: beyond these a run would not fit in memory or
 # time, or the number would overflow where torch uses it (seeds feed 64-bit generators after an offset).
 INT_RANGES: dict[str, tuple[int, int, str]] = {
@@ -278,41 +274,10 @@ def validate(config: RunConfig) -> None:
         raise bad("label_smoothing", "from 0 up to (not including) 1")
     if config.amp not in AMP_MODES:
         raise bad("amp", " | ".join(AMP_MODES))
-    if config.name is not None and (len(config.name) > NAME_LIMIT or not _NAME_OK.match(config.name)):
-        raise bad("name", f"up to {NAME_LIMIT} letters, digits and . _ + = , - (no slashes or spaces, "
-                          f"not starting with a dot)")
+    if config.name is not None and rundir.name_problem(config.name):
+        raise bad("name", rundir.name_problem(config.name))
     if not config.out_dir.strip():
         raise bad("out_dir", "a folder path")
     for key in ("data_dir", "out_dir"):
         if "\0" in (getattr(config, key) or ""):
             raise bad(key, "a folder path (this one holds a NUL character)")
-
-
-def check_names(config: RunConfig) -> dict[str, Any]:
-    """Resolve every registry name the config uses (loads plugins, not torch).
-
-    Returns the parsed specs so callers build exactly what was checked.
-    """
-    from mnistres.registry import activations, callbacks, optimizers, schedulers
-
-    optimizer = optimizers.parse(config.optimizer)
-    extra = {k: getattr(config, k) for k in ("momentum", "weight_decay") if getattr(config, k) is not None}
-    entry = optimizers.get(optimizer.name)
-    for key in extra:
-        if key not in entry.options:
-            raise ConfigError(
-                f"{key}={extra[key]} does not apply to optimizer '{entry.name}' "
-                f"(it accepts: {', '.join(entry.options)})"
-            )
-    return {
-        "activation": activations.parse(config.activation),
-        "optimizer": type(optimizer)(optimizer.name, {**optimizer.options, **extra}),
-        "schedule": schedulers.parse(config.schedule),
-        "callbacks": [callbacks.parse(spec) for spec in config.callbacks],
-    }
-
-
-def dump_yaml(config: RunConfig) -> str:
-    import yaml
-
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -35,3 +35,9 @@ class PluginError(MnistresError):
 
 class WriteError(MnistresError):
     """A file or folder that cannot be written: no space, no permission, a read-only filesystem, a name too long."""
+
+
+def reason(error: BaseException) -> str:
+    """An OSError's reason in words ("No space left on device"), without its errno number; for
+    other errors their message, or their type when they have none."""
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__

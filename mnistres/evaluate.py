@@ -1,140 +1,22 @@
-"""Measuring a model: loss, accuracy, confusion matrix and per-class metrics.
+"""`mnistres eval`: a checkpoint measured on a dataset split, or on the user's own images.
 
-`measure` is what the trainer calls every epoch; `evaluate_checkpoint` is `mnistres eval`:
-it rebuilds the model from the config stored in the checkpoint, so the user never has
-to repeat the architecture.
+The model comes from `trained.load_trained`, the numbers from `metrics.measure` (the same
+function the trainer uses every epoch).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from mnistres import devices
-from mnistres.values import clip, echo
-
-CLASSES = 10
-
-
-def eval_batch_size(device: torch.device) -> int:
-    """Images per evaluation batch. On a CPU, batches of 256 measured about a quarter faster than
-    batches of 1,000 (the activations stay in cache; benchmarks/README.md); elsewhere larger
-    batches keep the device busy."""
-    return 256 if device.type == "cpu" else 1024
-
-
-@torch.inference_mode()
-def measure(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-            amp_dtype: torch.dtype | None = None) -> tuple[float, float, list[list[int]]]:
-    """Mean loss, accuracy and the confusion matrix (rows: true class, columns: predicted).
-
-    Sums stay on the device; there is one host sync, at the end.
-    """
-    was_training = model.training
-    model.eval()
-    loss_sum = confusion = None
-    try:
-        for x, y in batches:
-            with devices.autocast(y.device, amp_dtype):
-                logits = model(x)
-            batch_loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
-            counts = torch.bincount(y * CLASSES + logits.argmax(1), minlength=CLASSES * CLASSES)
-            loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
-            confusion = counts if confusion is None else confusion + counts
-    finally:
-        model.train(was_training)
-    if confusion is None:
-        return float("nan"), float("nan"), [[0] * CLASSES for _ in range(CLASSES)]
-    matrix = confusion.reshape(CLASSES, CLASSES).cpu()
-    total = int(matrix.sum())
-    return float(loss_sum) / total, int(matrix.trace()) / total, matrix.tolist()
-
-
-def class_metrics(confusion: list[list[int]]) -> list[dict[str, Any]]:
-    """Per class: support, accuracy (share of its images classified right, i.e. recall),
-    precision, recall and F1. Undefined ratios (no images, no predictions) are NaN."""
-    rows = []
-    for label in range(len(confusion)):
-        true_positive = confusion[label][label]
-        support = sum(confusion[label])
-        predicted = sum(row[label] for row in confusion)
-        recall = true_positive / support if support else float("nan")
-        precision = true_positive / predicted if predicted else float("nan")
-        if support and predicted and (precision + recall) > 0:
-            f1 = 2 * precision * recall / (precision + recall)
-        else:
-            f1 = float("nan") if not (support and predicted) else 0.0
-        rows.append({"class": label, "support": support, "accuracy": recall,
-                     "precision": precision, "recall": recall, "f1": f1})
-    return rows
-
-
-@dataclass
-class Trained:
-    """A model rebuilt from a checkpoint, ready on its device, with what is needed to feed it."""
-
-    path: str
-    network: nn.Module
-    run_config: Any  # the RunConfig stored in the checkpoint
-    epoch: Any
-    mean: float
-    std: float
-    device: torch.device
-    amp: torch.dtype | None
-
-    def data_root(self, data_dir: str | None = None) -> Path:
-        """Where its dataset is: --data-dir, else $MNISTRES_DATA_DIR, else the folder it was trained
-        from, else the user cache."""
-        from mnistres import data
-
-        return data.resolve_data_dir(data_dir or (None if os.environ.get("MNISTRES_DATA_DIR")
-                                                  else self.run_config.data_dir))
-
-    def batches(self, split: Any, batch_size: int | None = None) -> Any:
-        from mnistres import data
-
-        return data.Batches(split, batch_size or eval_batch_size(self.device), mean=self.mean, std=self.std,
-                            channels_last=self.run_config.channels_last)
-
-
-def load_trained(path: str | os.PathLike, *, device: str = "auto", threads: int = 0) -> Trained:
-    """The checkpoint's model, rebuilt from its stored config (no architecture options needed)."""
-    from mnistres import checkpoint, config as config_module, data, model as model_module
-    from mnistres.errors import ConfigError, UnknownNameError
-
-    devices.set_threads(threads)
-    target = devices.resolve(device)
-    document = checkpoint.load(path)
-    try:
-        run_config = config_module.from_dict(document["config"], origin=f"checkpoint {path}")
-    except ConfigError as error:
-        raise type(error)(f"{path}: its stored config does not load: {error}") from None
-    try:
-        network = model_module.build(run_config.activation, run_config.width, run_config.blocks)
-    except UnknownNameError:
-        supplied = (document.get("plugins") or {}).get("activation", {})
-        source = supplied.get("source") if isinstance(supplied, dict) else None
-        raise UnknownNameError(
-            f"{path} needs activation {echo(run_config.activation)} from "
-            f"{clip(source, 200) if isinstance(source, str) else 'an unknown source'}, which is not installed here: "
-            f"install it, or load it with --plugin"
-        ) from None
-    try:
-        network.load_state_dict(document["model"])
-    except (RuntimeError, ValueError, TypeError, KeyError) as error:
-        raise ConfigError(f"{path}: weights do not fit the stored architecture: {str(error).splitlines()[0]}") from None
-    # The same memory layout as in training, so eval reproduces the logged accuracy exactly.
-    network.to(target, memory_format=torch.channels_last if run_config.channels_last else torch.contiguous_format)
-    network.eval()
-    mean, std = document.get("normalisation", data.NORMALISATION[run_config.dataset])
-    return Trained(str(path), network, run_config, document.get("epoch"), float(mean), float(std), target,
-                   devices.amp_dtype(run_config.amp, target))
+from mnistres.metrics import CLASSES, class_metrics, measure
+from mnistres.trained import Trained, load_trained
+from mnistres.values import echo
 
 
 def _check_batch_size(batch_size: int | None) -> None:

@@ -24,7 +24,7 @@ from torch import nn
 
 from mnistres import atomic
 from mnistres.errors import ConfigError, DataError
-from mnistres.evaluate import load_trained
+from mnistres.trained import load_trained
 
 FORMATS = {".pt2": "torch.export", ".onnx": "ONNX"}
 CHECK_IMAGES = 1000  # test images the artefact is compared on
@@ -46,8 +46,6 @@ class Inference(nn.Module):
 def export(checkpoint: str | os.PathLike, output: str | os.PathLike, *, data_dir: str | None = None,
            check_images: int = CHECK_IMAGES) -> dict[str, Any]:
     """Write the artefact, check it against the checkpoint, and say how they compared."""
-    from mnistres import rundir
-
     target = Path(output)
     kind = FORMATS.get(target.suffix.lower())
     if kind is None:
@@ -56,7 +54,7 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike, *, data_dir
         _require("onnx", "onnxscript")
     if target.is_dir():
         raise ConfigError(f"-o {target} is a folder; give a file path ending in {target.suffix}")
-    rundir.check_place(target.parent, "output folder")  # a file in the way, or no permission: before the work
+    atomic.check_place(target.parent, "output folder")  # a file in the way, or no permission: before the work
     if not target.parent.is_dir():
         raise ConfigError(f"-o {target}: folder {target.parent} does not exist")
     trained = load_trained(checkpoint, device="cpu")

@@ -17,6 +17,9 @@ import torch
 from torch import nn
 
 from mnistres import devices
+from mnistres.config import RunConfig
+from mnistres.registry import Spec, activations
+from mnistres.resolve import Resolved
 
 HIDDEN = 64  # units of the dense layer before the classifier, as in the report
 CLASSES = 10
@@ -67,12 +70,24 @@ class ResNet(nn.Module):
         return self.head(self.blocks(self.stem(x)))
 
 
-def build(activation_spec, width: int, blocks: int) -> ResNet:
-    """The model for a config: `activation_spec` is a registry name or parsed Spec."""
-    from mnistres.registry import activations
+def build(activation: Spec, width: int, blocks: int) -> ResNet:
+    """The network with the activation a parsed, checked Spec names (see `resolve`)."""
+    if not isinstance(activation, Spec):
+        raise TypeError(f"model.build takes a parsed activation Spec, not {type(activation).__name__}; "
+                        f"use model.from_config for a config")
+    return ResNet(lambda: activations.build(activation), width=width, blocks=blocks)
 
-    spec = activation_spec if not isinstance(activation_spec, str) else activations.parse(activation_spec)
-    return ResNet(lambda: activations.build(spec), width=width, blocks=blocks)
+
+def from_config(config: RunConfig | Resolved) -> ResNet:
+    """The network a run's settings describe: the one way mnistres makes a model from a config.
+
+    A `Resolved` config brings its checked activation. For a plain RunConfig (one stored in a
+    checkpoint or a run directory) only the activation is looked up: rebuilding a trained model
+    must not need the optimizer or callbacks it was trained with to be installed.
+    """
+    if isinstance(config, Resolved):
+        return build(config.activation, config.config.width, config.config.blocks)
+    return build(activations.parse(config.activation), config.width, config.blocks)
 
 
 @torch.no_grad()

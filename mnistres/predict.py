@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from mnistres import images
-from mnistres.evaluate import load_trained
+from mnistres.trained import load_trained
 
 
 def predict(checkpoint: str | os.PathLike, inputs: Iterable[str | os.PathLike], *, preprocess: bool = True,

@@ -112,7 +112,8 @@ class Spec:
     def __str__(self) -> str:
         if not self.options:
             return self.name
-        return self.name + ":" + ",".join(f"{k}={_format(v)}" for k, v in self.options.items())
+        # Options as users write them (`true`, not `True`), which parse back to the same values.
+        return self.name + ":" + ",".join(f"{k}={values.text(v)}" for k, v in self.options.items())
 
 
 class Registry:
@@ -228,11 +229,6 @@ class Registry:
 def normalise(name: str) -> str:
     """Names are case-insensitive and '-' equals '_' (`leaky-relu` is `leaky_relu`)."""
     return str(name).strip().lower().replace("-", "_")
-
-
-def _format(value: Any) -> str:
-    """An option value as users write it (`true`, not `True`), which parses back to the same value."""
-    return values.text(value)
 
 
 activations = Registry("activation")

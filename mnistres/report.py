@@ -14,11 +14,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from mnistres import __version__, atomic
+from mnistres import __version__, atomic, rundir
 from mnistres.errors import ConfigError
+from mnistres.results import RESULT_HEADERS, TARGET_ACC, Run, Spread, Study, Variant, result_rows, variant_stats
+from mnistres.values import text
 from mnistres.wording import plural
-from mnistres.results import (EXECUTION_KEYS, RESULT_HEADERS, TARGET_ACC, Run, Spread, Study, Variant,
-                              format_value, result_rows, variant_stats)
 
 UNSTABLE_FALL = 0.005  # val acc falling by more than 0.5 points from one epoch to the next is "unstable"
 LAST_EPOCHS = 3  # how many final epochs the stability rule looks at (rising accuracy is progress, not instability)
@@ -34,7 +34,7 @@ class Written:
 
 def default_output(paths: list[Path]) -> Path:
     """report.md inside the one sweep or run given, else in the current folder."""
-    return Path(paths[0]) / "report.md" if len(paths) == 1 else Path("report.md")
+    return Path(paths[0]) / rundir.REPORT if len(paths) == 1 else Path(rundir.REPORT)
 
 
 def write(studies: list[Study], output: Path) -> Written:
@@ -66,7 +66,7 @@ def write(studies: list[Study], output: Path) -> Written:
             lines += ["No run of this sweep has finished yet.", ""]
             observed.append([])
             continue
-        slug = _slug(study.title)
+        slug = rundir.safe_name(study.title) or "runs"
         slug = next(f"{slug}-{n}" for n in range(1, len(studies) + 2) if f"{slug}-{n}" not in slugs) \
             if slug in slugs else slug
         slugs.add(slug)
@@ -92,10 +92,6 @@ def write(studies: list[Study], output: Path) -> Written:
     return Written(output, figures, observed)
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text) or "runs"
-
-
 def _table(headers: Any, rows: list[list[Any]]) -> list[str]:
     from tabulate import tabulate
 
@@ -111,16 +107,15 @@ def architecture_section(runs: list[Run]) -> list[str]:
     counts = sorted({run.summary.get("parameters") for run in runs if run.summary.get("parameters")})
     lines = ["## Architecture", ""]
     try:
-        from mnistres import model
-        from mnistres.registry import activations
+        from mnistres import config as config_module, model
 
-        network = model.build(activations.parse(config["activation"]), config["width"], config["blocks"])
-        rows, totals = model.summary_rows(network)
+        built = config_module.from_dict(config, origin=str(runs[0].path / rundir.CONFIG))
+        rows, totals = model.summary_rows(model.from_config(built))
     except Exception as error:  # e.g. an activation from a plugin that is not installed here
         lines += [f"(The layer table could not be rebuilt here: {error}.)", ""]
     else:
-        lines += [f"ResNet with width {config['width']}, {config['blocks']} residual blocks and activation "
-                  f"`{config['activation']}` (input 1×28×28), as `mnistres summary` prints it:", ""]
+        lines += [f"ResNet with width {built.width}, {built.blocks} residual blocks and activation "
+                  f"`{built.activation}` (input 1×28×28), as `mnistres summary` prints it:", ""]
         lines += _table(("layer (type)", "output shape", "parameters"),
                         [[f"{name} ({kind})", shape, f"{params:,}"] for name, kind, shape, params in rows])
         total = totals["trainable"] + totals["non_trainable"]
@@ -138,8 +133,8 @@ def what_was_run(study: Study, h: str) -> list[str]:
     runs = study.runs
     first = runs[0]
     seeds = sorted({run.config.get("seed") for run in runs if run.config.get("seed") is not None})
-    keys = [k for k in first.config if k not in EXECUTION_KEYS and k != "seed" and k not in study.varied]
-    shared = [k for k in keys if len({format_value(run.config.get(k)) for run in runs}) == 1]
+    keys = [k for k in first.config if rundir.is_setting(k) and k != "seed" and k not in study.varied]
+    shared = [k for k in keys if len({text(run.config.get(k)) for run in runs}) == 1]
     differing = [k for k in keys if k not in shared]
     sizes = sorted({(run.summary.get("train_images"), run.summary.get("val_set"), run.summary.get("val_images"))
                     for run in runs}, key=str)
@@ -152,9 +147,9 @@ def what_was_run(study: Study, h: str) -> list[str]:
             f"{train:,} training images, validation on the {val_set} set ({val:,} images)"
             for train, val_set, val in sizes if train is not None)],
         ["runs", f"{len(runs)}: {plural(len(study.variants), 'variant')} × seeds {', '.join(map(str, seeds))}"],
-        ["varied", "; ".join(f"{key}: {', '.join(format_value(v) for v in _values(study, key))}"
+        ["varied", "; ".join(f"{key}: {', '.join(text(v) for v in _values(study, key))}"
                              for key in study.varied) or "nothing (a single variant)"],
-        ["shared settings", ", ".join(f"{k}={format_value(first.config.get(k))}" for k in shared)],
+        ["shared settings", ", ".join(f"{k}={text(first.config.get(k))}" for k in shared)],
     ]
     if differing:
         rows.append(["also differs", ", ".join(differing) + " (not a sweep axis; see the runs' config.yaml)"])
@@ -255,18 +250,18 @@ def observations(study: Study) -> list[str]:
         (_, top), (_, second) = ranked[0], ranked[1]
         lead = top.final_val_acc.mean - second.final_val_acc.mean
         ahead = "level to 0.01 points with" if lead < 0.00005 else f"{_pts(lead)} ahead of"
-        text = (f"Highest final validation accuracy: {top.label} with {top.final_val_acc.percent()} %, "
-                f"{ahead} {second.label} ({second.final_val_acc.percent()} %).")
+        sentence = (f"Highest final validation accuracy: {top.label} with {top.final_val_acc.percent()} %, "
+                    f"{ahead} {second.label} ({second.final_val_acc.percent()} %).")
         spreads = [s.final_val_acc.std for s in (top, second)]
         if None in spreads:
-            text += (" With one completed run per variant the seed-to-seed spread is unknown, so this lead alone "
-                     "does not show a real difference; repeat with --seeds.")
+            sentence += (" With one completed run per variant the seed-to-seed spread is unknown, so this lead alone "
+                         "does not show a real difference; repeat with --seeds.")
         elif lead > max(spreads):
-            text += f" The lead is larger than either variant's seed standard deviation (up to {_pts(max(spreads))})."
+            sentence += f" The lead is larger than either variant's seed standard deviation (up to {_pts(max(spreads))})."
         else:
-            text += (f" The lead is within the seed standard deviation (up to {_pts(max(spreads))}): these two are "
-                     "not told apart by this sweep.")
-        found.append(text)
+            sentence += (f" The lead is within the seed standard deviation (up to {_pts(max(spreads))}): these two are "
+                         "not told apart by this sweep.")
+        found.append(sentence)
 
     usable = [run for variant, _ in stats for run in variant.usable]
     window = min([LAST_EPOCHS] + [len(run.history) for run in usable])

@@ -6,20 +6,18 @@ neither looks at anything but the files a run wrote. No torch.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from mnistres import rundir
 from mnistres.errors import ConfigError
-from mnistres.values import echo, text
+from mnistres.rundir import is_run, is_sweep, read_config, read_history, read_summary, read_sweep
+from mnistres.values import text
 
 TARGET_ACC = 0.99  # "epochs to 99 %"
-# Keys that say how or where a run was executed, not what was run: they never make two
-# runs different variants.
-EXECUTION_KEYS = ("name", "out_dir", "data_dir", "download", "device", "threads")
 
 
 @dataclass
@@ -77,159 +75,13 @@ class Study:
         return [run for variant in self.variants for run in variant.runs]
 
 
-# --- reading ----------------------------------------------------------------------------
-# Run files may come from another machine, another version, or a stranger: everything read here is
-# checked for the shape the rest of mnistres relies on, so a damaged file is one line naming it,
-# never a traceback from deep inside the report.
-
-MAX_JSON_BYTES = 64 << 20  # metrics.jsonl of 10,000 epochs is about 10 MB
-STATUSES = ("completed", "diverged", "interrupted", "failed")
-# Per-epoch keys the report, sweeps and --resume read; accuracies are fractions, the others numbers or null.
-HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
-
-
-def _text_of(path: Path) -> str:
-    try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise ConfigError(f"{path} is {size:,} bytes, larger than any run file mnistres writes")
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(_text_of(path))
-    except (json.JSONDecodeError, RecursionError) as error:
-        reason = error.msg if isinstance(error, json.JSONDecodeError) else "nested too deeply"
-        raise ConfigError(f"cannot read {path}: not JSON ({reason})") from None
-
-
-def read_yaml(path: Path) -> Any:
-    from mnistres import yamlfile
-
-    return yamlfile.load(path)
-
-
-def read_history(metrics: Path) -> list[dict[str, Any]]:
-    """The epochs of metrics.jsonl, one dict each (none if the file is absent), checked."""
-    history: list[dict[str, Any]] = []
-    if not metrics.is_file():
-        return history
-    for number, line in enumerate(_text_of(metrics).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as error:
-            reason = error.msg if isinstance(error, json.JSONDecodeError) else "nested too deeply"
-            raise ConfigError(f"{metrics}, line {number}: not JSON ({reason})") from None
-        problem = _history_problem(row, history[-1]["epoch"] if history else 0)
-        if problem:
-            raise ConfigError(f"{metrics}, line {number}: {problem}; it is not a metrics file mnistres wrote")
-        history.append(row)
-    return history
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _history_problem(row: Any, previous_epoch: int) -> str:
-    if not isinstance(row, dict):
-        return f"expected an object, found {type(row).__name__}"
-    missing = [key for key in HISTORY_KEYS if key not in row]
-    if missing:
-        return f"lacks {', '.join(missing)}"
-    epoch = row["epoch"]
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch != previous_epoch + 1:
-        return f"epoch {echo(epoch)} where epoch {previous_epoch + 1} belongs"
-    for key in ("train_acc", "val_acc"):
-        if not (_is_number(row[key]) and 0 <= row[key] <= 1):
-            return f"{key} {echo(row[key])} is not a fraction"
-    for key in ("train_loss", "val_loss", "seconds", "lr", "images_per_s", "eval_seconds"):
-        if row.get(key) is not None and not _is_number(row[key]):
-            return f"{key} {echo(row[key])} is not a number"
-    return ""
-
-
-def _summary_problem(summary: Any) -> str:
-    """What makes `summary` unusable for the report, sweeps and --resume ("" if nothing)."""
-    if not isinstance(summary, dict):
-        return f"expected an object, found {type(summary).__name__}"
-    expected: dict[str, tuple[type, ...]] = {
-        "status": (str,), "message": (str,), "best": (dict,), "final": (dict,), "per_class": (list,),
-        "confusion_matrix": (list,), "diverged_at": (dict,), "device": (str,), "versions": (dict,),
-        "started": (str,), "finished": (str,), "val_set": (str,), "train_images": (int,), "val_images": (int,),
-        "parameters": (int,), "plugins": (dict,), "numerics": (dict,),
-    }
-    for key, kinds in expected.items():
-        if key in summary and summary[key] is not None and not isinstance(summary[key], kinds):
-            return f"{key} holds {type(summary[key]).__name__}, expected {kinds[0].__name__}"
-    if summary.get("status") not in STATUSES:
-        return f"status {echo(summary.get('status'))} is none of {', '.join(STATUSES)}"
-    matrix = summary.get("confusion_matrix") or []
-    if matrix and not (len(matrix) <= 1000 and all(isinstance(row, list) and len(row) == len(matrix)
-                                                   and all(isinstance(n, int) and n >= 0 for n in row)
-                                                   for row in matrix)):
-        return "confusion_matrix is not a square table of counts"
-    for row in summary.get("per_class") or []:
-        if not (isinstance(row, dict) and isinstance(row.get("class"), int)
-                and all(row.get(k) is None or _is_number(row.get(k)) for k in ("accuracy", "precision", "recall", "f1"))):
-            return "per_class holds a row that is not a class's metrics"
-    for key in ("diverged_at", "best"):
-        for field_name, value in (summary.get(key) or {}).items():
-            if not (value is None or _is_number(value)):
-                return f"{key}.{field_name} {echo(value)} is not a number"
-    if any(not isinstance(v, str) for v in (summary.get("versions") or {}).values()):
-        return "versions holds something other than text"
-    return ""
-
-
-def _config_problem(config: Any) -> str:
-    """A run's config.yaml must be a mapping of plain values (its keys are checked where they are used)."""
-    if not isinstance(config, dict):
-        return f"expected a mapping, found {type(config).__name__}"
-    for key, value in config.items():
-        items = value if isinstance(value, list) else [value]
-        if not isinstance(key, str) or not all(isinstance(item, (str, int, float, bool)) or item is None
-                                               for item in items):
-            return f"{echo(key)} holds {echo(value)}, not a plain value"
-    return ""
-
-
-def _checked(path: Path, document: Any, problem: str, what: str) -> Any:
-    if problem:
-        raise ConfigError(f"{path}: {problem}; it is not {what} mnistres wrote")
-    return document
-
-
-def read_summary(path: Path) -> dict[str, Any]:
-    """A run's summary.json, checked."""
-    summary = read_json(path)
-    return _checked(path, summary, _summary_problem(summary), "a summary")
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """A run's config.yaml as plain values, checked for shape ({} when there is none)."""
-    if not path.is_file():
-        return {}
-    config = read_yaml(path)
-    return _checked(path, config, _config_problem(config), "a config")
+# --- reading ------------------------------------------------------------------------------
+# The files themselves are read (and checked) by `rundir`.
 
 
 def load_run(path: Path) -> Run:
-    return Run(path, read_config(path / "config.yaml"), read_summary(path / "summary.json"),
-               read_history(path / "metrics.jsonl"))
-
-
-def is_run(path: Path) -> bool:
-    return (path / "summary.json").is_file()
-
-
-def is_sweep(path: Path) -> bool:
-    return (path / "sweep.yaml").is_file()
+    return Run(path, read_config(path / rundir.CONFIG), read_summary(path / rundir.SUMMARY),
+               read_history(path / rundir.METRICS))
 
 
 def load_studies(paths: Iterable[Path]) -> list[Study]:
@@ -261,31 +113,6 @@ def load_studies(paths: Iterable[Path]) -> list[Study]:
     return studies
 
 
-def read_sweep(path: Path) -> dict[str, Any]:
-    """A sweep directory's sweep.yaml, checked: every point names a folder inside the sweep."""
-    record_path = path / "sweep.yaml"
-    plan = read_yaml(record_path)
-    return _checked(record_path, plan, _sweep_problem(plan), "a sweep file")
-
-
-def _sweep_problem(plan: Any) -> str:
-    if not isinstance(plan, dict) or not isinstance(plan.get("points"), list):
-        return "it lists no points"
-    if not isinstance(plan.get("axes", {}), dict) or not isinstance(plan.get("base", {}), dict):
-        return "axes or base is not a mapping"
-    for point in plan["points"]:
-        if not isinstance(point, dict) or not isinstance(point.get("name"), str):
-            return f"point {echo(point)} has no name"
-        name = point["name"]
-        # A point is a folder inside the sweep: never a path that leads elsewhere.
-        if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
-            return f"point name {echo(name)} is not a folder name"
-        if not isinstance(point.get("values", {}), dict) or not all(
-                isinstance(point.get(k, ""), str) for k in ("status", "message")):
-            return f"point {echo(name)} is malformed"
-    return ""
-
-
 def load_sweep(path: Path) -> Study:
     plan = read_sweep(path)
     runs = [load_run(path / point["name"]) for point in plan["points"] if is_run(path / point["name"])]
@@ -299,14 +126,14 @@ def load_sweep(path: Path) -> Study:
 def study_of(title: str, path: Optional[Path], runs: list[Run], varied: Optional[list[str]] = None) -> Study:
     """Group runs into variants by the keys that differ between them (seed and execution aside)."""
     if varied is None:
-        keys = sorted({key for run in runs for key in run.config} - set(EXECUTION_KEYS) - {"seed"})
+        keys = sorted(key for key in {key for run in runs for key in run.config} if rundir.is_setting(key) and key != "seed")
         varied = [key for key in keys if len({_hashable(run.config.get(key)) for run in runs}) > 1]
     variants: dict[tuple, Variant] = {}
     for run in runs:
         values = {key: run.config.get(key) for key in varied}
         key = tuple(_hashable(value) for value in values.values())
         if key not in variants:
-            label = ", ".join(f"{k}={format_value(v)}" for k, v in values.items()) if varied else run.name
+            label = ", ".join(f"{k}={text(v)}" for k, v in values.items()) if varied else run.name
             variants[key] = Variant(label, values)
         variants[key].runs.append(run)
     return Study(title, path, varied, list(variants.values()))
@@ -314,9 +141,6 @@ def study_of(title: str, path: Optional[Path], runs: list[Run], varied: Optional
 
 def _hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
-
-
-format_value = text  # a config value as a user would type it (values.text owns the rule)
 
 
 # --- numbers per variant ------------------------------------------------------------------

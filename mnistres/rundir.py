@@ -1,232 +1,427 @@
-"""The run directory: where a run (or a sweep) writes, whether it may, and who is writing it now.
+"""The run directory (and the sweep directory): its layout, its name, its files, and what may be done with it.
 
-One owner for the rules every writer follows:
+One owner for:
 
-- a place is checked before any data or model is loaded: the parent must be a folder this
-  process can write in, and every new folder name must fit the filesystem (`check_place`);
-- one writer at a time: `Lock` holds `<dir>/.lock` (host, pid, start, command) for the whole
-  run. A second writer is refused, naming the holder; a lock left by a dead process on this host
-  is taken over; one from another host is reported, never broken (that host may still be
-  writing to a shared filesystem);
-- after a crash, the temporary files of interrupted writes are removed by the next writer that
-  holds the lock (`atomic.remove_leftovers`).
+- the layout: a run directory holds config.yaml, metrics.jsonl (one line per epoch), summary.json,
+  last.pt and best.pt; a sweep directory holds sweep.yaml, one run directory per point and
+  logs/<point>.log;
+- names: the characters a run name may hold (`name_problem`), the safe name made from any text
+  (`safe_name`), generated run names and shortened sweep-point names;
+- which config keys make a result and which only say where or how it ran (`PLACE_KEYS`,
+  `EXECUTION_KEYS`): what may change on --resume, what groups runs into variants, what lets a
+  sweep keep an earlier point;
+- reading the run files back, checked (a damaged or crafted file is one line naming it, never a
+  traceback from deep inside the report), and writing them;
+- the status a directory records and the rules on it: may a new run write there
+  (`refuse_earlier_run`), may it be resumed (`resume_settings`, `check_resume`), may a sweep keep
+  or resume a point (`kept_status`, `resumable`).
+
+Checkpoint files themselves are `checkpoint`'s (torch), the one-writer lock is `lock`'s, atomic
+writes and the place checks are `atomic`'s. No torch here.
 """
 
 from __future__ import annotations
 
-import errno
+import hashlib
 import json
-import os
-import socket
-import sys
-import tempfile
-import time
+import math
+import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Mapping, Optional
 
-from mnistres.errors import ConfigError, MnistresError, WriteError
+from mnistres import atomic, yamlfile
+from mnistres.errors import ConfigError, MnistresError, reason
+from mnistres.values import echo
+from mnistres.wording import article
 
-LOCK_FILE = ".lock"
-RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt")
-DEFAULT_NAME_MAX = 255  # bytes per file name, where the filesystem does not say
-TEMP_MARGIN = 30  # a temporary file adds a dot, 8 random characters and ".tmp" (and ".yaml") to a name
+# --- layout ---------------------------------------------------------------------------------------
 
-try:  # POSIX advisory locks: released by the kernel when the holder dies, however it dies
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
-
-class LockedError(ConfigError):
-    """Another process is writing this run or sweep."""
+CONFIG, METRICS, SUMMARY, LAST, BEST = "config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt"
+RUN_FILES = (CONFIG, METRICS, SUMMARY, LAST, BEST)
+SWEEP_FILE, LOGS, REPORT = "sweep.yaml", "logs", "report.md"
 
 
-# --- naming ---------------------------------------------------------------------------------
+def point_log(sweep_dir: Path, point: str) -> Path:
+    """Where a sweep point's output goes."""
+    return Path(sweep_dir) / LOGS / f"{point}.log"
+
+
+def point_config_file(sweep_dir: Path, point: str) -> Path:
+    """The config file a sweep hands to a point's child process (`mnistres train --config`)."""
+    return Path(sweep_dir) / LOGS / f"{point}.yaml"
+
+
+# --- which settings are a result's ----------------------------------------------------------------
+
+# Keys that say where a run is kept...
+PLACE_KEYS = ("name", "out_dir")
+# ...and how it is executed: they never make two runs different variants, and --resume may change them.
+EXECUTION_KEYS = ("device", "threads", "data_dir", "download")
+# Of the execution keys, those that change a run's numbers: on the CPU the thread count splits
+# reductions differently, so a sweep does not keep a point computed with another one.
+NUMERIC_EXECUTION_KEYS = ("threads",)
+
+
+def is_setting(key: str) -> bool:
+    """Does `key` say what was run (and so tell variants apart), rather than where or how?"""
+    return key not in PLACE_KEYS and key not in EXECUTION_KEYS
+
+
+def result_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What makes a result: the config without the keys that do not change its numbers."""
+    return {k: v for k, v in config.items()
+            if k not in PLACE_KEYS and (k not in EXECUTION_KEYS or k in NUMERIC_EXECUTION_KEYS)}
+
+
+# --- names ----------------------------------------------------------------------------------------
+
+NAME_PUNCTUATION = "._+=,-"  # besides ASCII letters and digits
+NAME_LIMIT = 200  # characters of a run name; folder names end at 255 bytes on most filesystems
+POINT_NAME_LIMIT = 120  # characters; a point's folder, log and temporary files must fit any filesystem's 255 bytes
+_NAME_OK = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9{re.escape(NAME_PUNCTUATION)}]*$")
+
+
+def name_problem(name: str) -> str:
+    """What makes `name` unusable as a run or sweep name ("" if nothing)."""
+    if len(name) <= NAME_LIMIT and _NAME_OK.match(name):
+        return ""
+    return (f"up to {NAME_LIMIT} letters, digits and {' '.join(NAME_PUNCTUATION)} (no slashes or spaces, "
+            f"not starting with a dot)")
+
+
+def safe_name(text: str) -> str:
+    """`text` as a folder or file name that `name_problem` accepts (when any letter or digit is left):
+    characters a name may not hold become '-', and it starts with a letter or digit."""
+    kept = "".join(c if (c.isascii() and c.isalnum()) or c in NAME_PUNCTUATION else "-" for c in text)
+    return kept.lstrip(NAME_PUNCTUATION)
 
 
 def default_name(dataset: str, activation: str, optimizer: str, lr: float, batch_size: int) -> str:
     """A run name from its main settings and the time, e.g. mnist-relu-adam-lr0.001-bs32-20261130-101500."""
-    def clean(text: str) -> str:
-        return "".join(c if c.isalnum() or c in ".-" else "_" for c in text)
-
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return clean(f"{dataset}-{activation}-{optimizer}-lr{lr:g}-bs{batch_size}")[:150] + f"-{stamp}"
+    return safe_name(f"{dataset}-{activation}-{optimizer}-lr{lr:g}-bs{batch_size}")[:150] + f"-{stamp}"
 
 
-# --- the place ----------------------------------------------------------------------------------
+def point_name(text: str, taken: set[str]) -> str:
+    """A sweep point's folder name from its values (`lr=0.01,seed=0`), unique among `taken`.
 
-
-def check_place(folder: Path, what: str = "run directory") -> None:
-    """Can `folder` be created (or used) and written in? Checked before anything heavy runs.
-
-    The nearest existing ancestor must be a folder this process can create files in (probed by
-    creating and removing one), and each folder still to be made must have a name the
-    filesystem accepts.
+    A name longer than POINT_NAME_LIMIT keeps its start and its seed, with a digest of the whole in
+    between (the full values are in the point's config.yaml and in sweep.yaml).
     """
-    folder = Path(folder)
-    existing = folder
-    while not _exists(existing) and existing != existing.parent:
-        existing = existing.parent
-    if _exists(existing) and not existing.is_dir():
-        where = f"{existing} is a file" if existing == folder else f"{existing} (on the way to it) is a file"
-        raise WriteError(f"cannot use {what} {folder}: {where}, not a folder")
-    limit = name_max(existing)
-    for part in folder.relative_to(existing).parts if existing != folder else ():
-        if len(os.fsencode(part)) + TEMP_MARGIN > limit:
-            raise WriteError(f"cannot use {what} {folder}: the name {part[:40]}... is {len(os.fsencode(part))} bytes; "
-                             f"this filesystem allows {limit} per name (with room for temporary files: "
-                             f"{limit - TEMP_MARGIN})")
+    safe = safe_name(text)
+    if len(safe) > POINT_NAME_LIMIT:
+        head, comma, seed = safe.rpartition(",seed=")
+        tail = f",seed={seed}" if comma else ""
+        digest = hashlib.sha256(text.rpartition(",seed=")[0].encode() if comma else text.encode()).hexdigest()[:10]
+        safe = f"{(head or safe)[: POINT_NAME_LIMIT - len(tail) - 12]}--{digest}{tail}"
+    name, n = safe, 2
+    while name in taken:
+        name, n = f"{safe}-{n}", n + 1
+    return name
+
+
+# --- reading ----------------------------------------------------------------------------------------
+# Run files may come from another machine, another version, or a stranger: everything read here is
+# checked for the shape the rest of mnistres relies on.
+
+MAX_JSON_BYTES = 64 << 20  # metrics.jsonl of 10,000 epochs is about 10 MB
+STATUSES = ("completed", "diverged", "interrupted", "failed")
+# Per-epoch keys the report, sweeps and --resume read; accuracies are fractions, the others numbers or null.
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+
+
+def _text_of(path: Path) -> str:
     try:
-        handle, probe = tempfile.mkstemp(prefix=".mnistres-probe-", dir=existing)
-    except OSError as error:
-        raise WriteError(f"cannot write in {existing} (for {what} {folder}): {reason(error)}") from None
-    os.close(handle)
-    os.unlink(probe)
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise ConfigError(f"{path} is {size:,} bytes, larger than any run file mnistres writes")
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read {path}: {reason(error)}") from None
 
 
-def _exists(path: Path) -> bool:
-    """Path.exists(), but a name too long for the filesystem simply does not exist (yet)."""
+def read_json(path: Path) -> Any:
     try:
-        os.stat(path)
-    except OSError:
-        return False
-    return True
+        return json.loads(_text_of(path))
+    except (json.JSONDecodeError, RecursionError) as error:
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else "nested too deeply"
+        raise ConfigError(f"cannot read {path}: not JSON ({reason})") from None
 
 
-def name_max(folder: Path) -> int:
-    try:
-        return int(os.pathconf(folder, "PC_NAME_MAX"))
-    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or the filesystem will not say
-        return DEFAULT_NAME_MAX
+def read_history(metrics: Path) -> list[dict[str, Any]]:
+    """The epochs of metrics.jsonl, one dict each (none if the file is absent), checked."""
+    history: list[dict[str, Any]] = []
+    if not metrics.is_file():
+        return history
+    for number, line in enumerate(_text_of(metrics).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as error:
+            reason = error.msg if isinstance(error, json.JSONDecodeError) else "nested too deeply"
+            raise ConfigError(f"{metrics}, line {number}: not JSON ({reason})") from None
+        problem = _history_problem(row, history[-1]["epoch"] if history else 0)
+        if problem:
+            raise ConfigError(f"{metrics}, line {number}: {problem}; it is not a metrics file mnistres wrote")
+        history.append(row)
+    return history
 
 
-def reason(error: OSError) -> str:
-    """An OSError's reason in words ("No space left on device"), without its errno number."""
-    return error.strerror or str(error) or type(error).__name__
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# --- who is writing ------------------------------------------------------------------------------
+def _history_problem(row: Any, previous_epoch: int) -> str:
+    if not isinstance(row, dict):
+        return f"expected an object, found {type(row).__name__}"
+    missing = [key for key in HISTORY_KEYS if key not in row]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    epoch = row["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch != previous_epoch + 1:
+        return f"epoch {echo(epoch)} where epoch {previous_epoch + 1} belongs"
+    for key in ("train_acc", "val_acc"):
+        if not (_is_number(row[key]) and 0 <= row[key] <= 1):
+            return f"{key} {echo(row[key])} is not a fraction"
+    for key in ("train_loss", "val_loss", "seconds", "lr", "images_per_s", "eval_seconds"):
+        if row.get(key) is not None and not _is_number(row[key]):
+            return f"{key} {echo(row[key])} is not a number"
+    return ""
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    if sys.platform == "win32":  # pragma: no cover - no cheap check: assume it runs
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, as another user's process
-        return True
-    return True
+def _summary_problem(summary: Any) -> str:
+    """What makes `summary` unusable for the report, sweeps and --resume ("" if nothing)."""
+    if not isinstance(summary, dict):
+        return f"expected an object, found {type(summary).__name__}"
+    expected: dict[str, tuple[type, ...]] = {
+        "status": (str,), "message": (str,), "best": (dict,), "final": (dict,), "per_class": (list,),
+        "confusion_matrix": (list,), "diverged_at": (dict,), "device": (str,), "versions": (dict,),
+        "started": (str,), "finished": (str,), "val_set": (str,), "train_images": (int,), "val_images": (int,),
+        "parameters": (int,), "plugins": (dict,), "numerics": (dict,),
+    }
+    for key, kinds in expected.items():
+        if key in summary and summary[key] is not None and not isinstance(summary[key], kinds):
+            return f"{key} holds {type(summary[key]).__name__}, expected {kinds[0].__name__}"
+    if summary.get("status") not in STATUSES:
+        return f"status {echo(summary.get('status'))} is none of {', '.join(STATUSES)}"
+    matrix = summary.get("confusion_matrix") or []
+    if matrix and not (len(matrix) <= 1000 and all(isinstance(row, list) and len(row) == len(matrix)
+                                                   and all(isinstance(n, int) and n >= 0 for n in row)
+                                                   for row in matrix)):
+        return "confusion_matrix is not a square table of counts"
+    for row in summary.get("per_class") or []:
+        if not (isinstance(row, dict) and isinstance(row.get("class"), int)
+                and all(row.get(k) is None or _is_number(row.get(k)) for k in ("accuracy", "precision", "recall", "f1"))):
+            return "per_class holds a row that is not a class's metrics"
+    for key in ("diverged_at", "best"):
+        for field_name, value in (summary.get(key) or {}).items():
+            if not (value is None or _is_number(value)):
+                return f"{key}.{field_name} {echo(value)} is not a number"
+    if any(not isinstance(v, str) for v in (summary.get("versions") or {}).values()):
+        return "versions holds something other than text"
+    return ""
 
 
-def _read_holder(path: Path) -> dict[str, Any]:
-    try:
-        holder = json.loads(path.read_text(encoding="utf-8") or "{}")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+def _config_problem(config: Any) -> str:
+    """A run's config.yaml must be a mapping of plain values (its keys are checked where they are used)."""
+    if not isinstance(config, dict):
+        return f"expected a mapping, found {type(config).__name__}"
+    for key, value in config.items():
+        items = value if isinstance(value, list) else [value]
+        if not isinstance(key, str) or not all(isinstance(item, (str, int, float, bool)) or item is None
+                                               for item in items):
+            return f"{echo(key)} holds {echo(value)}, not a plain value"
+    return ""
+
+
+def _checked(path: Path, document: Any, problem: str, what: str) -> Any:
+    if problem:
+        raise ConfigError(f"{path}: {problem}; it is not {what} mnistres wrote")
+    return document
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A run's summary.json, checked."""
+    summary = read_json(path)
+    return _checked(path, summary, _summary_problem(summary), "a summary")
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A run's config.yaml as plain values, checked for shape ({} when there is none)."""
+    if not path.is_file():
         return {}
-    return holder if isinstance(holder, dict) else {}
+    config = yamlfile.load(path)
+    return _checked(path, config, _config_problem(config), "a config")
 
 
-def describe_holder(holder: dict[str, Any]) -> str:
-    since = holder.get("started")
-    when = time.strftime(" since %Y-%m-%d %H:%M", time.localtime(since)) if isinstance(since, (int, float)) else ""
-    command = f" ({holder['command']})" if isinstance(holder.get("command"), str) else ""
-    return f"process {holder.get('pid', '?')} on {holder.get('host', '?')}{when}{command}"
+def is_run(path: Path) -> bool:
+    return (path / SUMMARY).is_file()
 
 
-class Lock:
-    """`<directory>/.lock`, held by one writer for as long as it writes there."""
+def is_sweep(path: Path) -> bool:
+    return (path / SWEEP_FILE).is_file()
 
-    def __init__(self, directory: Path, what: str = "run") -> None:
-        self.directory, self.what = Path(directory), what
-        self.path = self.directory / LOCK_FILE
-        self._handle: Optional[int] = None
 
-    # A writer checks early (before loading data) and takes the lock later (before writing).
-    def check(self) -> None:
-        """Refuse now if someone is writing there; takes nothing."""
-        if not self.path.exists():
-            return
-        self.acquire()
-        self.release()
+def read_sweep(path: Path) -> dict[str, Any]:
+    """A sweep directory's sweep.yaml, checked: every point names a folder inside the sweep."""
+    record_path = path / SWEEP_FILE
+    plan = yamlfile.load(record_path)
+    return _checked(record_path, plan, _sweep_problem(plan), "a sweep file")
 
-    def acquire(self) -> None:
-        host, pid = socket.gethostname(), os.getpid()
-        for _ in range(10):  # a holder may remove the file between our open and our lock: try again
-            handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                locked_by_kernel = self._lock(handle)
-                if os.fstat(handle).st_ino != os.stat(self.path).st_ino:
-                    raise FileNotFoundError  # the file we locked was removed: not the lock any more
-            except FileNotFoundError:
-                os.close(handle)
-                continue
-            except BaseException:
-                os.close(handle)
-                raise
-            holder = _read_holder(self.path)
-            held_elsewhere = holder.get("host") not in (None, host)
-            alive_here = holder.get("host") == host and holder.get("pid") != pid and _alive(int(holder.get("pid") or 0))
-            if held_elsewhere or (alive_here and not locked_by_kernel):
-                os.close(handle)
-                self._refuse(holder, other_host=held_elsewhere)
-            record = {"host": host, "pid": pid, "started": time.time(),
-                      "command": " ".join(["mnistres", *sys.argv[1:]])[:100]}
-            os.ftruncate(handle, 0)
-            os.pwrite(handle, json.dumps(record).encode(), 0)
-            self._handle = handle
-            return
-        raise LockedError(f"{self.directory} is being locked and unlocked by other processes; try again")
 
-    def _lock(self, handle: int) -> bool:
-        """Take the kernel's lock on the open file; True if the kernel keeps it for us."""
-        if fcntl is None:  # pragma: no cover
-            return False
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(self.path)
-            self._refuse(holder, other_host=False)
-        except OSError as error:
-            if error.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # a filesystem without locks
-                return False
-            raise
-        return True
+def _sweep_problem(plan: Any) -> str:
+    if not isinstance(plan, dict) or not isinstance(plan.get("points"), list):
+        return "it lists no points"
+    if not isinstance(plan.get("axes", {}), dict) or not isinstance(plan.get("base", {}), dict):
+        return "axes or base is not a mapping"
+    for point in plan["points"]:
+        if not isinstance(point, dict) or not isinstance(point.get("name"), str):
+            return f"point {echo(point)} has no name"
+        name = point["name"]
+        # A point is a folder inside the sweep: never a path that leads elsewhere.
+        if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
+            return f"point name {echo(name)} is not a folder name"
+        if not isinstance(point.get("values", {}), dict) or not all(
+                isinstance(point.get(k, ""), str) for k in ("status", "message")):
+            return f"point {echo(name)} is malformed"
+    return ""
 
-    def _refuse(self, holder: dict[str, Any], *, other_host: bool) -> None:
-        who = describe_holder(holder) if holder else "another process"
-        if other_host:
-            raise LockedError(f"{self.directory} is locked by {who}, another machine; if that {self.what} is no "
-                              f"longer running, delete {self.path} and try again")
-        raise LockedError(f"{self.directory} is being written by {who}; wait for that {self.what} to end, "
-                          f"or choose another --name")
 
-    def release(self) -> None:
-        if self._handle is None:
-            return
-        try:
-            self.path.unlink(missing_ok=True)  # while still holding it: nobody can take a stale copy
-        finally:
-            os.close(self._handle)
-            self._handle = None
-
-    def __enter__(self) -> "Lock":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
+def latest_epoch(run_dir: Path) -> Optional[dict[str, Any]]:
+    """The last epoch a (possibly running) run has logged, or None when there is none to read yet."""
+    try:
+        history = read_history(Path(run_dir) / METRICS)
+    except MnistresError:
+        return None
+    return history[-1] if history else None
 
 
 def stored_status(run_dir: Path) -> str:
     """The status a run directory's summary.json records ("" when there is none to read)."""
-    from mnistres.results import read_summary
-
     try:
-        return read_summary(run_dir / "summary.json")["status"]
+        return read_summary(Path(run_dir) / SUMMARY)["status"]
     except MnistresError:
         return ""
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+
+def write_config(run_dir: Path, config: Mapping[str, Any]) -> None:
+    atomic.write_text(Path(run_dir) / CONFIG, yamlfile.dump(dict(config)))
+
+
+def write_history(run_dir: Path, history: Iterable[Mapping[str, Any]]) -> None:
+    """metrics.jsonl, whole: one JSON line per epoch."""
+    atomic.write_text(Path(run_dir) / METRICS, "".join(atomic.to_json(row, indent=None) + "\n" for row in history))
+
+
+def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> None:
+    atomic.write_json(Path(run_dir) / SUMMARY, summary)
+
+
+def write_sweep(sweep_dir: Path, record: Mapping[str, Any]) -> None:
+    atomic.write_text(Path(sweep_dir) / SWEEP_FILE, yamlfile.dump(dict(record)))
+
+
+def clear(run_dir: Path, *, earlier_run: bool) -> None:
+    """Before a run writes: remove the temporary files of writes a crash cut short, and with
+    `earlier_run` (--overwrite) the earlier run's files too. Only the lock's holder may call this."""
+    atomic.remove_leftovers(run_dir, RUN_FILES)
+    if earlier_run:
+        for name in RUN_FILES:
+            (Path(run_dir) / name).unlink(missing_ok=True)
+
+
+# --- what may be done with a directory ---------------------------------------------------------------
+
+FINISHED = ("completed", "diverged")  # a sweep point with one of these is a result and is not run again
+
+
+def refuse_earlier_run(run_dir: Path) -> None:
+    """A new run never mixes its files with an earlier run's: say what is there and what to do."""
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if not existing:
+        return
+    status = stored_status(run_dir)
+    if status == "interrupted" and (run_dir / LAST).is_file():
+        offer = f"it was interrupted: `mnistres train --resume {run_dir}` continues it, --overwrite starts it again"
+    elif status == "interrupted":
+        offer = "it was interrupted before its first epoch ended, so there is nothing to resume: --overwrite starts it again"
+    else:
+        offer = "pass --overwrite to replace it"
+    raise ConfigError(f"{run_dir} already holds {article(status)} run ({', '.join(existing)}); {offer}, "
+                      f"or choose another --name")
+
+
+def resume_hint(run_dir: Path) -> str:
+    """What the user can do after an interruption or a failed write."""
+    if (run_dir / LAST).is_file():
+        return f"`mnistres train --resume {run_dir}` continues it from its last completed epoch"
+    return "no epoch had finished; run the same command with --overwrite to start it again"
+
+
+def resume_settings(run_dir: Path, changes: Mapping[str, Any], other_options: Iterable[str] = ()) -> dict[str, Any]:
+    """The settings to resume the run in `run_dir` with: its own, with only execution keys changed
+    (`changes`: key -> value, None for not given). `other_options` names command-line options given
+    beside --resume, which it refuses."""
+    if list(other_options):
+        raise ConfigError("--resume continues a run with its own settings: leave out --config, --preset, --set, "
+                          "--callback and --overwrite")
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).is_file():
+        raise ConfigError(f"{run_dir} holds no run to resume (no {CONFIG})")
+    stored = read_config(run_dir / CONFIG)
+    given = {key: value for key, value in changes.items() if value is not None}
+    bad = sorted(set(given) - set(EXECUTION_KEYS))
+    if bad:
+        raise ConfigError(f"--resume continues a run with its own settings; only {', '.join(EXECUTION_KEYS)} "
+                          f"may change (not {', '.join(bad)})")
+    return {**stored, **given, "name": run_dir.name, "out_dir": str(run_dir.parent)}
+
+
+def require_last(run_dir: Path) -> Path:
+    """last.pt, the checkpoint a resumed run goes on from; refused when no epoch finished."""
+    if not (run_dir / LAST).is_file():
+        status = stored_status(run_dir)
+        when = "before its first epoch ended" if status == "interrupted" else "before any epoch finished"
+        raise ConfigError(f"{run_dir} has no {LAST}: it stopped {when}, so there is nothing to resume; "
+                          f"run it again with --overwrite")
+    return run_dir / LAST
+
+
+def check_resume(run_dir: Path, stored: Mapping[str, Any], done: int, wanted: Mapping[str, Any], epochs: int) -> None:
+    """May the run whose last.pt holds epoch `done`, trained with `stored` settings, go on with
+    `wanted` to `epochs` epochs? Only execution keys may differ, and it must be unfinished."""
+    changed = sorted(k for k in wanted if k not in PLACE_KEYS + EXECUTION_KEYS and stored.get(k) != wanted[k])
+    if changed:
+        raise ConfigError(f"{run_dir}/{LAST} was trained with other settings ({', '.join(changed)}); "
+                          f"--resume continues a run with its own")
+    status = stored_status(run_dir)
+    if status == "diverged":
+        raise ConfigError(f"{run_dir} diverged; resuming would diverge again. Start anew with other settings")
+    if status == "completed" or done >= epochs:
+        raise ConfigError(f"{run_dir} has already completed: nothing to resume")
+
+
+def _earlier_status(run_dir: Path, config: Mapping[str, Any]) -> Optional[str]:
+    """The status of an earlier run of these very settings in `run_dir`, if any."""
+    try:
+        summary = read_summary(run_dir / SUMMARY)
+        stored = read_config(run_dir / CONFIG)
+    except MnistresError:
+        return None
+    return summary.get("status") if result_settings(stored) == result_settings(config) else None
+
+
+def kept_status(run_dir: Path, config: Mapping[str, Any]) -> Optional[str]:
+    """The status of an earlier run of `config` in `run_dir`, if it is a result a sweep keeps."""
+    status = _earlier_status(run_dir, config)
+    return status if status in FINISHED else None
+
+
+def resumable(run_dir: Path, config: Mapping[str, Any]) -> bool:
+    """An earlier run of `config` in `run_dir` was interrupted after at least one epoch: go on from there."""
+    return _earlier_status(run_dir, config) == "interrupted" and (run_dir / LAST).is_file()

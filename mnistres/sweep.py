@@ -6,7 +6,7 @@ sweep again keeps the points whose run finished (completed or diverged: both are
 resumes interrupted ones from their last completed epoch, and redoes the rest. Points run one after
 another in this process, or `jobs` at a time as child processes (`mnistres train`), each with the
 sweep's thread count (never a share that depends on `jobs`: threads change a CPU run's numbers)
-or its own device.
+or its own device. The directory's layout and the rules for keeping and resuming points are `rundir`'s.
 """
 
 from __future__ import annotations
@@ -23,18 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from mnistres import atomic, config as config_module
+from mnistres import atomic, config as config_module, rundir, yamlfile
 from mnistres.config import RunConfig
-from mnistres.errors import ConfigError, MnistresError, WriteError
+from mnistres.errors import ConfigError, MnistresError, WriteError, reason
 from mnistres.interrupts import Interrupted, deferred, shielded, sigterm_as_interrupt
+from mnistres.lock import Lock
 from mnistres.registry import requested
-from mnistres.results import EXECUTION_KEYS, format_value, read_config, read_summary, read_sweep
-from mnistres.values import echo
+from mnistres.resolve import Resolved, canonical, meaning, resolve
+from mnistres.values import echo, text
+from mnistres.view import PointState
 
-SWEEP_FILE = "sweep.yaml"
 SWEEP_KEYS = ("axes", "seeds")  # keys of a sweep YAML file that are not RunConfig keys
 NOT_AXES = ("name", "out_dir")  # where runs go is decided by the sweep
-FINISHED = ("completed", "diverged")  # a point with one of these is a result and is not run again
 POLL_S = 0.5  # how often the parallel runner looks at its children
 MAX_SEEDS, MAX_POINTS, MAX_JOBS = 1000, 10_000, 1024  # beyond these a sweep is a mistake, not a study
 
@@ -44,7 +44,15 @@ class Point:
     name: str  # run directory name inside the sweep directory
     values: dict[str, Any]  # the axis values of this point
     seed: int
-    config: RunConfig
+    resolved: Resolved  # its config, every name resolved once, while planning
+
+    @property
+    def config(self) -> RunConfig:
+        return self.resolved.config
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.out_dir) / self.name
 
 
 @dataclass(frozen=True)
@@ -89,12 +97,12 @@ def make_plan(base: RunConfig, axes: Mapping[str, Sequence[Any]], seeds: int = 1
             raise ConfigError(f"'{key}' cannot be swept: the sweep decides where its runs go (use --name for the sweep)")
         if key in typed:
             raise ConfigError(f"axis '{key}' is given twice")
-        coerced = [_canonical(key, config_module.coerce(key, value)) for value in raw_values]
+        coerced = [canonical(key, config_module.coerce(key, value)) for value in raw_values]
         if not coerced:
             raise ConfigError(f"axis '{key}' has no values")
         # Values that mean the same run (relu and RELU, sgd and sgd:momentum=0.0) are one value.
-        meanings = [_meaning(key, value) for value in coerced]
-        repeated = sorted({format_value(v) for v, m in zip(coerced, meanings) if meanings.count(m) > 1})
+        meanings = [meaning(key, value) for value in coerced]
+        repeated = sorted({text(v) for v, m in zip(coerced, meanings) if meanings.count(m) > 1})
         if repeated:
             raise ConfigError(f"axis '{key}' lists the same setting more than once ({', '.join(repeated)})")
         typed[key] = coerced
@@ -115,45 +123,14 @@ def make_plan(base: RunConfig, axes: Mapping[str, Sequence[Any]], seeds: int = 1
     for combination in itertools.product(*typed.values()):
         values = dict(zip(typed, combination))
         for seed in seed_list or [values["seed"]]:
-            parts = [f"{key}={format_value(value)}" for key, value in values.items()]
+            parts = [f"{key}={text(value)}" for key, value in values.items()]
             if "seed" not in typed:
                 parts.append(f"seed={seed}")
-            name = _safe_name(",".join(parts), names)
+            name = rundir.point_name(",".join(parts), names)
             names.add(name)
             point_config = base.replace(**values, seed=seed, name=name, out_dir=str(directory))
-            config_module.check_names(point_config)
-            points.append(Point(name, values, seed, point_config))
+            points.append(Point(name, values, seed, resolve(point_config)))
     return Plan(directory, base, typed, seed_list or typed["seed"], points)
-
-
-def _registries() -> dict[str, Any]:
-    from mnistres.registry import activations, callbacks, optimizers, schedulers
-
-    return {"activation": activations, "optimizer": optimizers, "schedule": schedulers, "callbacks": callbacks}
-
-
-def _canonical(key: str, value: Any) -> Any:
-    """A registry spec as the registry writes it (`RELU` -> `relu`, `SGD:Momentum=0.9`... names
-    normalised, options typed); other values as they are."""
-    registry = _registries().get(key)
-    if registry is None:
-        return value
-    if key == "callbacks":
-        return tuple(str(registry.parse(spec)) for spec in value)
-    return str(registry.parse(value))
-
-
-def _meaning(key: str, value: Any) -> Any:
-    """What a value stands for: a registry spec is its name with every option, defaults filled in."""
-    registry = _registries().get(key)
-    if registry is None:
-        return format_value(value)
-
-    def full(spec: str) -> tuple:
-        parsed = registry.parse(spec)
-        return parsed.name, tuple(sorted({**registry.get(parsed.name).options, **parsed.options}.items()))
-
-    return tuple(full(spec) for spec in value) if key == "callbacks" else full(value)
 
 
 def plan_from(config_file: str | Path | None, command_axes: Iterable[tuple[str, list[Any]]],
@@ -164,37 +141,6 @@ def plan_from(config_file: str | Path | None, command_axes: Iterable[tuple[str, 
     file_data, file_axes, file_seeds = load_file(config_file) if config_file else ({}, {}, None)
     base = config_module.layered(file_data, str(config_file), options, sets, callbacks, preset)
     return make_plan(base, merge_axes(file_axes, command_axes), seeds if seeds is not None else (file_seeds or 1))
-
-
-POINT_NAME_LIMIT = 120  # characters; a point's folder, log and temporary files must fit any filesystem's 255 bytes
-
-
-def _safe_name(text: str, taken: set[str]) -> str:
-    """A folder name from the point's values; characters unsafe in paths become '-'. A name longer
-    than POINT_NAME_LIMIT keeps its start and its seed, with a digest of the whole in between
-    (the full values are in the point's config.yaml and in sweep.yaml)."""
-    import hashlib
-
-    safe = "".join(c if c.isalnum() or c in "._+=,-" else "-" for c in text).lstrip(".")
-    if len(safe) > POINT_NAME_LIMIT:
-        head, comma, seed = safe.rpartition(",seed=")
-        tail = f",seed={seed}" if comma else ""
-        digest = hashlib.sha256(text.rpartition(",seed=")[0].encode() if comma else text.encode()).hexdigest()[:10]
-        safe = f"{(head or safe)[: POINT_NAME_LIMIT - len(tail) - 12]}--{digest}{tail}"
-    name, n = safe, 2
-    while name in taken:
-        name, n = f"{safe}-{n}", n + 1
-    return name
-
-
-# Of the execution keys, the thread count changes a CPU run's numbers: points computed with
-# other thread counts are not the same result, so a sweep compares it too.
-KEPT_IF_DIFFERENT = tuple(key for key in EXECUTION_KEYS if key != "threads")
-
-
-def _shared(config: Mapping[str, Any]) -> dict[str, Any]:
-    """What makes a result: the config without the keys that only say where it ran or was stored."""
-    return {k: v for k, v in config.items() if k not in KEPT_IF_DIFFERENT}
 
 
 def plan_record(plan: Plan, states: Sequence[PointState] = ()) -> dict[str, Any]:
@@ -209,21 +155,21 @@ def plan_record(plan: Plan, states: Sequence[PointState] = ()) -> dict[str, Any]
             if state.message:
                 record["message"] = state.message
         points.append(record)
-    return {"axes": plan.axes, "seeds": plan.seeds, "base": _shared(plan.base.to_dict()), "points": points}
+    return {"axes": plan.axes, "seeds": plan.seeds, "base": rundir.result_settings(plan.base.to_dict()), "points": points}
 
 
 def check_directory(plan: Plan, overwrite: bool) -> None:
     """A sweep directory may be run again with the same shared settings; anything else is refused."""
-    path = plan.directory / SWEEP_FILE
+    path = plan.directory / rundir.SWEEP_FILE
     if plan.directory.exists() and not plan.directory.is_dir():
         raise ConfigError(f"{plan.directory} exists and is not a folder")
     if overwrite or not path.is_file():
         if not path.is_file() and plan.directory.is_dir() and any(plan.directory.iterdir()) and not overwrite:
             raise ConfigError(f"{plan.directory} exists and is not a sweep directory; choose another --name")
         return
-    old_base = read_sweep(plan.directory).get("base", {})
-    new_base = _shared(plan.base.to_dict())
-    changed = [f"{k}: {format_value(old_base.get(k))} -> {format_value(new_base.get(k))}"
+    old_base = rundir.read_sweep(plan.directory).get("base", {})
+    new_base = rundir.result_settings(plan.base.to_dict())
+    changed = [f"{k}: {text(old_base.get(k))} -> {text(new_base.get(k))}"
                for k in new_base if old_base.get(k) != new_base.get(k)]
     if changed:
         raise ConfigError(
@@ -232,46 +178,17 @@ def check_directory(plan: Plan, overwrite: bool) -> None:
         )
 
 
-def _earlier_status(point: Point) -> Optional[str]:
-    """The status of an earlier run of this exact point (same shared settings), if any."""
-    run_dir = Path(point.config.out_dir) / point.name
-    try:
-        summary = read_summary(run_dir / "summary.json")
-        stored = read_config(run_dir / "config.yaml")
-    except MnistresError:
-        return None
-    return summary.get("status") if _shared(stored) == _shared(point.config.to_dict()) else None
-
-
 def finished(point: Point) -> Optional[str]:
     """The status of an earlier run of this exact point, if it is a result worth keeping."""
-    status = _earlier_status(point)
-    return status if status in FINISHED else None
+    return rundir.kept_status(point.run_dir, point.config.to_dict())
 
 
 def resumable(point: Point) -> bool:
     """An earlier run of this point was interrupted after at least one epoch: go on from there."""
-    return (_earlier_status(point) == "interrupted"
-            and (Path(point.config.out_dir) / point.name / "last.pt").is_file())
+    return rundir.resumable(point.run_dir, point.config.to_dict())
 
 
 # --- running -------------------------------------------------------------------------------
-
-
-@dataclass
-class PointState:
-    """What the live view shows of one point."""
-
-    point: Point
-    status: str = "pending"  # pending | running | completed | diverged | failed | interrupted (+ "kept")
-    kept: bool = False  # finished in an earlier invocation, not run now
-    epoch: int = 0  # epoch in progress (in-process) or last completed (child process)
-    fraction: float = 0.0  # of the current epoch, when known
-    val_acc: Optional[float] = None  # latest epoch's
-    message: str = ""
-    started: float = 0.0
-    seconds: float = 0.0
-    device: str = ""
 
 
 @dataclass
@@ -292,7 +209,7 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
     rest. `jobs` (None: as many as the cores allow, see `choose_jobs`) never changes a point's
     numbers: every point computes with the sweep's own thread count.
     """
-    from mnistres import data as data_module, devices as devices_module, display, rundir, view as view_module
+    from mnistres import data as data_module, devices as devices_module, display, view as view_module
 
     console = console or display.console(wide=True)
     with sigterm_as_interrupt():
@@ -301,10 +218,10 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
             devices_module.resolve(device)
         devices_module.check_threads(plan.base.threads)
         jobs = choose_jobs(jobs, devices, plan)
-        rundir.check_place(plan.directory / "logs", "sweep directory")
+        atomic.check_place(plan.directory / rundir.LOGS, "sweep directory")
         if plan.directory.exists() and not plan.directory.is_dir():
             raise ConfigError(f"{plan.directory} exists and is not a folder")
-        lock = rundir.Lock(plan.directory, what="sweep")
+        lock = Lock(plan.directory, what="sweep")
         lock.check()
         check_directory(plan, overwrite)
         for dataset, data_dir, download in sorted({(p.config.dataset, p.config.data_dir, p.config.download)
@@ -317,13 +234,14 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
                 state.status, state.kept = status, True
                 _read_progress(state)
         try:
-            (plan.directory / "logs").mkdir(parents=True, exist_ok=True)
+            (plan.directory / rundir.LOGS).mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise WriteError(f"cannot create sweep directory {plan.directory}: {rundir.reason(error)}") from None
+            raise WriteError(f"cannot create sweep directory {plan.directory}: {reason(error)}") from None
         with lock:
-            atomic.remove_leftovers(plan.directory, [SWEEP_FILE, "report.md"])
-            atomic.remove_leftovers(plan.directory / "logs", [f"{p.name}.yaml" for p in plan.points])
-            atomic.write_text(plan.directory / SWEEP_FILE, _yaml(plan_record(plan)))
+            atomic.remove_leftovers(plan.directory, [rundir.SWEEP_FILE, rundir.REPORT])
+            atomic.remove_leftovers(plan.directory / rundir.LOGS,
+                                    [rundir.point_config_file(plan.directory, p.name).name for p in plan.points])
+            rundir.write_sweep(plan.directory, plan_record(plan))
             pending = [state for state in states if state.status == "pending"]
             try:
                 with view_module.SweepView(states, console) as view:
@@ -336,7 +254,7 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
                     from None
             finally:  # also after Ctrl-C: the record says which points finished and why others did not
                 with shielded():
-                    atomic.write_text(plan.directory / SWEEP_FILE, _yaml(plan_record(plan, states)))
+                    rundir.write_sweep(plan.directory, plan_record(plan, states))
     return Outcome(plan, states)
 
 
@@ -367,16 +285,10 @@ def choose_jobs(jobs: Optional[int], devices: Sequence[str], plan: Plan) -> int:
     return jobs
 
 
-def _yaml(data: Any) -> str:
-    import yaml
-
-    return yaml.safe_dump(data, sort_keys=False)
-
-
 def _run_here(pending: Iterable[PointState], device: Optional[str], view: Any) -> None:
     """One point after another in this process (no start-up cost per point)."""
     from mnistres import devices as devices_module
-    from mnistres.callbacks import Callback
+    from mnistres.api import Callback
     from mnistres.display import console as make_console
     from mnistres.trainer import train
 
@@ -394,13 +306,13 @@ def _run_here(pending: Iterable[PointState], device: Optional[str], view: Any) -
             self.state.val_acc = logs["val_acc"]
 
     for state in pending:
-        config = state.point.config if device is None else state.point.config.replace(device=device)
-        view.started(state, str(devices_module.resolve(config.device)))
+        resolved = state.point.resolved if device is None else state.point.resolved.with_execution(device=device)
+        view.started(state, str(devices_module.resolve(resolved.config.device)))
         log_path = point_log(state.point)
         resume = resumable(state.point)
         with _open_log(log_path, resume) as log:
             try:
-                result = train(config, console=make_console(file=log, width=120, no_color=True), overwrite=not resume,
+                result = train(resolved, console=make_console(file=log, width=120, no_color=True), overwrite=not resume,
                                resume=resume, extra_callbacks=[Watch(state)])
                 state.status, state.message = result.status, result.message
             except KeyboardInterrupt:
@@ -420,12 +332,12 @@ def _open_log(path: Path, append: bool) -> Any:
     try:
         return open(path, "a" if append else "w", encoding="utf-8")
     except OSError as error:
-        raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
+        raise WriteError(f"cannot write {path}: {reason(error)}") from None
 
 
 def point_log(point: Point) -> Path:
     """Where a point's output goes: logs/<point>.log in the sweep directory."""
-    return Path(point.config.out_dir) / "logs" / f"{point.name}.log"
+    return rundir.point_log(Path(point.config.out_dir), point.name)
 
 
 def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], view: Any) -> None:
@@ -474,11 +386,10 @@ def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], 
 
 def _start_child(config: RunConfig, state: PointState) -> subprocess.Popen:
     if resumable(state.point):
-        how = ["--resume", str(Path(config.out_dir) / str(config.name)), "--threads", str(config.threads),
-               "--device", config.device]
+        how = ["--resume", str(state.point.run_dir), "--threads", str(config.threads), "--device", config.device]
     else:
-        point_file = Path(config.out_dir) / "logs" / f"{config.name}.yaml"
-        atomic.write_text(point_file, config_module.dump_yaml(config))
+        point_file = rundir.point_config_file(Path(config.out_dir), state.point.name)
+        atomic.write_text(point_file, yamlfile.dump(config.to_dict()))
         how = ["--config", str(point_file), "--overwrite"]
     log = _open_log(point_log(state.point), "--resume" in how)
     env = {**os.environ, "COLUMNS": "120"}
@@ -497,28 +408,18 @@ def _start_child(config: RunConfig, state: PointState) -> subprocess.Popen:
 
 def _read_progress(state: PointState) -> None:
     """Epoch and accuracy of a running child, from the metrics file it writes after each epoch."""
-    metrics = Path(state.point.config.out_dir) / state.point.name / "metrics.jsonl"
-    try:
-        lines = metrics.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return
-    if lines:
-        import json
-
-        try:
-            last = json.loads(lines[-1])
-        except json.JSONDecodeError:
-            return
-        state.epoch, state.val_acc = int(last.get("epoch", 0)), last.get("val_acc")
+    last = rundir.latest_epoch(state.point.run_dir)
+    if last is not None:
+        state.epoch, state.val_acc = last["epoch"], last["val_acc"]
 
 
 def _finish_child(state: PointState, returncode: int, log_path: Path) -> None:
     _read_progress(state)
-    summary_path = Path(state.point.config.out_dir) / state.point.name / "summary.json"
+    summary_path = state.point.run_dir / rundir.SUMMARY
     summary: dict[str, Any] = {}
     if summary_path.is_file() and summary_path.stat().st_mtime >= state.started - 1:
         try:
-            summary = read_summary(summary_path)
+            summary = rundir.read_summary(summary_path)
         except MnistresError:
             summary = {}
     if summary.get("status"):

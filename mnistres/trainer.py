@@ -1,6 +1,6 @@
 """One training run, top to bottom: config -> seed/device -> data -> model -> optimizer -> loop.
 
-Everything the run produces goes to its run directory:
+Everything the run produces goes to its run directory (`rundir` owns its layout and rules):
 config.yaml, metrics.jsonl (one line per epoch), summary.json, last.pt and best.pt.
 """
 
@@ -18,16 +18,15 @@ import torch
 from torch import nn
 
 import mnistres
-from mnistres import atomic, checkpoint, data as data_module, devices, evaluate, rundir
+from mnistres import atomic, checkpoint, data as data_module, devices, metrics, rundir
 from mnistres import model as model_module
-from mnistres.callbacks import Callback
-from mnistres.config import RunConfig, check_names, dump_yaml
-from mnistres.errors import CheckpointError, ConfigError, MnistresError, PluginError, WriteError
+from mnistres.api import Callback
+from mnistres.config import RunConfig
+from mnistres.errors import CheckpointError, ConfigError, MnistresError, PluginError, WriteError, reason
 from mnistres.interrupts import Interrupted, deferred, sigterm_as_interrupt
-from mnistres.registry import REGISTRIES, callbacks as callback_registry, optimizers, schedulers
-from mnistres.wording import article, plural
-
-RUN_FILES = rundir.RUN_FILES
+from mnistres.lock import Lock
+from mnistres.registry import callbacks as callback_registry, optimizers, schedulers
+from mnistres.resolve import Resolved, resolve
 # The batch order gets its own stream of random numbers, apart from the subset/hold-out draw.
 SHUFFLE_SEED_OFFSET = 1_000_003
 
@@ -41,82 +40,53 @@ class RunResult:
     summary: dict[str, Any]
 
 
-def train(config: RunConfig, *, console: Any = None, extra_callbacks: Iterable[Callback] = (),
+def train(config: RunConfig | Resolved, *, console: Any = None, extra_callbacks: Iterable[Callback] = (),
           overwrite: bool = False, resume: bool = False) -> RunResult:
     """Run one training run as `config` describes; the library's entry point.
 
     With `resume`, continue the interrupted run in OUT_DIR/NAME from its last completed epoch
-    (see `resume_config`); the result equals that of a run never interrupted.
+    (see `resume_config`); the result equals that of a run never interrupted. A config already
+    resolved (`resolve.resolve`) is not looked up again.
     """
     return Trainer(config, console=console, extra_callbacks=extra_callbacks, overwrite=overwrite,
                    resume=resume).fit()
 
 
-# Keys that may differ when a run is resumed: where and how it runs, not what it computes.
-RESUMABLE_CHANGES = ("device", "threads", "data_dir", "download")
-
-
-def resume_config(run_dir: str | Path, **execution: Any) -> RunConfig:
+def resume_config(run_dir: str | Path, *, other_options: Iterable[str] = (), **execution: Any) -> RunConfig:
     """The config of the run in `run_dir`, with only execution keys (device, threads, data
-    folder) changed, for `train(..., resume=True)`."""
-    from mnistres.config import from_dict, load_yaml
+    folder) changed, for `train(..., resume=True)`; the rules are `rundir.resume_settings`'s."""
+    from mnistres.config import from_dict
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"{run_dir} holds no run to resume (no config.yaml)")
-    stored = load_yaml(run_dir / "config.yaml")
-    changes = {key: value for key, value in execution.items() if value is not None}
-    bad = sorted(set(changes) - set(RESUMABLE_CHANGES))
-    if bad:
-        raise ConfigError(f"--resume continues a run with its own settings; only {', '.join(RESUMABLE_CHANGES)} "
-                          f"may change (not {', '.join(bad)})")
-    return from_dict({**stored, **changes, "name": run_dir.name, "out_dir": str(run_dir.parent)},
-                     origin=str(run_dir / "config.yaml"))
-
-
-def default_name(config: RunConfig) -> str:
-    return rundir.default_name(config.dataset, config.activation, config.optimizer, config.lr, config.batch_size)
+    return from_dict(rundir.resume_settings(run_dir, execution, other_options), origin=str(run_dir / rundir.CONFIG))
 
 
 def run_directory(config: RunConfig, overwrite: bool) -> Path:
     """Where the run goes, checked before any work: nobody is writing there, it holds no earlier
     run (unless `overwrite`), and it can be created and written."""
-    run_dir = Path(config.out_dir) / (config.name or default_name(config))
-    rundir.check_place(run_dir)
+    run_dir = Path(config.out_dir) / (config.name or rundir.default_name(
+        config.dataset, config.activation, config.optimizer, config.lr, config.batch_size))
+    atomic.check_place(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir} exists and is not a folder")
-    rundir.Lock(run_dir).check()
+    Lock(run_dir).check()
     if not overwrite:
-        refuse_earlier_run(run_dir)
+        rundir.refuse_earlier_run(run_dir)
     return run_dir
-
-
-def refuse_earlier_run(run_dir: Path) -> None:
-    """A new run never mixes its files with an earlier run's: say what is there and what to do."""
-    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if not existing:
-        return
-    status = rundir.stored_status(run_dir)
-    if status == "interrupted" and (run_dir / "last.pt").is_file():
-        offer = f"it was interrupted: `mnistres train --resume {run_dir}` continues it, --overwrite starts it again"
-    elif status == "interrupted":
-        offer = "it was interrupted before its first epoch ended, so there is nothing to resume: --overwrite starts it again"
-    else:
-        offer = "pass --overwrite to replace it"
-    raise ConfigError(f"{run_dir} already holds {article(status)} run ({', '.join(existing)}); {offer}, "
-                      f"or choose another --name")
 
 
 class Trainer:
     """Holds the state that callbacks see: config, model, optimizer, epoch, step, console."""
 
-    def __init__(self, config: RunConfig, *, console: Any = None, extra_callbacks: Iterable[Callback] = (),
+    def __init__(self, config: RunConfig | Resolved, *, console: Any = None, extra_callbacks: Iterable[Callback] = (),
                  overwrite: bool = False, resume: bool = False) -> None:
         if console is None:
             from mnistres.display import console as make_console
 
             console = make_console()
-        self.config, self.console, self.overwrite, self.resume = config, console, overwrite, resume
+        # Every registry name resolved before any work (once: a sweep hands in its resolved points).
+        self.resolved = config if isinstance(config, Resolved) else resolve(config)
+        self.config, self.console, self.overwrite, self.resume = self.resolved.config, console, overwrite, resume
         self.extra_callbacks = list(extra_callbacks)
         self.epoch = 0  # current epoch, from 1
         self.global_step = 0
@@ -127,11 +97,10 @@ class Trainer:
     # --- the run, top to bottom ---------------------------------------------------------
 
     def fit(self) -> RunResult:
-        config = self.config
-        specs = check_names(config)  # every registry name resolved before any work
+        config, resolved = self.config, self.resolved
         if self.resume:
             self.run_dir = run_dir = Path(config.out_dir) / str(config.name)
-            rundir.Lock(run_dir).check()
+            Lock(run_dir).check()
             document = self.resume_point(run_dir)
         else:
             self.run_dir = run_dir = run_directory(config, self.overwrite)
@@ -155,31 +124,31 @@ class Trainer:
             data.train, config.batch_size, mean=data.mean, std=data.std, shuffle=True,
             generator=self.shuffle_generator, augment=config.augment, channels_last=config.channels_last,
         )
-        val_batches = data_module.Batches(data.val, evaluate.eval_batch_size(device), mean=data.mean, std=data.std,
+        val_batches = data_module.Batches(data.val, metrics.eval_batch_size(device), mean=data.mean, std=data.std,
                                           channels_last=config.channels_last)
         self.steps_per_epoch = len(train_batches)
 
-        self.model = model_module.build(specs["activation"], config.width, config.blocks)
+        self.model = model_module.from_config(resolved)
         self.model.to(device=device, memory_format=memory_format)
         self.forward = torch.compile(self.model) if config.compile else self.model
-        self.optimizer = optimizers.build(specs["optimizer"], self.model.parameters(), lr=config.lr)
-        self.scheduler = schedulers.build(specs["schedule"], self.optimizer, lr=config.lr, epochs=config.epochs,
+        self.optimizer = optimizers.build(resolved.optimizer, self.model.parameters(), lr=config.lr)
+        self.scheduler = schedulers.build(resolved.schedule, self.optimizer, lr=config.lr, epochs=config.epochs,
                                           steps_per_epoch=self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp is torch.float16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        self.callbacks = [callback_registry.build(spec) for spec in specs["callbacks"]] + self.extra_callbacks
+        self.callbacks = [callback_registry.build(spec) for spec in resolved.callbacks] + self.extra_callbacks
         # Who wrote each callback, for an error message if one of its hooks raises.
         self.callback_names = [f"callback '{spec}' (from {callback_registry.get(spec.name).source})"
-                               for spec in specs["callbacks"]] + [type(c).__name__ for c in self.extra_callbacks]
-        self.provenance = provenance(config, specs)
+                               for spec in resolved.callbacks] + [type(c).__name__ for c in self.extra_callbacks]
+        self.provenance = resolved.provenance()
 
         # Only now, with data, model and optimizer ready, does anything reach the disk; and only
         # while this process holds the run directory's lock.
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise WriteError(f"cannot create run directory {run_dir}: {rundir.reason(error)}") from None
-        lock = rundir.Lock(run_dir)
+            raise WriteError(f"cannot create run directory {run_dir}: {reason(error)}") from None
+        lock = Lock(run_dir)
         lock.acquire()
         try:
             return self._run(run_dir, document if self.resume else None, started, clock,
@@ -192,16 +161,13 @@ class Trainer:
         """The loop, with the run directory locked: files, epochs, summary."""
         config = self.config
         if document is None and not self.overwrite:
-            refuse_earlier_run(run_dir)  # another writer may have finished a run here while we loaded data
-        atomic.remove_leftovers(run_dir, RUN_FILES)  # temporary files of writes a crash cut short
-        if self.overwrite:
-            for name in RUN_FILES:
-                (run_dir / name).unlink(missing_ok=True)
+            rundir.refuse_earlier_run(run_dir)  # another writer may have finished a run here while we loaded data
+        rundir.clear(run_dir, earlier_run=self.overwrite)
         history: list[dict[str, Any]] = []
         best: dict[str, Any] = {}
         if document is not None:
             history, best = self.restore(document)
-        atomic.write_text(run_dir / "config.yaml", dump_yaml(config))
+        rundir.write_config(run_dir, config.to_dict())
 
         status, message = "completed", ""
         error_in_flight = False
@@ -217,13 +183,13 @@ class Trainer:
                         break
                     eval_start = time.perf_counter()
                     model_module.refresh_batchnorm(self.model, self.refresh_batches(epoch), config.precise_bn, self.amp)
-                    logs["val_loss"], logs["val_acc"], self.val_confusion = evaluate.measure(
+                    logs["val_loss"], logs["val_acc"], self.val_confusion = metrics.measure(
                         self.forward, val_batches, self.amp)
                     logs["eval_seconds"] = time.perf_counter() - eval_start
                     self._emit("on_epoch_end", epoch, logs)
                     history.append(logs)
-                    atomic.write_text(run_dir / "metrics.jsonl", "".join(atomic.to_json(row, indent=None) + "\n" for row in history))
-                    self.save(run_dir / "last.pt", logs)
+                    rundir.write_history(run_dir, history)
+                    self.save(run_dir / rundir.LAST, logs)
                     if not best or logs["val_acc"] > best["val_acc"]:
                         best = {"epoch": epoch, "val_acc": logs["val_acc"], "val_loss": logs["val_loss"]}
                         self.copy_to_best(run_dir)
@@ -234,11 +200,11 @@ class Trainer:
                 # last.pt keeps the last completed epoch: a consistent point to go on from.
                 error_in_flight = True
                 status, message = "interrupted", f"interrupted during epoch {self.epoch}"
-                raise Interrupted(self.resume_hint()) from None
+                raise Interrupted(rundir.resume_hint(run_dir)) from None
             except WriteError as error:
                 error_in_flight = True
                 status, message = "failed", str(error)
-                raise WriteError(f"{error}; the run is marked failed: {self.resume_hint()}") from error
+                raise WriteError(f"{error}; the run is marked failed: {rundir.resume_hint(run_dir)}") from error
             except BaseException as error:
                 error_in_flight = True
                 status, message = "failed", str(error) if isinstance(error, MnistresError) else \
@@ -248,7 +214,7 @@ class Trainer:
                 with deferred():  # a Ctrl-C now waits until summary.json says how the run ended
                     summary = self.summarise(status, message, history, best, started, time.perf_counter() - clock)
                     try:
-                        atomic.write_json(run_dir / "summary.json", summary)
+                        rundir.write_summary(run_dir, summary)
                     except WriteError:
                         if not error_in_flight:
                             raise
@@ -256,49 +222,27 @@ class Trainer:
                 self._emit("on_train_end", status)
         return RunResult(run_dir, status, message, history, summary)
 
-    def resume_hint(self) -> str:
-        """What the user can do after an interruption or a failed write."""
-        if (self.run_dir / "last.pt").is_file():
-            return f"`mnistres train --resume {self.run_dir}` continues it from its last completed epoch"
-        return "no epoch had finished; run the same command with --overwrite to start it again"
-
     def copy_to_best(self, run_dir: Path) -> None:
         """best.pt becomes a copy of last.pt (the epoch just saved)."""
-        with atomic.replacing(run_dir / "best.pt") as temp:
-            shutil.copyfile(run_dir / "last.pt", temp)
+        with atomic.replacing(run_dir / rundir.BEST) as temp:
+            shutil.copyfile(run_dir / rundir.LAST, temp)
 
     # --- resuming ------------------------------------------------------------------------
 
     def resume_point(self, run_dir: Path) -> dict[str, Any]:
         """The checkpoint to go on from: last.pt of this very config, not yet finished."""
-        if not (run_dir / "last.pt").is_file():
-            status = rundir.stored_status(run_dir)
-            when = "before its first epoch ended" if status == "interrupted" else "before any epoch finished"
-            raise ConfigError(f"{run_dir} has no last.pt: it stopped {when}, so there is nothing to resume; "
-                              f"run it again with --overwrite")
-        document = checkpoint.load(run_dir / "last.pt")
-        stored, wanted = dict(document.get("config", {})), self.config.to_dict()
-        changed = sorted(k for k in wanted if k not in RESUMABLE_CHANGES + ("name", "out_dir")
-                         and stored.get(k) != wanted[k])
-        if changed:
-            raise ConfigError(f"{run_dir}/last.pt was trained with other settings ({', '.join(changed)}); "
-                              f"--resume continues a run with its own")
-        status = rundir.stored_status(run_dir)
-        if status == "diverged":
-            raise ConfigError(f"{run_dir} diverged; resuming would diverge again. Start anew with other settings")
-        if status == "completed" or int(document["epoch"]) >= self.config.epochs:
-            raise ConfigError(f"{run_dir} has already completed: nothing to resume")
+        document = checkpoint.load(rundir.require_last(run_dir))
+        rundir.check_resume(run_dir, dict(document.get("config", {})), int(document["epoch"]),
+                            self.config.to_dict(), self.config.epochs)
         for key in ("optimizer", "scheduler", "rng", "global_step"):
             if key not in document:
-                raise CheckpointError(f"{run_dir}/last.pt lacks '{key}'; it cannot be resumed")
+                raise CheckpointError(f"{run_dir}/{rundir.LAST} lacks '{key}'; it cannot be resumed")
         return document
 
     def restore(self, document: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Put model, optimizer, schedule, random streams and the history back as they were
         at the end of the checkpoint's epoch, and best.pt as the history says it is."""
-        from mnistres.results import read_history
-
-        last = self.run_dir / "last.pt"
+        last = self.run_dir / rundir.LAST
         try:
             self.model.load_state_dict(document["model"])
             self.optimizer.load_state_dict(document["optimizer"])
@@ -313,7 +257,7 @@ class Trainer:
             raise CheckpointError(f"{last} does not fit this run, so it cannot be resumed: "
                                   f"{str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}") from None
         done = int(document["epoch"])
-        history = [row for row in read_history(self.run_dir / "metrics.jsonl") if row["epoch"] <= done]
+        history = [row for row in rundir.read_history(self.run_dir / rundir.METRICS) if row["epoch"] <= done]
         if [row["epoch"] for row in history] != list(range(1, done + 1)):
             raise ConfigError(f"{self.run_dir}/metrics.jsonl does not match last.pt (epoch {done}); cannot resume")
         best: dict[str, Any] = {}
@@ -329,7 +273,7 @@ class Trainer:
         best.pt is written right after last.pt in the same epoch, so when it is missing (or older)
         the best epoch is the one last.pt holds, and copying it restores it.
         """
-        path = self.run_dir / "best.pt"
+        path = self.run_dir / rundir.BEST
         try:
             holds = checkpoint.load(path).get("epoch") if path.is_file() else None
         except CheckpointError:
@@ -437,7 +381,7 @@ class Trainer:
             "val_set": self.data.val_name,
             "train_images": len(self.data.train),
             "val_images": len(self.data.val),
-            "per_class": evaluate.class_metrics(self.val_confusion) if self.val_confusion else [],
+            "per_class": metrics.class_metrics(self.val_confusion) if self.val_confusion else [],
             "confusion_matrix": self.val_confusion,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "train_seconds": sum(row["seconds"] for row in history),
@@ -462,17 +406,6 @@ class Trainer:
                 raise
             except Exception as error:  # a plugin's bug: say whose, in one line (--debug shows the traceback)
                 raise PluginError(f"{name} raised in {hook}: {type(error).__name__}: {error}") from error
-
-
-def provenance(config: RunConfig, specs: dict[str, Any]) -> dict[str, Any]:
-    """Which plugin supplied each registry name the run used."""
-    pairs = [("activation", REGISTRIES["activations"], specs["activation"]),
-             ("optimizer", REGISTRIES["optimizers"], specs["optimizer"]),
-             ("schedule", REGISTRIES["schedulers"], specs["schedule"])]
-    found = {key: {"name": str(spec), "source": registry.get(spec.name).source} for key, registry, spec in pairs}
-    found["callbacks"] = [{"name": str(spec), "source": callback_registry.get(spec.name).source}
-                          for spec in specs["callbacks"]]
-    return found
 
 
 def versions() -> dict[str, str]:

@@ -1,9 +1,14 @@
-"""The live view of a sweep: one row per point in a terminal, one line per event elsewhere."""
+"""The live view of a sweep: one row per point in a terminal, one line per event elsewhere.
+
+`PointState` is what the runners update and the view shows; the view knows a point only by its
+name and config (`ShownPoint`), so it does not depend on the sweep module that drives it.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol
 
 from rich.live import Live
 from rich.table import Table
@@ -11,8 +16,31 @@ from rich.text import Text
 
 from mnistres.wording import plural
 
-if TYPE_CHECKING:
-    from mnistres.sweep import PointState
+
+
+class ShownPoint(Protocol):
+    """What the view reads of a sweep point."""
+
+    name: str  # its run directory's name
+
+    @property
+    def config(self) -> Any: ...  # its RunConfig (epochs, out_dir)
+
+
+@dataclass
+class PointState:
+    """What the live view shows of one point."""
+
+    point: ShownPoint
+    status: str = "pending"  # pending | running | completed | diverged | failed | interrupted (+ "kept")
+    kept: bool = False  # finished in an earlier invocation, not run now
+    epoch: int = 0  # epoch in progress (in-process) or last completed (child process)
+    fraction: float = 0.0  # of the current epoch, when known
+    val_acc: Optional[float] = None  # latest epoch's
+    message: str = ""
+    started: float = 0.0
+    seconds: float = 0.0
+    device: str = ""
 
 STYLES = {"pending": "dim", "running": "cyan", "completed": "green", "diverged": "yellow",
           "failed": "red", "interrupted": "magenta"}
@@ -26,7 +54,7 @@ def _duration(seconds: float) -> str:
 class SweepView:
     """Redrawn by Rich a few times a second from the states the runners update."""
 
-    def __init__(self, states: list["PointState"], console: Any) -> None:
+    def __init__(self, states: list[PointState], console: Any) -> None:
         self.states, self.console = states, console
         self.live = Live(self, console=console, refresh_per_second=4, transient=False) if console.is_terminal else None
 
@@ -45,19 +73,19 @@ class SweepView:
         if self.live:
             self.live.stop()
 
-    def started(self, state: "PointState", device: str) -> None:
+    def started(self, state: PointState, device: str) -> None:
         state.status, state.started, state.device = "running", time.time(), device
         if not self.live:
             self._line(state, f"started on {device}")
 
-    def finished(self, state: "PointState") -> None:
+    def finished(self, state: PointState) -> None:
         state.seconds = time.time() - state.started
         if not self.live:
             accuracy = f"val_acc {state.val_acc:.4f}, " if isinstance(state.val_acc, float) else ""
             reason = f": {state.message}" if state.message and state.status != "completed" else ""
             self._line(state, f"{state.status} ({accuracy}{_duration(state.seconds)}){reason}")
 
-    def _line(self, state: "PointState", text: str) -> None:
+    def _line(self, state: PointState, text: str) -> None:
         done = sum(s.status not in ("pending", "running") for s in self.states)
         self.console.print(f"[{done}/{len(self.states)}] {state.point.name}: {text}",
                            markup=False, highlight=False, soft_wrap=True)

@@ -4,7 +4,7 @@
 ("billion laughs") stand for billions of values, lets a value refer to itself, and keeps the
 last of two equal keys without a word. Here the document's node graph is checked before any
 value is built: aliases may not expand to more than `MAX_VALUES` values, nothing may refer to
-itself, and a key may appear only once in a mapping. The one reader of YAML in mnistres.
+itself, and a key may appear only once in a mapping. The one reader (and writer) of YAML in mnistres.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mnistres.errors import ConfigError
+from mnistres.errors import ConfigError, reason
 
 MAX_BYTES = 1 << 20  # a config or sweep file is a few hundred bytes; a megabyte is a mistake or an attack
 MAX_VALUES = 100_000  # values after expanding aliases; a sweep file with a long axis has hundreds
@@ -28,7 +28,7 @@ def load(path: str | Path, what: str = "file") -> Any:
             raise ConfigError(f"{path} is {size:,} bytes, too large for a {what} (at most {MAX_BYTES:,})")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read {what} {path}: {_reason(error)}") from None
+        raise ConfigError(f"cannot read {what} {path}: {reason(error)}") from None
     return loads(text, str(path))
 
 
@@ -110,5 +110,8 @@ def _no_repeated_keys(node: Any, origin: str) -> None:
         seen[identity] = where
 
 
-def _reason(error: BaseException) -> str:
-    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+def dump(data: Any) -> str:
+    """`data` as YAML, keys in the order given (config.yaml, sweep.yaml, a sweep point's config file)."""
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)

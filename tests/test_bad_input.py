@@ -220,9 +220,9 @@ def test_bad_checkpoints(tmp_path, make, fragment):  # noqa: F811 - extended bel
 def crafted(path: Path, **changes) -> None:
     """A checkpoint of the right format whose fields were changed by hand."""
     from mnistres.config import RunConfig
-    from mnistres.model import build
+    from mnistres.model import from_config
 
-    document = {"config": RunConfig(width=8, blocks=1).to_dict(), "model": build("relu", 8, 1).state_dict(),
+    document = {"config": RunConfig(width=8, blocks=1).to_dict(), "model": from_config(RunConfig(width=8, blocks=1)).state_dict(),
                 "epoch": 1, "normalisation": [0.1307, 0.3081], **changes}
     for key, value in list(document.items()):
         if value is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mnistres import config
+from mnistres import config, yamlfile
 from mnistres.config import RunConfig
 from mnistres.errors import ConfigError
 
@@ -91,7 +91,7 @@ def test_round_trip_through_yaml(tmp_path):
     import yaml
 
     original = config.build(None, {"activation": "gelu", "train_size": 100}, ["callbacks=progress"])
-    restored = config.from_dict(yaml.safe_load(config.dump_yaml(original)))
+    restored = config.from_dict(yaml.safe_load(yamlfile.dump(original.to_dict())))
     assert restored == original
 
 

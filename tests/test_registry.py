@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from mnistres import model as model_module
+from mnistres.config import RunConfig
 from mnistres.errors import ConfigError, UnknownNameError
 from mnistres.registry import BUILT_IN, Registry, activations, callbacks, optimizers, schedulers
 
 
 def tiny_model(activation="relu"):
     torch.manual_seed(0)
-    return model_module.build(activation, width=8, blocks=1)
+    return model_module.from_config(RunConfig(activation=activation, width=8, blocks=1))
 
 
 def one_step(model, optimizer, scheduler=None):

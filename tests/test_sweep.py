@@ -15,10 +15,11 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from mnistres import sweep
+from mnistres import rundir, sweep
 from mnistres.cli import app
 from mnistres.config import RunConfig
 from mnistres.errors import ConfigError, MnistresError
+from mnistres.view import PointState
 
 runner = CliRunner()
 
@@ -286,7 +287,7 @@ def test_point_names_longer_than_a_filesystem_allows_are_shortened(fast):
     points = yaml.safe_load((root / "sweep.yaml").read_text())["points"]
     assert len(points) == 4 and len({p["name"] for p in points}) == 4
     for point in points:
-        assert len(point["name"]) <= sweep.POINT_NAME_LIMIT and point["name"].endswith(",seed=0")
+        assert len(point["name"]) <= rundir.POINT_NAME_LIMIT and point["name"].endswith(",seed=0")
         config = yaml.safe_load((root / point["name"] / "config.yaml").read_text())
         assert (config["optimizer"], config["schedule"]) == (point["values"]["optimizer"], point["values"]["schedule"])
         assert summary(root / point["name"])["status"] == "completed"
@@ -369,7 +370,7 @@ def test_live_view_shows_each_point_state():
     from mnistres.view import SweepView
 
     plan = sweep.make_plan(RunConfig(epochs=5), {"lr": ["0.1", "0.01", "0.001"]})
-    states = [sweep.PointState(point) for point in plan.points]
+    states = [PointState(point) for point in plan.points]
     states[0].status, states[0].kept, states[0].epoch, states[0].val_acc = "completed", True, 5, 0.9871
     states[1].status, states[1].epoch, states[1].fraction, states[1].val_acc = "running", 3, 0.5, 0.97
     states[1].started = time.time()

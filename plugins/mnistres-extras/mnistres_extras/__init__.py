@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnistres.callbacks import Callback
+from mnistres.api import Callback
 from mnistres.errors import ConfigError
 from mnistres.registry import Option, activations, callbacks, optimizers, schedulers
 

@@ -1,0 +1,145 @@
+"""One writer per folder: `Lock` holds `<folder>/.lock` for as long as a run or sweep writes there.
+
+The lock file records the holder's host, pid, start time and command. A second writer is
+refused, naming the holder; a lock left by a dead process on this host is taken over; one from
+another host is reported, never broken (that host may still be writing to a shared filesystem).
+On POSIX the kernel's advisory lock (flock) backs the record, so a holder that dies however it
+dies releases it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from mnistres.errors import ConfigError
+
+LOCK_FILE = ".lock"
+
+try:  # POSIX advisory locks: released by the kernel when the holder dies, however it dies
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+
+class LockedError(ConfigError):
+    """Another process is writing this run or sweep."""
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if sys.platform == "win32":  # pragma: no cover - no cheap check: assume it runs
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's process
+        return True
+    return True
+
+
+def _read_holder(path: Path) -> dict[str, Any]:
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    since = holder.get("started")
+    when = time.strftime(" since %Y-%m-%d %H:%M", time.localtime(since)) if isinstance(since, (int, float)) else ""
+    command = f" ({holder['command']})" if isinstance(holder.get("command"), str) else ""
+    return f"process {holder.get('pid', '?')} on {holder.get('host', '?')}{when}{command}"
+
+
+class Lock:
+    """`<directory>/.lock`, held by one writer for as long as it writes there."""
+
+    def __init__(self, directory: Path, what: str = "run") -> None:
+        self.directory, self.what = Path(directory), what
+        self.path = self.directory / LOCK_FILE
+        self._handle: Optional[int] = None
+
+    # A writer checks early (before loading data) and takes the lock later (before writing).
+    def check(self) -> None:
+        """Refuse now if someone is writing there; takes nothing."""
+        if not self.path.exists():
+            return
+        self.acquire()
+        self.release()
+
+    def acquire(self) -> None:
+        host, pid = socket.gethostname(), os.getpid()
+        for _ in range(10):  # a holder may remove the file between our open and our lock: try again
+            handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                locked_by_kernel = self._lock(handle)
+                if os.fstat(handle).st_ino != os.stat(self.path).st_ino:
+                    raise FileNotFoundError  # the file we locked was removed: not the lock any more
+            except FileNotFoundError:
+                os.close(handle)
+                continue
+            except BaseException:
+                os.close(handle)
+                raise
+            holder = _read_holder(self.path)
+            held_elsewhere = holder.get("host") not in (None, host)
+            alive_here = holder.get("host") == host and holder.get("pid") != pid and _alive(int(holder.get("pid") or 0))
+            if held_elsewhere or (alive_here and not locked_by_kernel):
+                os.close(handle)
+                self._refuse(holder, other_host=held_elsewhere)
+            record = {"host": host, "pid": pid, "started": time.time(),
+                      "command": " ".join(["mnistres", *sys.argv[1:]])[:100]}
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, json.dumps(record).encode(), 0)
+            self._handle = handle
+            return
+        raise LockedError(f"{self.directory} is being locked and unlocked by other processes; try again")
+
+    def _lock(self, handle: int) -> bool:
+        """Take the kernel's lock on the open file; True if the kernel keeps it for us."""
+        if fcntl is None:  # pragma: no cover
+            return False
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(self.path)
+            self._refuse(holder, other_host=False)
+        except OSError as error:
+            if error.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # a filesystem without locks
+                return False
+            raise
+        return True
+
+    def _refuse(self, holder: dict[str, Any], *, other_host: bool) -> None:
+        who = describe_holder(holder) if holder else "another process"
+        if other_host:
+            raise LockedError(f"{self.directory} is locked by {who}, another machine; if that {self.what} is no "
+                              f"longer running, delete {self.path} and try again")
+        raise LockedError(f"{self.directory} is being written by {who}; wait for that {self.what} to end, "
+                          f"or choose another --name")
+
+    def release(self) -> None:
+        if self._handle is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # while still holding it: nobody can take a stale copy
+        finally:
+            os.close(self._handle)
+            self._handle = None
+
+    def __enter__(self) -> "Lock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

@@ -1,0 +1,163 @@
+"""The package's shape: no import circles, one owner per concept, names resolved once.
+
+docs/architecture.md is the map these tests keep true.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+import mnistres
+from mnistres.config import RunConfig
+
+PACKAGE = Path(mnistres.__file__).parent
+
+
+def imports_of(path: Path) -> set[str]:
+    """The mnistres modules a file imports anywhere: at the top, inside functions, or only for type checking."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module == "mnistres":
+            found |= {alias.name for alias in node.names if (PACKAGE / f"{alias.name}.py").is_file()}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mnistres."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("mnistres.")}
+    return found - {path.stem}
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {path.stem: imports_of(path) for path in sorted(PACKAGE.glob("*.py"))}
+
+
+def test_no_module_imports_itself_back_through_others():
+    graph = import_graph()
+
+    def cycle_from(start: str) -> list[str] | None:
+        stack = [(start, [start])]
+        seen: set[str] = set()
+        while stack:
+            module, path = stack.pop()
+            for imported in sorted(graph.get(module, ())):
+                if imported == start:
+                    return path + [start]
+                if imported not in seen:
+                    seen.add(imported)
+                    stack.append((imported, path + [imported]))
+        return None
+
+    circles = [" -> ".join(found) for found in map(cycle_from, sorted(graph)) if found]
+    assert not circles, f"import circles: {circles}"
+
+
+def test_the_graph_sees_lazy_and_type_only_imports(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from mnistres.trainer import Trainer\n"
+                      "def f():\n    from mnistres import sweep, atomic\n")
+    assert imports_of(sample) == {"trainer", "sweep", "atomic"}
+
+
+def test_the_callback_api_is_a_leaf_that_everyone_shares():
+    from mnistres import api, callbacks, trainer
+
+    assert imports_of(PACKAGE / "api.py") == set()
+    assert callbacks.Callback is api.Callback  # plugins written against mnistres.callbacks keep working
+    assert trainer.Callback is api.Callback
+    hooks = {name for name, _ in inspect.getmembers(api.Callback, inspect.isfunction)}
+    assert hooks == {"on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end", "on_train_end"}
+
+
+def test_the_trainer_offers_every_attribute_the_api_promises(data_dir, tmp_path):
+    from rich.console import Console
+
+    from mnistres.api import Callback, TrainerState
+    from mnistres.trainer import train
+
+    promised = [name for name in TrainerState.__annotations__] + ["running_metrics"]
+    missing: set[str] = set()
+
+    class Inspect(Callback):
+        def on_batch_end(self, trainer, step):
+            missing.update(name for name in promised if not hasattr(trainer, name))
+
+    config = RunConfig(data_dir=str(data_dir), download=False, device="cpu", epochs=1, width=8, blocks=1,
+                       precise_bn=0, threads=1, callbacks=(), out_dir=str(tmp_path), name="api")
+    train(config, console=Console(file=open(tmp_path / "out.txt", "w")), extra_callbacks=[Inspect()])
+    assert len(promised) > 10 and not missing
+
+
+def test_names_are_looked_up_once_per_run(data_dir, tmp_path, monkeypatch):
+    """A resolved config goes through the trainer without any registry name parsed again."""
+    from rich.console import Console
+
+    from mnistres import registry
+    from mnistres.resolve import resolve
+    from mnistres.trainer import train
+
+    config = RunConfig(data_dir=str(data_dir), download=False, device="cpu", epochs=1, width=8, blocks=1,
+                       precise_bn=0, threads=1, optimizer="sgd:momentum=0.9", out_dir=str(tmp_path), name="once")
+    resolved = resolve(config)
+    parsed: list[str] = []
+    original = registry.Registry.parse
+
+    def counting(self, spec):
+        parsed.append(f"{self.kind} {spec}")
+        return original(self, spec)
+
+    monkeypatch.setattr(registry.Registry, "parse", counting)
+    result = train(resolved, console=Console(file=open(tmp_path / "out.txt", "w")))
+    assert result.status == "completed" and parsed == []
+    train(config.replace(name="again"), console=Console(file=open(tmp_path / "out2.txt", "w")))
+    assert len(parsed) == 3 + len(config.callbacks)  # a plain RunConfig: each name once
+
+
+def test_a_sweep_resolves_each_point_while_planning(monkeypatch):
+    from mnistres import sweep
+    from mnistres.resolve import Resolved
+
+    plan = sweep.make_plan(RunConfig(), {"optimizer": ["adam", "sgd:momentum=0.9"]})
+    assert all(isinstance(point.resolved, Resolved) for point in plan.points)
+    assert [str(point.resolved.optimizer) for point in plan.points] == ["adam", "sgd:momentum=0.9"]
+    # momentum and weight_decay reach the optimizer as options, in the one resolution step
+    assert plan.points[1].resolved.with_execution(device="cpu").config.device == "cpu"
+    with pytest.raises(ValueError):
+        plan.points[1].resolved.with_execution(lr=0.1)
+
+
+def test_the_model_is_built_from_a_spec_or_a_config_only():
+    from mnistres import model
+    from mnistres.registry import activations
+    from mnistres.resolve import resolve
+
+    config = RunConfig(activation="leaky_relu:negative_slope=0.2", width=8, blocks=1)
+    with pytest.raises(TypeError):
+        model.build("relu", 8, 1)
+    for network in (model.from_config(config), model.from_config(resolve(config)),
+                    model.build(activations.parse(config.activation), 8, 1)):
+        assert network.stem[2].negative_slope == 0.2 and len(network.blocks) == 1
+
+
+def test_train_and_sweep_take_the_same_run_options():
+    from typer.main import get_command
+
+    from mnistres.cli import LAYER_OPTIONS, RUN_OPTIONS, app
+
+    group = get_command(app)
+    for name in ("train", "sweep"):
+        declared = {param.name for param in group.commands[name].params}
+        assert set(RUN_OPTIONS) | set(LAYER_OPTIONS) <= declared, (name, set(RUN_OPTIONS) - declared)
+    assert set(RUN_OPTIONS) <= set(RunConfig.__dataclass_fields__)
+
+
+def test_one_rule_makes_names_and_one_rule_checks_them():
+    from mnistres import rundir
+
+    for text in ("lr=0.1,activation=leaky_relu:negative_slope=0.1,seed=0", "a b/c", "..hidden", "ünïcode"):
+        made = rundir.safe_name(text)
+        assert made and rundir.name_problem(made) == "", (text, made)
+    assert rundir.name_problem("a/b") and rundir.name_problem(".x") and rundir.name_problem("x" * 201)
+    assert rundir.name_problem(rundir.default_name("mnist", "leaky_relu:negative_slope=0.1", "sgd", 0.1, 32)) == ""
