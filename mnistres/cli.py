@@ -605,4 +605,7 @@ def main() -> None:
     # blocks them for the instant in which it starts a point; the mask is inherited).
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    from mnistres.interrupts import tie_to_parent
+
+    tie_to_parent()  # a sweep's child never outlives its sweep
     app()

@@ -1,12 +1,16 @@
 """Stopping on request: SIGTERM (what `kill`, `timeout` and job schedulers send) is handled like
 Ctrl-C, so a run or a sweep stopped either way saves its state, marks itself interrupted and
-can be resumed, and a sweep stops its child processes instead of leaving them running.
+can be resumed, and a sweep stops its child processes instead of leaving them running; a child
+whose sweep dies without a word (SIGKILL, a crash) stops itself (`tie_to_parent`).
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -69,3 +73,45 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+PARENT_ENV = "MNISTRES_PARENT_PID"  # set by a sweep for its children: the pid they must not outlive
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+WATCH_S = 1.0  # how often a child without PR_SET_PDEATHSIG looks for its parent
+
+
+def tie_to_parent() -> None:
+    """If this process was started by a sweep (PARENT_ENV), receive SIGTERM when that sweep dies,
+    however it dies, and so end like an interrupted run (state saved, resumable) instead of training
+    on as an orphan nobody will stop.
+
+    On Linux the kernel sends the signal (PR_SET_PDEATHSIG); elsewhere a daemon thread checks every
+    WATCH_S seconds whether the parent is still ours. A parent that died before the tie was made is
+    caught by comparing the parent pid just after making it.
+    """
+    wanted = os.environ.pop(PARENT_ENV, "")  # for this process only, not for any it starts
+    if not wanted.isdigit() or not hasattr(os, "getppid"):
+        return
+    parent = int(wanted)
+    if not _kernel_tie():
+        threading.Thread(target=_watch, args=(parent,), name="mnistres-parent-watch", daemon=True).start()
+    if os.getppid() != parent:  # already gone: it cannot signal us any more
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _kernel_tie() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0
+    except (OSError, AttributeError):  # no libc to be found (a static or unusual Python): use the thread
+        return False
+
+
+def _watch(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(WATCH_S)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from mnistres import atomic, config as config_module, rundir, yamlfile
 from mnistres.config import RunConfig
 from mnistres.errors import ConfigError, MnistresError, WriteError, reason
-from mnistres.interrupts import Interrupted, deferred, shielded, sigterm_as_interrupt
+from mnistres.interrupts import PARENT_ENV, Interrupted, deferred, shielded, sigterm_as_interrupt
 from mnistres.lock import Lock
 from mnistres.registry import requested
 from mnistres.resolve import Resolved, canonical, meaning, resolve
@@ -392,7 +392,8 @@ def _start_child(config: RunConfig, state: PointState) -> subprocess.Popen:
         atomic.write_text(point_file, yamlfile.dump(config.to_dict()))
         how = ["--config", str(point_file), "--overwrite"]
     log = _open_log(point_log(state.point), "--resume" in how)
-    env = {**os.environ, "COLUMNS": "120"}
+    # PARENT_ENV: the child stops itself (as interrupted, resumable) if this sweep dies without stopping it.
+    env = {**os.environ, "COLUMNS": "120", PARENT_ENV: str(os.getpid())}
     # -P: the child does not put the current folder first on sys.path, so a csv.py or yaml.py lying
     # there is never imported (mnistres/__init__.py does the same for Pythons before 3.11).
     safe_path = ["-P"] if sys.version_info >= (3, 11) else []

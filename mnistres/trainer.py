@@ -23,7 +23,7 @@ from mnistres import model as model_module
 from mnistres.api import Callback
 from mnistres.config import RunConfig
 from mnistres.errors import CheckpointError, ConfigError, MnistresError, PluginError, WriteError, reason
-from mnistres.interrupts import Interrupted, deferred, sigterm_as_interrupt
+from mnistres.interrupts import Interrupted, deferred, shielded, sigterm_as_interrupt
 from mnistres.lock import Lock
 from mnistres.registry import callbacks as callback_registry, optimizers, schedulers
 from mnistres.resolve import Resolved, resolve
@@ -211,7 +211,10 @@ class Trainer:
                     f"{type(error).__name__}: {error}"
                 raise
             finally:
-                with deferred():  # a Ctrl-C now waits until summary.json says how the run ended
+                # A Ctrl-C now waits until summary.json says how the run ended; once the run is being
+                # interrupted, further signals (a second Ctrl-C, a second SIGTERM that was already on its
+                # way) are dropped, so that they cannot cut the recording of the interruption short.
+                with shielded() if status == "interrupted" else deferred():
                     summary = self.summarise(status, message, history, best, started, time.perf_counter() - clock)
                     try:
                         rundir.write_summary(run_dir, summary)
@@ -219,7 +222,7 @@ class Trainer:
                         if not error_in_flight:
                             raise
                         # The error already on its way says what went wrong; summary.json keeps its last state.
-                self._emit("on_train_end", status)
+                    self._emit("on_train_end", status)
         return RunResult(run_dir, status, message, history, summary)
 
     def copy_to_best(self, run_dir: Path) -> None:

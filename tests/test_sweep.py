@@ -333,7 +333,8 @@ def _processes_mentioning(text: str) -> list[int]:
 def test_ctrl_c_keeps_finished_points_and_the_rerun_does_the_rest(fast, tmp_path, jobs, stop):
     # Two points: one epoch (done in a second) and 40 (still running when Ctrl-C or SIGTERM comes).
     options = [a for i, a in enumerate(fast) if a != "--epochs" and fast[i - 1] != "--epochs"]
-    args = ["epochs", "1", "40", "--jobs", jobs, *options, "--no-report"]
+    # An absolute --out-dir, so that the children's command lines name this test's own folder.
+    args = ["epochs", "1", "40", "--jobs", jobs, *options, "--no-report", "--out-dir", str(tmp_path / "runs")]
     root = tmp_path / "runs" / "epochs-sweep"
     short, long = root / "epochs=1,seed=0", root / "epochs=40,seed=0"
     process = _start(args, tmp_path)
@@ -343,7 +344,7 @@ def test_ctrl_c_keeps_finished_points_and_the_rerun_does_the_rest(fast, tmp_path
     assert process.returncode == 130, output
     assert "Interrupted: finished points are kept; run the same sweep again" in output
     assert "Traceback" not in output
-    if Path("/proc/self/cmdline").exists():  # no child left running: each was stopped and waited for
+    if Path("/proc/self/cmdline").exists() and jobs == "2":  # no child left running: each was stopped and waited for
         assert _processes_mentioning(str(root / "logs")) == []
     assert summary(short)["status"] == "completed"
     assert summary(long)["status"] == "interrupted"
@@ -380,3 +381,40 @@ def test_live_view_shows_each_point_state():
     assert rows["lr=0.1,seed=0"] == ["completed", "(kept)", "5/5", "0.9871"]
     assert rows["lr=0.01,seed=0"] == ["running", "3/5", "50%", "0.9700", "0s"]
     assert rows["lr=0.001,seed=0"] == ["pending"]
+
+
+def test_a_killed_sweep_leaves_no_child_training(fast, tmp_path):
+    """SIGKILL gives a sweep no chance to stop its children: they stop themselves, as interrupted."""
+    options = [a for i, a in enumerate(fast) if a != "--epochs" and fast[i - 1] != "--epochs"]
+    args = ["epochs", "1", "40", "--jobs", "2", *options, "--no-report", "--out-dir", str(tmp_path / "runs")]
+    root = tmp_path / "runs" / "epochs-sweep"
+    long = root / "epochs=40,seed=0"
+    process = _start(args, tmp_path)
+    _wait_for(lambda: (long / "last.pt").is_file(), process)
+    assert _processes_mentioning(str(root / "logs"))  # the long point's child is training
+    process.kill()
+    process.communicate(timeout=60)
+    deadline = time.monotonic() + 60
+    while _processes_mentioning(str(root / "logs")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = _processes_mentioning(str(root / "logs"))
+    for pid in left:  # never leave one behind, even when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
+    assert summary(long)["status"] == "interrupted"  # it saved its state on the way out: resumable
+    again = subprocess.run([sys.executable, "-m", "mnistres", "sweep", *args], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert summary(long)["status"] == "completed" and summary(long)["epochs_completed"] == 40
+
+
+def test_a_child_whose_parent_is_already_gone_stops_at_once(tmp_path):
+    from mnistres.interrupts import PARENT_ENV
+
+    # A parent pid that is not this child's parent: the tie finds it gone and ends the process.
+    child = subprocess.run([sys.executable, "-m", "mnistres", "--version"], capture_output=True, text=True,
+                           env={**os.environ, PARENT_ENV: "1" if os.getpid() != 1 else "2"}, timeout=60)
+    assert child.returncode == -signal.SIGTERM and "mnistres" not in child.stdout
+    untied = subprocess.run([sys.executable, "-m", "mnistres", "--version"], capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if k != PARENT_ENV}, timeout=60)
+    assert untied.returncode == 0 and "mnistres" in untied.stdout
