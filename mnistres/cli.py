@@ -599,13 +599,7 @@ def _print_json(result: Any) -> None:
 
 
 def main() -> None:
-    import signal
+    from mnistres.interrupts import as_started_process
 
-    # Ctrl-C and SIGTERM must reach us even if our parent had them blocked when it started us (a sweep
-    # blocks them for the instant in which it starts a point; the mask is inherited).
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    from mnistres.interrupts import tie_to_parent
-
-    tie_to_parent()  # a sweep's child never outlives its sweep
+    as_started_process()
     app()

@@ -80,6 +80,15 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 WATCH_S = 1.0  # how often a child without PR_SET_PDEATHSIG looks for its parent
 
 
+def as_started_process() -> None:
+    """What every entry point of a process does first: receive Ctrl-C and SIGTERM even if the parent had
+    them blocked when it started this process (a sweep blocks them for the instant in which it starts
+    a point, and the mask is inherited), and, if a sweep started it, not outlive that sweep."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    tie_to_parent()
+
+
 def tie_to_parent() -> None:
     """If this process was started by a sweep (PARENT_ENV), receive SIGTERM when that sweep dies,
     however it dies, and so end like an interrupted run (state saved, resumable) instead of training

@@ -304,7 +304,8 @@ def observations(study: Study) -> list[str]:
         found.append(f"{plural(len(diverged), 'run')} diverged (loss became NaN or infinite): {', '.join(where)}.")
     else:
         found.append("No run diverged.")
-    others = [f"{run.name} ({run.status}: {run.summary.get('message', '')})" for run in study.runs
+    others = [f"{run.name} ({run.status}{': ' + run.summary['message'] if run.summary.get('message') else ''})"
+              for run in study.runs
               if run.status not in ("completed", "diverged")]
     others += [f"{name} ({status}{': ' + reason if reason else ''})" for name, status, reason in study.missing]
     if others:

@@ -25,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
+import socket
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
@@ -126,7 +128,9 @@ def point_name(text: str, taken: set[str]) -> str:
 # checked for the shape the rest of mnistres relies on.
 
 MAX_JSON_BYTES = 64 << 20  # metrics.jsonl of 10,000 epochs is about 10 MB
-STATUSES = ("completed", "diverged", "interrupted", "failed")
+# "running" is written when a run starts; a run that finds it with nobody holding the directory's lock
+# was killed (or its machine went away) and may be resumed like an interrupted one.
+STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
 # Per-epoch keys the report, sweeps and --resume read; accuracies are fractions, the others numbers or null.
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
 
@@ -199,7 +203,8 @@ def _summary_problem(summary: Any) -> str:
         "status": (str,), "message": (str,), "best": (dict,), "final": (dict,), "per_class": (list,),
         "confusion_matrix": (list,), "diverged_at": (dict,), "device": (str,), "versions": (dict,),
         "started": (str,), "finished": (str,), "val_set": (str,), "train_images": (int,), "val_images": (int,),
-        "parameters": (int,), "plugins": (dict,), "numerics": (dict,),
+        "parameters": (int,), "plugins": (dict,), "numerics": (dict,), "host": (str,), "pid": (int,),
+        "attempt": (str,),
     }
     for key, kinds in expected.items():
         if key in summary and summary[key] is not None and not isinstance(summary[key], kinds):
@@ -298,6 +303,18 @@ def latest_epoch(run_dir: Path) -> Optional[dict[str, Any]]:
     return history[-1] if history else None
 
 
+def outcome(run_dir: Path, attempt: str) -> Optional[tuple[str, str]]:
+    """(status, message) that the attempt `attempt` recorded in the run's summary.json once it ended;
+    None while it runs, or if it recorded nothing (an earlier attempt's summary does not count)."""
+    try:
+        summary = read_summary(Path(run_dir) / SUMMARY)
+    except MnistresError:
+        return None
+    if summary.get("attempt") != attempt or summary["status"] == "running":
+        return None
+    return summary["status"], summary.get("message") or ""
+
+
 def stored_status(run_dir: Path) -> str:
     """The status a run directory's summary.json records ("" when there is none to read)."""
     try:
@@ -307,6 +324,11 @@ def stored_status(run_dir: Path) -> str:
 
 
 # --- writing ----------------------------------------------------------------------------------------
+
+
+def writer(attempt: str = "") -> dict[str, Any]:
+    """Who writes a run, for its summary.json: host and pid, and the attempt that started it, if named."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), **({"attempt": attempt} if attempt else {})}
 
 
 def write_config(run_dir: Path, config: Mapping[str, Any]) -> None:
@@ -326,6 +348,19 @@ def write_sweep(sweep_dir: Path, record: Mapping[str, Any]) -> None:
     atomic.write_text(Path(sweep_dir) / SWEEP_FILE, yamlfile.dump(dict(record)))
 
 
+def record_failure(run_dir: Path, message: str, record: Mapping[str, Any]) -> None:
+    """summary.json saying `failed` with `message`, for a run that failed before it could say so
+    itself (its data, device or plugins would not load). Epochs an earlier attempt completed stay,
+    and so does their checkpoint: the run stays resumable. Only the lock's holder may call this."""
+    history = []
+    try:
+        history = read_history(Path(run_dir) / METRICS)
+    except MnistresError:
+        pass
+    write_summary(run_dir, {"status": "failed", "message": message, "epochs_completed": len(history),
+                            "final": history[-1] if history else {}, **record})
+
+
 def clear(run_dir: Path, *, earlier_run: bool) -> None:
     """Before a run writes: remove the temporary files of writes a crash cut short, and with
     `earlier_run` (--overwrite) the earlier run's files too. Only the lock's holder may call this."""
@@ -338,6 +373,9 @@ def clear(run_dir: Path, *, earlier_run: bool) -> None:
 # --- what may be done with a directory ---------------------------------------------------------------
 
 FINISHED = ("completed", "diverged")  # a sweep point with one of these is a result and is not run again
+# A run that stopped part-way with a checkpoint: Ctrl-C or SIGTERM, a failure (a full disk, a worker that
+# lost its data), or a kill that left it "running" with nobody holding its lock.
+UNFINISHED = ("interrupted", "failed", "running")
 
 
 def refuse_earlier_run(run_dir: Path) -> None:
@@ -346,13 +384,16 @@ def refuse_earlier_run(run_dir: Path) -> None:
     if not existing:
         return
     status = stored_status(run_dir)
-    if status == "interrupted" and (run_dir / LAST).is_file():
-        offer = f"it was interrupted: `mnistres train --resume {run_dir}` continues it, --overwrite starts it again"
-    elif status == "interrupted":
-        offer = "it was interrupted before its first epoch ended, so there is nothing to resume: --overwrite starts it again"
+    how = {"interrupted": "it was interrupted", "failed": "it failed",
+           "running": "it stopped while running (killed, or its machine went away)"}.get(status, "")
+    if how and (run_dir / LAST).is_file():
+        offer = f"{how}: `mnistres train --resume {run_dir}` continues it, --overwrite starts it again"
+    elif how:
+        offer = f"{how} before its first epoch ended, so there is nothing to resume: --overwrite starts it again"
     else:
         offer = "pass --overwrite to replace it"
-    raise ConfigError(f"{run_dir} already holds {article(status)} run ({', '.join(existing)}); {offer}, "
+    shown = "an unfinished" if status == "running" else article(status)
+    raise ConfigError(f"{run_dir} already holds {shown} run ({', '.join(existing)}); {offer}, "
                       f"or choose another --name")
 
 
@@ -423,5 +464,12 @@ def kept_status(run_dir: Path, config: Mapping[str, Any]) -> Optional[str]:
 
 
 def resumable(run_dir: Path, config: Mapping[str, Any]) -> bool:
-    """An earlier run of `config` in `run_dir` was interrupted after at least one epoch: go on from there."""
-    return _earlier_status(run_dir, config) == "interrupted" and (run_dir / LAST).is_file()
+    """An earlier run of `config` in `run_dir` stopped part-way (UNFINISHED) after at least one epoch
+    and before its last: go on from there."""
+    if _earlier_status(run_dir, config) not in UNFINISHED or not (run_dir / LAST).is_file():
+        return False
+    try:
+        done = len(read_history(run_dir / METRICS))
+    except MnistresError:
+        return False
+    return 0 < done < int(config.get("epochs") or 0)

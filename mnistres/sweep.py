@@ -18,14 +18,14 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from mnistres import atomic, config as config_module, rundir, yamlfile
 from mnistres.config import RunConfig
-from mnistres.errors import ConfigError, MnistresError, WriteError, reason
+from mnistres.errors import ConfigError, WriteError, reason
 from mnistres.interrupts import PARENT_ENV, Interrupted, deferred, shielded, sigterm_as_interrupt
 from mnistres.lock import Lock
 from mnistres.registry import requested
@@ -290,7 +290,7 @@ def _run_here(pending: Iterable[PointState], device: Optional[str], view: Any) -
     from mnistres import devices as devices_module
     from mnistres.api import Callback
     from mnistres.display import console as make_console
-    from mnistres.trainer import train
+    from mnistres.worker import run_point
 
     class Watch(Callback):
         def __init__(self, state: PointState) -> None:
@@ -308,27 +308,26 @@ def _run_here(pending: Iterable[PointState], device: Optional[str], view: Any) -
     for state in pending:
         resolved = state.point.resolved if device is None else state.point.resolved.with_execution(device=device)
         view.started(state, str(devices_module.resolve(resolved.config.device)))
-        log_path = point_log(state.point)
-        resume = resumable(state.point)
-        with _open_log(log_path, resume) as log:
+        state.attempt = new_attempt()
+        with _open_log(point_log(state.point), append=resumable(state.point)) as log:
             try:
-                result = train(resolved, console=make_console(file=log, width=120, no_color=True), overwrite=not resume,
-                               resume=resume, extra_callbacks=[Watch(state)])
-                state.status, state.message = result.status, result.message
+                state.status, state.message = run_point(
+                    resolved, attempt=state.attempt, console=make_console(file=log, width=120, no_color=True),
+                    extra_callbacks=[Watch(state)])
             except KeyboardInterrupt:
-                state.status, state.message = "interrupted", f"interrupted during epoch {state.epoch}"
+                state.status, state.message = (rundir.outcome(state.point.run_dir, state.attempt)
+                                               or ("interrupted", f"interrupted during epoch {state.epoch}"))
                 view.finished(state)
                 raise
-            except MnistresError as error:
-                state.status, state.message = "failed", str(error)
-                log.write(f"Error: {error}\n")
-            except Exception as error:  # a bug or a broken plugin: record it, go on with the others
-                state.status, state.message = "failed", f"{type(error).__name__}: {error}"
-                log.write(traceback.format_exc())
         view.finished(state)
 
 
-def _open_log(path: Path, append: bool) -> Any:
+def new_attempt() -> str:
+    """A name for one start of a point, recorded with its outcome in summary.json."""
+    return uuid.uuid4().hex[:16]
+
+
+def _open_log(path: Path, *, append: bool) -> Any:
     try:
         return open(path, "a" if append else "w", encoding="utf-8")
     except OSError as error:
@@ -341,8 +340,9 @@ def point_log(point: Point) -> Path:
 
 
 def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], view: Any) -> None:
-    """`jobs` points at a time, each a `mnistres train` child process with its own log and the
-    sweep's thread count (or, with `devices`, one device per slot).
+    """`jobs` points at a time, each a child process (`python -m mnistres.worker`) with its own log and
+    the sweep's thread count (or, with `devices`, one device per slot). A point's outcome is read from
+    its run directory, never from the child's exit code or output.
 
     Children run in their own process group, so a Ctrl-C reaches this process once and is
     passed on to each child exactly once; SIGTERM to this process is handled the same way.
@@ -365,7 +365,7 @@ def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], 
             for slot, (state, process, log_path) in list(running.items()):
                 _read_progress(state)
                 if process.poll() is not None:
-                    _finish_child(state, process.returncode, log_path)
+                    _finish_child(state, log_path, stopping=False)
                     view.finished(state)
                     del running[slot]
     except KeyboardInterrupt:
@@ -379,19 +379,18 @@ def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], 
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-                _finish_child(state, process.returncode, log_path)
+                _finish_child(state, log_path, stopping=True)
                 view.finished(state)
         raise
 
 
 def _start_child(config: RunConfig, state: PointState) -> subprocess.Popen:
-    if resumable(state.point):
-        how = ["--resume", str(state.point.run_dir), "--threads", str(config.threads), "--device", config.device]
-    else:
-        point_file = rundir.point_config_file(Path(config.out_dir), state.point.name)
-        atomic.write_text(point_file, yamlfile.dump(config.to_dict()))
-        how = ["--config", str(point_file), "--overwrite"]
-    log = _open_log(point_log(state.point), "--resume" in how)
+    """The point as a child process: its config (with the device of its slot) in logs/<point>.yaml, run by
+    the worker, which resumes it from its run directory where it stopped part-way."""
+    point_file = rundir.point_config_file(Path(config.out_dir), state.point.name)
+    atomic.write_text(point_file, yamlfile.dump(config.to_dict()))
+    state.attempt = new_attempt()
+    log = _open_log(point_log(state.point), append=resumable(state.point))
     # PARENT_ENV: the child stops itself (as interrupted, resumable) if this sweep dies without stopping it.
     env = {**os.environ, "COLUMNS": "120", PARENT_ENV: str(os.getpid())}
     # -P: the child does not put the current folder first on sys.path, so a csv.py or yaml.py lying
@@ -399,7 +398,7 @@ def _start_child(config: RunConfig, state: PointState) -> subprocess.Popen:
     safe_path = ["-P"] if sys.version_info >= (3, 11) else []
     try:
         return subprocess.Popen(
-            [sys.executable, *safe_path, "-m", "mnistres", "train", *how,
+            [sys.executable, *safe_path, "-m", "mnistres.worker", str(point_file), "--attempt", state.attempt,
              *[arg for plugin in requested() for arg in ("--plugin", plugin)]],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )
@@ -414,31 +413,19 @@ def _read_progress(state: PointState) -> None:
         state.epoch, state.val_acc = last["epoch"], last["val_acc"]
 
 
-def _finish_child(state: PointState, returncode: int, log_path: Path) -> None:
+def _finish_child(state: PointState, log_path: Path, *, stopping: bool) -> None:
+    """The point's outcome, as its attempt recorded it in its run directory. A child that recorded
+    none was stopped by this sweep (`stopping`: interrupted, resumable) or died (failed)."""
     _read_progress(state)
-    summary_path = state.point.run_dir / rundir.SUMMARY
-    summary: dict[str, Any] = {}
-    if summary_path.is_file() and summary_path.stat().st_mtime >= state.started - 1:
-        try:
-            summary = rundir.read_summary(summary_path)
-        except MnistresError:
-            summary = {}
-    if summary.get("status"):
-        state.status, state.message = summary["status"], summary.get("message", "")
-    elif returncode in (130, -signal.SIGINT, -signal.SIGTERM):
+    found = rundir.outcome(state.point.run_dir, state.attempt)
+    if found is not None:
+        state.status, state.message = found
+    elif stopping:
         state.status = "interrupted"
         state.message = f"interrupted after epoch {state.epoch}" if state.epoch else "interrupted before the run started"
     else:
         state.status = "failed"
-        state.message = _last_line(log_path) or f"mnistres train exited with code {returncode}"
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return lines[-1].removeprefix("Error: ") if lines else ""
+        state.message = f"its process ended without recording an outcome (see {log_path})"
 
 
 def merge_axes(file_axes: Mapping[str, list[Any]], command_axes: Iterable[tuple[str, list[Any]]]) -> dict[str, list[Any]]:

@@ -41,15 +41,16 @@ class RunResult:
 
 
 def train(config: RunConfig | Resolved, *, console: Any = None, extra_callbacks: Iterable[Callback] = (),
-          overwrite: bool = False, resume: bool = False) -> RunResult:
+          overwrite: bool = False, resume: bool = False, attempt: str = "") -> RunResult:
     """Run one training run as `config` describes; the library's entry point.
 
     With `resume`, continue the interrupted run in OUT_DIR/NAME from its last completed epoch
     (see `resume_config`); the result equals that of a run never interrupted. A config already
-    resolved (`resolve.resolve`) is not looked up again.
+    resolved (`resolve.resolve`) is not looked up again. `attempt` (any text) is recorded in
+    summary.json, so that whoever started the run can tell its outcome from an earlier one's.
     """
     return Trainer(config, console=console, extra_callbacks=extra_callbacks, overwrite=overwrite,
-                   resume=resume).fit()
+                   resume=resume, attempt=attempt).fit()
 
 
 def resume_config(run_dir: str | Path, *, other_options: Iterable[str] = (), **execution: Any) -> RunConfig:
@@ -79,7 +80,7 @@ class Trainer:
     """Holds the state that callbacks see: config, model, optimizer, epoch, step, console."""
 
     def __init__(self, config: RunConfig | Resolved, *, console: Any = None, extra_callbacks: Iterable[Callback] = (),
-                 overwrite: bool = False, resume: bool = False) -> None:
+                 overwrite: bool = False, resume: bool = False, attempt: str = "") -> None:
         if console is None:
             from mnistres.display import console as make_console
 
@@ -88,6 +89,7 @@ class Trainer:
         self.resolved = config if isinstance(config, Resolved) else resolve(config)
         self.config, self.console, self.overwrite, self.resume = self.resolved.config, console, overwrite, resume
         self.extra_callbacks = list(extra_callbacks)
+        self.attempt = attempt
         self.epoch = 0  # current epoch, from 1
         self.global_step = 0
         self.stop_reason = ""  # set by a callback (e.g. early stopping) to end after this epoch
@@ -168,6 +170,11 @@ class Trainer:
         if document is not None:
             history, best = self.restore(document)
         rundir.write_config(run_dir, config.to_dict())
+        # Until it ends, the run says that it runs, and where: a summary still saying so later, with nobody
+        # holding the lock, is a run that was killed (resumable, like an interrupted one).
+        rundir.write_summary(run_dir, {"status": "running", "message": "", "epochs_completed": len(history),
+                                       "epochs_planned": config.epochs, "started": started.isoformat(timespec="seconds"),
+                                       **rundir.writer(self.attempt)})
 
         status, message = "completed", ""
         error_in_flight = False
@@ -390,6 +397,7 @@ class Trainer:
             "train_seconds": sum(row["seconds"] for row in history),
             "wall_seconds": wall,
             "started": started.isoformat(timespec="seconds"),
+            **rundir.writer(self.attempt),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "device": devices.describe(self.device),
             "versions": versions(),

@@ -41,6 +41,7 @@ class PointState:
     started: float = 0.0
     seconds: float = 0.0
     device: str = ""
+    attempt: str = ""  # names the current start of the point; its outcome in summary.json carries it
 
 STYLES = {"pending": "dim", "running": "cyan", "completed": "green", "diverged": "yellow",
           "failed": "red", "interrupted": "magenta"}

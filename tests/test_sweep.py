@@ -190,7 +190,10 @@ def test_failed_and_diverged_points_do_not_stop_the_sweep(fast):
     root = Path("runs/lr-batch_size-sweep")
     assert summary(root / "lr=1000000.0,batch_size=32,seed=0")["status"] == "diverged"
     assert summary(root / "lr=0.01,batch_size=32,seed=0")["status"] == "completed"
-    assert not (root / "lr=0.01,batch_size=512,seed=0" / "summary.json").exists()
+    # A point that fails before training records its outcome in its run directory, like any other.
+    failed = summary(root / "lr=0.01,batch_size=512,seed=0")
+    assert failed["status"] == "failed" and "larger than the 320 training images" in failed["message"]
+    assert failed["epochs_completed"] == 0 and failed["attempt"]
     assert "batch_size=512 is larger than the 320 training images" in result.output
     recorded = {p["name"]: p for p in yaml.safe_load((root / "sweep.yaml").read_text())["points"]}
     assert recorded["lr=0.01,batch_size=512,seed=0"]["status"] == "failed"
@@ -316,6 +319,14 @@ def _wait_for(predicate, process: subprocess.Popen, timeout: float = 120) -> Non
         time.sleep(0.05)
 
 
+def _status(run: Path) -> str:
+    """A run's status as its summary.json says now ("" before there is one; "running" while it runs)."""
+    try:
+        return json.loads((run / "summary.json").read_text())["status"]
+    except (OSError, ValueError, KeyError):
+        return ""
+
+
 def _processes_mentioning(text: str) -> list[int]:
     """Pids of running processes whose command line contains `text` (Linux's /proc)."""
     found = []
@@ -338,7 +349,7 @@ def test_ctrl_c_keeps_finished_points_and_the_rerun_does_the_rest(fast, tmp_path
     root = tmp_path / "runs" / "epochs-sweep"
     short, long = root / "epochs=1,seed=0", root / "epochs=40,seed=0"
     process = _start(args, tmp_path)
-    _wait_for(lambda: (short / "summary.json").is_file() and (long / "last.pt").is_file(), process)
+    _wait_for(lambda: _status(short) == "completed" and (long / "last.pt").is_file(), process)
     process.send_signal(stop)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
@@ -418,3 +429,49 @@ def test_a_child_whose_parent_is_already_gone_stops_at_once(tmp_path):
     untied = subprocess.run([sys.executable, "-m", "mnistres", "--version"], capture_output=True, text=True,
                             env={k: v for k, v in os.environ.items() if k != PARENT_ENV}, timeout=60)
     assert untied.returncode == 0 and "mnistres" in untied.stdout
+
+
+def test_a_killed_point_is_failed_then_resumed_by_the_rerun(fast, tmp_path):
+    """A point's process killed outright records nothing: the sweep goes on, says so, and the next run
+    of the sweep resumes that point from its last completed epoch (its summary still says running)."""
+    options = [a for i, a in enumerate(fast) if a != "--epochs" and fast[i - 1] != "--epochs"]
+    args = ["epochs", "1", "40", "--jobs", "2", *options, "--no-report", "--out-dir", str(tmp_path / "runs")]
+    root = tmp_path / "runs" / "epochs-sweep"
+    long = root / "epochs=40,seed=0"
+    process = _start(args, tmp_path)
+    _wait_for(lambda: (long / "last.pt").is_file(), process)
+    children = _processes_mentioning(str(root / "logs" / "epochs=40,seed=0.yaml"))
+    assert len(children) == 1
+    os.kill(children[0], signal.SIGKILL)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 1, output
+    assert "epochs=40,seed=0: its process ended without recording an outcome" in output
+    assert _status(long) == "running"  # what a killed run leaves: resumable, nobody holds its lock
+    recorded = {p["name"]: p for p in yaml.safe_load((root / "sweep.yaml").read_text())["points"]}
+    assert recorded["epochs=40,seed=0"]["status"] == "failed"
+    first_epoch = (long / "metrics.jsonl").read_text().splitlines()[0]
+
+    again = subprocess.run([sys.executable, "-m", "mnistres", "sweep", *args], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert summary(long)["status"] == "completed" and summary(long)["epochs_completed"] == 40
+    assert (long / "metrics.jsonl").read_text().splitlines()[0] == first_epoch  # resumed, not redone
+
+
+def test_the_worker_records_its_outcome_in_the_run_directory(data_dir, tmp_path):
+    from mnistres import rundir, worker
+
+    point = RunConfig(data_dir=str(data_dir), download=False, device="cpu", epochs=1, width=8, blocks=1,
+                      precise_bn=0, threads=1, out_dir=str(tmp_path / "runs"), name="p")
+    point_file = tmp_path / "p.yaml"
+    point_file.write_text(yaml.safe_dump(point.to_dict()))
+    assert worker.main([str(point_file), "--attempt", "first"]) == 0
+    assert rundir.outcome(tmp_path / "runs" / "p", "first") == ("completed", "")
+    assert rundir.outcome(tmp_path / "runs" / "p", "another") is None  # an earlier attempt's outcome is not ours
+    again = point.replace(name="q", batch_size=512, train_size=None)  # more images per step than there are
+    point_file.write_text(yaml.safe_dump(again.to_dict()))
+    assert worker.main([str(point_file), "--attempt", "second"]) == 0
+    status, message = rundir.outcome(tmp_path / "runs" / "q", "second")
+    assert status == "failed" and "larger than the 320 training images" in message
+    point_file.write_text("epochs: [")
+    assert worker.main([str(point_file), "--attempt", "third"]) == 2  # nothing to record it in

@@ -1,0 +1,98 @@
+"""A sweep point, run by the library: the one entry every way of running a point goes through.
+
+`run_point` trains (or resumes) one point and leaves its outcome in the point's run directory:
+summary.json says how it ended and which attempt ended it. That is all the sweep reads back,
+whether the point ran in the sweep's own process, in a child process on this machine
+(`python -m mnistres.worker POINT.yaml --attempt ID`), or anywhere else that sees the same
+folder. Whether to resume is decided here, from the run directory (`rundir.resumable`), so
+a point started again after any stop goes on from its last completed epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from mnistres import rundir
+from mnistres.config import RunConfig
+from mnistres.errors import MnistresError
+from mnistres.resolve import Resolved
+
+
+def run_point(point: RunConfig | Resolved, *, attempt: str, console: Any = None,
+              extra_callbacks: Iterable[Any] = ()) -> tuple[str, str]:
+    """Train the point `point` describes (OUT_DIR/NAME is its run directory) and return its outcome,
+    (status, message), as recorded in its summary.json under `attempt`.
+
+    A failure before the run could record anything itself (data, device or a plugin that does not
+    load) is recorded here, so that it too is read back from the run directory. Ctrl-C and SIGTERM
+    propagate (as `Interrupted`), after the run recorded itself as interrupted.
+    """
+    from mnistres.trainer import train
+
+    config = point.config if isinstance(point, Resolved) else point
+    run_dir = Path(config.out_dir) / str(config.name)
+    resume = rundir.resumable(run_dir, config.to_dict())
+    try:
+        train(point, console=console, overwrite=not resume, resume=resume, attempt=attempt,
+              extra_callbacks=extra_callbacks)
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:  # a user-level problem or a bug: either way this point's outcome
+        message = str(error) if isinstance(error, MnistresError) else f"{type(error).__name__}: {error}"
+        if console is not None:
+            console.print(f"Error: {message}" if isinstance(error, MnistresError) else traceback.format_exc(),
+                          markup=False, highlight=False, soft_wrap=True)
+        if rundir.outcome(run_dir, attempt) is None:
+            _record_failure(run_dir, message, attempt)
+        return rundir.outcome(run_dir, attempt) or ("failed", message)
+    return rundir.outcome(run_dir, attempt) or ("failed", "the run ended without recording how")
+
+
+def _record_failure(run_dir: Path, message: str, attempt: str) -> None:
+    """Write the failure into summary.json, if this process may write the run directory now."""
+    from mnistres.lock import Lock, LockedError
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with Lock(run_dir):
+            rundir.record_failure(run_dir, message, rundir.writer(attempt))
+    except (LockedError, OSError, MnistresError):
+        pass  # another writer holds it, or it cannot be written: the caller says so from what it has
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`python -m mnistres.worker POINT.yaml --attempt ID`: run one sweep point; the outcome is in its
+    run directory. The exit code says only whether that outcome could be recorded (0) or not (2)."""
+    from mnistres import config as config_module, registry
+    from mnistres.display import console as make_console
+    from mnistres.interrupts import as_started_process
+
+    as_started_process()
+    parser = argparse.ArgumentParser(prog="python -m mnistres.worker", description=main.__doc__)
+    parser.add_argument("point_file", type=Path, help="the point's RunConfig as YAML (written by the sweep)")
+    parser.add_argument("--attempt", required=True, help="recorded in summary.json with the outcome")
+    parser.add_argument("--plugin", action="append", default=[], help="a plugin to load (repeatable)")
+    arguments = parser.parse_args(argv)
+    console = make_console(wide=True)
+    registry.request(arguments.plugin)
+    try:
+        point = config_module.build(arguments.point_file)
+    except MnistresError as error:
+        console.print(f"Error: {error}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    try:
+        status, message = run_point(point, attempt=arguments.attempt, console=console)
+    except KeyboardInterrupt:
+        return 130
+    recorded = rundir.outcome(Path(point.out_dir) / str(point.name), arguments.attempt) is not None
+    if not recorded:
+        console.print(f"Error: {message} (not recorded in the run directory)", markup=False, soft_wrap=True)
+    return 0 if recorded else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
