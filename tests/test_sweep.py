@@ -394,14 +394,21 @@ def test_live_view_shows_each_point_state():
     assert rows["lr=0.001,seed=0"] == ["pending"]
 
 
-def test_a_killed_sweep_leaves_no_child_training(fast, tmp_path):
-    """SIGKILL gives a sweep no chance to stop its children: they stop themselves, as interrupted."""
+def _long_point_training(fast: list[str], tmp_path: Path) -> tuple[list[str], Path, Path, subprocess.Popen]:
+    """A sweep of a 1-epoch and a 40-epoch point in child processes, once the long one has a checkpoint:
+    its arguments, its folder, the long point's run directory and the sweep's process."""
     options = [a for i, a in enumerate(fast) if a != "--epochs" and fast[i - 1] != "--epochs"]
     args = ["epochs", "1", "40", "--jobs", "2", *options, "--no-report", "--out-dir", str(tmp_path / "runs")]
     root = tmp_path / "runs" / "epochs-sweep"
     long = root / "epochs=40,seed=0"
     process = _start(args, tmp_path)
     _wait_for(lambda: (long / "last.pt").is_file(), process)
+    return args, root, long, process
+
+
+def test_a_killed_sweep_leaves_no_child_training(fast, tmp_path):
+    """SIGKILL gives a sweep no chance to stop its children: they stop themselves, as interrupted."""
+    args, root, long, process = _long_point_training(fast, tmp_path)
     assert _processes_mentioning(str(root / "logs"))  # the long point's child is training
     process.kill()
     process.communicate(timeout=60)
@@ -434,12 +441,7 @@ def test_a_child_whose_parent_is_already_gone_stops_at_once(tmp_path):
 def test_a_killed_point_is_failed_then_resumed_by_the_rerun(fast, tmp_path):
     """A point's process killed outright records nothing: the sweep goes on, says so, and the next run
     of the sweep resumes that point from its last completed epoch (its summary still says running)."""
-    options = [a for i, a in enumerate(fast) if a != "--epochs" and fast[i - 1] != "--epochs"]
-    args = ["epochs", "1", "40", "--jobs", "2", *options, "--no-report", "--out-dir", str(tmp_path / "runs")]
-    root = tmp_path / "runs" / "epochs-sweep"
-    long = root / "epochs=40,seed=0"
-    process = _start(args, tmp_path)
-    _wait_for(lambda: (long / "last.pt").is_file(), process)
+    args, root, long, process = _long_point_training(fast, tmp_path)
     children = _processes_mentioning(str(root / "logs" / "epochs=40,seed=0.yaml"))
     assert len(children) == 1
     os.kill(children[0], signal.SIGKILL)
