@@ -347,6 +347,15 @@ def sweep(
     devices: Annotated[Optional[str], typer.Option(
         "--devices", metavar="DEVICE,...", help="Devices for parallel points, one per slot, e.g. cuda:0,cuda:1 "
                                                 "(sets --jobs).")] = None,
+    executor: Annotated[str, typer.Option(
+        metavar="local|dask", help="local: points in this process or as child processes; dask: as Dask tasks, on a "
+                                   "local cluster of --jobs workers or on --scheduler / --scheduler-file "
+                                   "(pip install \"mnistres\\[dask]\").")] = "local",
+    scheduler: Annotated[Optional[str], typer.Option(
+        metavar="ADDRESS", help="A running Dask scheduler, e.g. tcp://head:8786. \\[default: "
+                                "$DASK_SCHEDULER_ADDRESS, else a local cluster]")] = None,
+    scheduler_file: Annotated[Optional[str], typer.Option(
+        metavar="FILE", help="The file a Dask scheduler wrote with --scheduler-file.")] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip writing report.md at the end.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo every point, finished or not.")] = False,
     config_file: Annotated[Optional[Path], typer.Option(
@@ -375,7 +384,8 @@ def sweep(
     from mnistres import display, results, rundir
 
     console = display.console(wide=True)
-    outcome = sweep_module.run(plan, jobs=jobs, devices=device_list, console=console, overwrite=overwrite)
+    outcome = sweep_module.run(plan, jobs=jobs, devices=device_list, console=console, overwrite=overwrite,
+                               executor=executor, scheduler=scheduler, scheduler_file=scheduler_file)
     study = results.load_sweep(plan.directory)
     if study.runs:
         console.print(display.results_table(f"Sweep {plan.directory}", results.result_rows(study)))

@@ -289,7 +289,7 @@ def _sweep_problem(plan: Any) -> str:
         if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
             return f"point name {echo(name)} is not a folder name"
         if not isinstance(point.get("values", {}), dict) or not all(
-                isinstance(point.get(k, ""), str) for k in ("status", "message")):
+                isinstance(point.get(k, ""), str) for k in ("status", "message", "host")):
             return f"point {echo(name)} is malformed"
     return ""
 
@@ -313,6 +313,25 @@ def outcome(run_dir: Path, attempt: str) -> Optional[tuple[str, str]]:
     if summary.get("attempt") != attempt or summary["status"] == "running":
         return None
     return summary["status"], summary.get("message") or ""
+
+
+def running_on(run_dir: Path, attempt: str) -> Optional[str]:
+    """"cpu (...) on host" once the attempt `attempt` has started the run (its summary says so), else None."""
+    try:
+        summary = read_summary(Path(run_dir) / SUMMARY)
+    except MnistresError:
+        return None
+    if summary.get("attempt") != attempt:
+        return None
+    return f"{summary.get('device', '?')} on {summary.get('host', '?')}"
+
+
+def recorded_host(run_dir: Path) -> Optional[str]:
+    """The machine that last wrote the run's summary.json, if it says."""
+    try:
+        return read_summary(Path(run_dir) / SUMMARY).get("host")
+    except MnistresError:
+        return None
 
 
 def stored_status(run_dir: Path) -> str:

@@ -154,6 +154,9 @@ def plan_record(plan: Plan, states: Sequence[PointState] = ()) -> dict[str, Any]
             record["status"] = state.status
             if state.message:
                 record["message"] = state.message
+            host = rundir.recorded_host(point.run_dir) if state.status != "pending" else None
+            if host:
+                record["host"] = host  # where it ran (last), as its summary.json says
         points.append(record)
     return {"axes": plan.axes, "seeds": plan.seeds, "base": rundir.result_settings(plan.base.to_dict()), "points": points}
 
@@ -200,18 +203,34 @@ class Outcome:
         return sum(state.status == status for state in self.states)
 
 
+EXECUTORS = ("local", "dask")
+
+
 def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), console: Any = None,
-        overwrite: bool = False) -> Outcome:
+        overwrite: bool = False, executor: str = "local", scheduler: Optional[str] = None,
+        scheduler_file: Optional[str] = None) -> Outcome:
     """Run every point that has no result yet; the sweep goes on past failed or diverged points.
 
     Ctrl-C or SIGTERM stops the running points (each marks itself interrupted) and raises
     `Interrupted`; finished points are untouched, and running the same sweep again picks up the
     rest. `jobs` (None: as many as the cores allow, see `choose_jobs`) never changes a point's
     numbers: every point computes with the sweep's own thread count.
+
+    `executor` "local" runs points in this process or as child processes; "dask" as Dask tasks, on
+    a LocalCluster of `jobs` workers, or on the scheduler at `scheduler` / in `scheduler_file`
+    (see `executors`). Either way each point's outcome is read from its run directory.
     """
-    from mnistres import data as data_module, devices as devices_module, display, view as view_module
+    from mnistres import data as data_module, devices as devices_module, display
 
     console = console or display.console(wide=True)
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor {echo(executor)}: expected {' or '.join(EXECUTORS)}")
+    if executor != "dask" and (scheduler or scheduler_file):
+        raise ConfigError("--scheduler and --scheduler-file choose a Dask scheduler: add --executor dask")
+    if executor == "dask" and devices:
+        raise ConfigError("--devices assigns devices to local child processes; with --executor dask start one "
+                          "Dask worker per GPU (--resources GPU=1) and give --device cuda")
+    client = cluster = None
     with sigterm_as_interrupt():
         # Missing data, an unavailable device or too many threads fail here, once, not in every point.
         for device in sorted(set(devices) or {point.config.device for point in plan.points}):
@@ -233,29 +252,50 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
             if status:
                 state.status, state.kept = status, True
                 _read_progress(state)
+        pending = [state for state in states if state.status == "pending"]
+        if executor == "dask" and pending:  # a missing extra or an unreachable scheduler: before anything is written
+            from mnistres import executors
+
+            client, cluster = executors.connect(jobs, scheduler, scheduler_file)
         try:
-            (plan.directory / rundir.LOGS).mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise WriteError(f"cannot create sweep directory {plan.directory}: {reason(error)}") from None
-        with lock:
-            atomic.remove_leftovers(plan.directory, [rundir.SWEEP_FILE, rundir.REPORT])
-            atomic.remove_leftovers(plan.directory / rundir.LOGS,
-                                    [rundir.point_config_file(plan.directory, p.name).name for p in plan.points])
-            rundir.write_sweep(plan.directory, plan_record(plan))
-            pending = [state for state in states if state.status == "pending"]
-            try:
-                with view_module.SweepView(states, console) as view:
-                    if jobs == 1 and len(devices) <= 1:
-                        _run_here(pending, devices[0] if devices else None, view)
-                    else:
-                        _run_children(pending, jobs, devices, view)
-            except KeyboardInterrupt:
-                raise Interrupted("finished points are kept; run the same sweep again to go on with the others") \
-                    from None
-            finally:  # also after Ctrl-C: the record says which points finished and why others did not
-                with shielded():
-                    rundir.write_sweep(plan.directory, plan_record(plan, states))
+            _run_locked(plan, states, pending, lock, console, client, jobs, devices)
+        finally:
+            with shielded():
+                if client is not None:
+                    client.close()
+                if cluster is not None:
+                    cluster.close()
     return Outcome(plan, states)
+
+
+def _run_locked(plan: Plan, states: list[PointState], pending: list[PointState], lock: Lock, console: Any,
+                client: Any, jobs: int, devices: Sequence[str]) -> None:
+    """The points, run while this process holds the sweep directory; sweep.yaml written before and after."""
+    from mnistres import view as view_module
+
+    try:
+        (plan.directory / rundir.LOGS).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WriteError(f"cannot create sweep directory {plan.directory}: {reason(error)}") from None
+    with lock:
+        atomic.remove_leftovers(plan.directory, [rundir.SWEEP_FILE, rundir.REPORT])
+        atomic.remove_leftovers(plan.directory / rundir.LOGS,
+                                [rundir.point_config_file(plan.directory, p.name).name for p in plan.points])
+        rundir.write_sweep(plan.directory, plan_record(plan))
+        try:
+            with view_module.SweepView(states, console) as view:
+                if client is not None:
+                    _run_on_dask(client, pending, view)
+                elif jobs == 1 and len(devices) <= 1:
+                    _run_here(pending, devices[0] if devices else None, view)
+                else:
+                    _run_children(pending, jobs, devices, view)
+        except KeyboardInterrupt:
+            raise Interrupted("finished points are kept; run the same sweep again to go on with the others") \
+                from None
+        finally:  # also after Ctrl-C: the record says which points finished and why others did not
+            with shielded():
+                rundir.write_sweep(plan.directory, plan_record(plan, states))
 
 
 def choose_jobs(jobs: Optional[int], devices: Sequence[str], plan: Plan) -> int:
@@ -382,6 +422,59 @@ def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], 
                 _finish_child(state, log_path, stopping=True)
                 view.finished(state)
         raise
+
+
+def _run_on_dask(client: Any, pending: list[PointState], view: Any) -> None:
+    """Every pending point as a Dask task (`executors.run_point_task`). A point shows as running once
+    its run directory says so under its attempt, with the machine it runs on; Ctrl-C or SIGTERM sets
+    the sweep's stop Event, which each running task passes on to its point, and waits for them."""
+    from distributed import Event, wait
+
+    from mnistres import executors
+
+    stop = Event(f"mnistres-stop-{new_attempt()}", client=client)
+    tasks: dict[Any, PointState] = {}
+    for state in pending:
+        config = state.point.config
+        point_file = rundir.point_config_file(Path(config.out_dir), state.point.name)
+        atomic.write_text(point_file, yamlfile.dump(config.to_dict()))
+        state.attempt = new_attempt()
+        log = point_log(state.point)
+        log.touch()
+        gpu = config.device.startswith("cuda")
+        tasks[client.submit(executors.run_point_task, str(point_file.resolve()), state.attempt, requested(),
+                            str(log.resolve()), stop.name, key=f"mnistres-{state.point.name}-{state.attempt}",
+                            pure=False, resources={"GPU": 1} if gpu else None)] = state
+    waiting = set(tasks)
+    try:
+        while waiting:
+            time.sleep(POLL_S)
+            for task in list(waiting):
+                state = tasks[task]
+                if state.status == "pending":
+                    running = rundir.running_on(state.point.run_dir, state.attempt)
+                    if running is not None or task.done():
+                        view.started(state, running or "a Dask worker")
+                _read_progress(state)
+                if task.done():
+                    waiting.discard(task)
+                    _finish_task(state, task, stopping=False)
+                    view.finished(state)
+    except KeyboardInterrupt:
+        with shielded():  # a second Ctrl-C must not leave points running
+            stop.set()
+            wait(list(waiting), timeout=executors.STOP_WAIT_S + 30)
+            for task in waiting:
+                _finish_task(tasks[task], task, stopping=True)
+                view.finished(tasks[task])
+        raise
+
+
+def _finish_task(state: PointState, task: Any, *, stopping: bool) -> None:
+    error = task.exception() if task.done() and task.status == "error" else None
+    _finish_child(state, point_log(state.point), stopping=stopping)
+    if error is not None and state.status == "failed" and not rundir.outcome(state.point.run_dir, state.attempt):
+        state.message = f"the Dask task failed: {type(error).__name__}: {error}"
 
 
 def _start_child(config: RunConfig, state: PointState) -> subprocess.Popen:

@@ -174,7 +174,7 @@ class Trainer:
         # holding the lock, is a run that was killed (resumable, like an interrupted one).
         rundir.write_summary(run_dir, {"status": "running", "message": "", "epochs_completed": len(history),
                                        "epochs_planned": config.epochs, "started": started.isoformat(timespec="seconds"),
-                                       **rundir.writer(self.attempt)})
+                                       "device": devices.describe(self.device), **rundir.writer(self.attempt)})
 
         status, message = "completed", ""
         error_in_flight = False

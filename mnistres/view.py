@@ -80,7 +80,7 @@ class SweepView:
             self._line(state, f"started on {device}")
 
     def finished(self, state: PointState) -> None:
-        state.seconds = time.time() - state.started
+        state.seconds = time.time() - state.started if state.started else 0.0  # 0: it never started
         if not self.live:
             accuracy = f"val_acc {state.val_acc:.4f}, " if isinstance(state.val_acc, float) else ""
             reason = f": {state.message}" if state.message and state.status != "completed" else ""
@@ -94,7 +94,7 @@ class SweepView:
     def __rich__(self) -> Table:
         table = Table(title_justify="left", box=None, pad_edge=False)
         for header, justify in (("point", "left"), ("status", "left"), ("epoch", "right"),
-                                ("val acc", "right"), ("time", "right")):
+                                ("val acc", "right"), ("time", "right"), ("on", "left")):
             table.add_column(header, justify=justify)
         now = time.time()
         for state in self.states:
@@ -108,5 +108,5 @@ class SweepView:
                 elapsed = _duration(state.seconds) if state.seconds else ""
             accuracy = f"{state.val_acc:.4f}" if isinstance(state.val_acc, float) else ""
             table.add_row(Text(state.point.name), Text(status, style=STYLES.get(state.status, "")), epoch, accuracy,
-                          elapsed)
+                          elapsed, Text(state.device))  # the device, and with Dask the machine
         return table

@@ -36,6 +36,10 @@ def run_point(point: RunConfig | Resolved, *, attempt: str, console: Any = None,
     config = point.config if isinstance(point, Resolved) else point
     run_dir = Path(config.out_dir) / str(config.name)
     resume = rundir.resumable(run_dir, config.to_dict())
+    if resume and console is not None:
+        latest = rundir.latest_epoch(run_dir) or {"epoch": 0}
+        console.print(f"Resuming {run_dir} after epoch {latest['epoch']} (it stopped as "
+                      f"{rundir.stored_status(run_dir) or 'unknown'})", markup=False, highlight=False, soft_wrap=True)
     try:
         train(point, console=console, overwrite=not resume, resume=resume, attempt=attempt,
               extra_callbacks=extra_callbacks)
@@ -86,7 +90,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     try:
         status, message = run_point(point, attempt=arguments.attempt, console=console)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        console.print(f"Interrupted: {getattr(interrupt, 'hint', '') or 'stopped'}.", markup=False, soft_wrap=True)
         return 130
     recorded = rundir.outcome(Path(point.out_dir) / str(point.name), arguments.attempt) is not None
     if not recorded:

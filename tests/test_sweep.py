@@ -20,6 +20,7 @@ from mnistres.cli import app
 from mnistres.config import RunConfig
 from mnistres.errors import ConfigError, MnistresError
 from mnistres.view import PointState
+from processes import processes_mentioning, start_sweep, status, wait_for
 
 runner = CliRunner()
 
@@ -299,47 +300,6 @@ def test_point_names_longer_than_a_filesystem_allows_are_shortened(fast):
 # --- Ctrl-C ------------------------------------------------------------------------------------
 
 
-def _start(args: list[str], cwd: Path) -> subprocess.Popen:
-    def restore_sigint() -> None:  # background jobs start with SIGINT ignored
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-    return subprocess.Popen([sys.executable, "-m", "mnistres", "sweep", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, preexec_fn=restore_sigint,
-                            env={**os.environ, "MNISTRES_DEBUG": ""})
-
-
-def _wait_for(predicate, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if process.poll() is not None:
-            raise AssertionError(f"the sweep ended early:\n{process.stdout.read()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError("timed out waiting for the sweep")
-        time.sleep(0.05)
-
-
-def _status(run: Path) -> str:
-    """A run's status as its summary.json says now ("" before there is one; "running" while it runs)."""
-    try:
-        return json.loads((run / "summary.json").read_text())["status"]
-    except (OSError, ValueError, KeyError):
-        return ""
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    """Pids of running processes whose command line contains `text` (Linux's /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
 @pytest.mark.parametrize("jobs, stop", [("1", signal.SIGINT), ("2", signal.SIGINT), ("2", signal.SIGTERM)])
 def test_ctrl_c_keeps_finished_points_and_the_rerun_does_the_rest(fast, tmp_path, jobs, stop):
     # Two points: one epoch (done in a second) and 40 (still running when Ctrl-C or SIGTERM comes).
@@ -348,15 +308,15 @@ def test_ctrl_c_keeps_finished_points_and_the_rerun_does_the_rest(fast, tmp_path
     args = ["epochs", "1", "40", "--jobs", jobs, *options, "--no-report", "--out-dir", str(tmp_path / "runs")]
     root = tmp_path / "runs" / "epochs-sweep"
     short, long = root / "epochs=1,seed=0", root / "epochs=40,seed=0"
-    process = _start(args, tmp_path)
-    _wait_for(lambda: _status(short) == "completed" and (long / "last.pt").is_file(), process)
+    process = start_sweep(args, tmp_path)
+    wait_for(lambda: status(short) == "completed" and (long / "last.pt").is_file(), process)
     process.send_signal(stop)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
     assert "Interrupted: finished points are kept; run the same sweep again" in output
     assert "Traceback" not in output
     if Path("/proc/self/cmdline").exists() and jobs == "2":  # no child left running: each was stopped and waited for
-        assert _processes_mentioning(str(root / "logs")) == []
+        assert processes_mentioning(str(root / "logs")) == []
     assert summary(short)["status"] == "completed"
     assert summary(long)["status"] == "interrupted"
     recorded = {p["name"]: p["status"] for p in yaml.safe_load((root / "sweep.yaml").read_text())["points"]}
@@ -401,29 +361,25 @@ def _long_point_training(fast: list[str], tmp_path: Path) -> tuple[list[str], Pa
     args = ["epochs", "1", "40", "--jobs", "2", *options, "--no-report", "--out-dir", str(tmp_path / "runs")]
     root = tmp_path / "runs" / "epochs-sweep"
     long = root / "epochs=40,seed=0"
-    process = _start(args, tmp_path)
-    _wait_for(lambda: (long / "last.pt").is_file(), process)
+    process = start_sweep(args, tmp_path)
+    wait_for(lambda: (long / "last.pt").is_file(), process)
     return args, root, long, process
 
 
 def test_a_killed_sweep_leaves_no_child_training(fast, tmp_path):
     """SIGKILL gives a sweep no chance to stop its children: they stop themselves, as interrupted."""
     args, root, long, process = _long_point_training(fast, tmp_path)
-    assert _processes_mentioning(str(root / "logs"))  # the long point's child is training
+    assert processes_mentioning(str(root / "logs"))  # the long point's child is training
     process.kill()
     process.communicate(timeout=60)
     deadline = time.monotonic() + 60
-    while _processes_mentioning(str(root / "logs")) and time.monotonic() < deadline:
+    while processes_mentioning(str(root / "logs")) and time.monotonic() < deadline:
         time.sleep(0.1)
-    left = _processes_mentioning(str(root / "logs"))
+    left = processes_mentioning(str(root / "logs"))
     for pid in left:  # never leave one behind, even when the test fails
         os.kill(pid, signal.SIGKILL)
     assert left == []
-    assert summary(long)["status"] == "interrupted"  # it saved its state on the way out: resumable
-    again = subprocess.run([sys.executable, "-m", "mnistres", "sweep", *args], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=300)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert summary(long)["status"] == "completed" and summary(long)["epochs_completed"] == 40
+    assert summary(long)["status"] == "interrupted"  # it saved its state on the way out: resumable (as tested above)
 
 
 def test_a_child_whose_parent_is_already_gone_stops_at_once(tmp_path):
@@ -442,13 +398,13 @@ def test_a_killed_point_is_failed_then_resumed_by_the_rerun(fast, tmp_path):
     """A point's process killed outright records nothing: the sweep goes on, says so, and the next run
     of the sweep resumes that point from its last completed epoch (its summary still says running)."""
     args, root, long, process = _long_point_training(fast, tmp_path)
-    children = _processes_mentioning(str(root / "logs" / "epochs=40,seed=0.yaml"))
+    children = processes_mentioning(str(root / "logs" / "epochs=40,seed=0.yaml"))
     assert len(children) == 1
     os.kill(children[0], signal.SIGKILL)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 1, output
     assert "epochs=40,seed=0: its process ended without recording an outcome" in output
-    assert _status(long) == "running"  # what a killed run leaves: resumable, nobody holds its lock
+    assert status(long) == "running"  # what a killed run leaves: resumable, nobody holds its lock
     recorded = {p["name"]: p for p in yaml.safe_load((root / "sweep.yaml").read_text())["points"]}
     assert recorded["epochs=40,seed=0"]["status"] == "failed"
     first_epoch = (long / "metrics.jsonl").read_text().splitlines()[0]

@@ -1,0 +1,94 @@
+"""Running a sweep's points on Dask: an embedded LocalCluster, or a scheduler the user started.
+
+Each point is one Dask task (`run_point_task`) that runs `python -m mnistres.worker` as a child of
+the Dask worker (tied to it: the child never outlives its worker) and stops it when the sweep
+asks (a Dask `Event`). The point's outcome is read from its run directory, as for the local
+executor, so every machine must see the sweep's --out-dir and --data-dir at the same paths. A task
+whose worker dies is run again elsewhere by Dask; the worker resumes the point from its last
+completed epoch. `distributed` is imported only when this executor is used (`pip install
+"mnistres[dask]"`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from mnistres.errors import ConfigError
+
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+CONNECT_TIMEOUT_S = 10  # an unreachable scheduler is reported after this long
+STOP_WAIT_S = 60  # how long a stopped point may take to record itself as interrupted
+POLL_S = 0.5
+
+
+def import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise ConfigError('--executor dask needs Dask: pip install "mnistres[dask]"') from None
+    return distributed
+
+
+def connect(jobs: int, scheduler: Optional[str], scheduler_file: Optional[str]) -> tuple[Any, Any]:
+    """(client, cluster): a client of the scheduler given (--scheduler, --scheduler-file, else
+    $DASK_SCHEDULER_ADDRESS), or of a new LocalCluster of `jobs` single-threaded worker processes
+    (cluster is then that cluster, to close; else None)."""
+    distributed = import_distributed()
+    if scheduler and scheduler_file:
+        raise ConfigError("give --scheduler or --scheduler-file, not both")
+    address = scheduler or (None if scheduler_file else os.environ.get(SCHEDULER_ENV) or None)
+    if scheduler_file is not None and not Path(scheduler_file).is_file():
+        raise ConfigError(f"--scheduler-file {scheduler_file}: no such file (the scheduler writes it when it starts: "
+                          f"dask scheduler --scheduler-file {scheduler_file})")
+    if address is None and scheduler_file is None:
+        cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=40)
+        client = distributed.Client(cluster)
+        client.wait_for_workers(jobs)  # else the first points all queue on the first worker up
+        return client, cluster
+    where = f"the Dask scheduler in {scheduler_file}" if scheduler_file else f"the Dask scheduler at {address}"
+    try:
+        client = distributed.Client(address, scheduler_file=scheduler_file, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as error:
+        raise ConfigError(f"cannot reach {where} within {CONNECT_TIMEOUT_S} s: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+    return client, None
+
+
+def run_point_task(point_file: str, attempt: str, plugins: Sequence[str], log_file: str, stop_name: str) -> dict:
+    """One sweep point on a Dask worker: `python -m mnistres.worker` as this worker's child, stopped
+    (SIGINT, so it records itself as interrupted) once the sweep sets the Event `stop_name`."""
+    from distributed import Event
+
+    from mnistres.interrupts import PARENT_ENV
+
+    stop = Event(stop_name)
+    host = socket.gethostname()
+    if stop.is_set():
+        return {"host": host, "started": False}
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+    command = [sys.executable, *safe_path, "-m", "mnistres.worker", point_file, "--attempt", attempt,
+               *[arg for plugin in plugins for arg in ("--plugin", plugin)]]
+    env = {**os.environ, "COLUMNS": "120", PARENT_ENV: str(os.getpid())}
+    with open(log_file, "a", encoding="utf-8") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=env, start_new_session=True)
+    try:
+        while process.poll() is None:
+            if stop.wait(timeout=POLL_S):
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=STOP_WAIT_S)
+                except subprocess.TimeoutExpired:
+                    pass
+                break
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return {"host": host, "started": True, "returncode": process.returncode}

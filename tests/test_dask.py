@@ -1,0 +1,150 @@
+"""Sweeps on Dask: an embedded LocalCluster, a scheduler started apart, a worker that dies, Ctrl-C.
+
+Kept small for 2 cores: two single-threaded workers, a tiny model, synthetic data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from mnistres.cli import app
+from processes import processes_mentioning, start_sweep, status, wait_for
+
+pytest.importorskip("distributed")
+
+runner = CliRunner()
+
+
+def numbers(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s", "eval_seconds")} for row in rows]
+
+
+def without_epochs(fast: list[str]) -> list[str]:
+    return [a for i, a in enumerate(fast) if a != "--epochs" and fast[i - 1] != "--epochs"]
+
+
+def long_sweep(fast: list[str], tmp_path: Path) -> tuple[list[str], Path]:
+    """A 1-epoch and a 40-epoch point on an embedded cluster of 2 workers; absolute paths, so that the
+    points' processes can be found by their command lines."""
+    args = ["epochs", "1", "40", "--executor", "dask", "--jobs", "2", *without_epochs(fast), "--no-report",
+            "--out-dir", str(tmp_path / "runs")]
+    return args, tmp_path / "runs" / "epochs-sweep"
+
+
+def test_the_embedded_cluster_gives_the_local_executors_numbers(fast):
+    common = ["lr", "0.01", "0.003", "--seeds", "2", *fast, "--no-report"]
+    on_dask = runner.invoke(app, ["sweep", *common, "--executor", "dask", "--jobs", "2", "--name", "dask"])
+    assert on_dask.exit_code == 0, on_dask.output
+    assert "4 points: 4 completed" in on_dask.output and "on " in on_dask.output
+    local = runner.invoke(app, ["sweep", *common, "--jobs", "1", "--name", "local"])
+    assert local.exit_code == 0, local.output
+    for point in ("lr=0.01,seed=0", "lr=0.01,seed=1", "lr=0.003,seed=0", "lr=0.003,seed=1"):
+        assert numbers(Path("runs/dask") / point) == numbers(Path("runs/local") / point), point
+        recorded = json.loads((Path("runs/dask") / point / "summary.json").read_text())
+        assert recorded["attempt"] and recorded["host"]
+    hosts = {p["name"]: p.get("host") for p in yaml.safe_load(Path("runs/dask/sweep.yaml").read_text())["points"]}
+    assert set(hosts.values()) == {socket.gethostname()}, hosts
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds processes through /proc")
+def test_ctrl_c_stops_the_dask_points_and_the_rerun_finishes_them(fast, tmp_path):
+    args, root = long_sweep(fast, tmp_path)
+    short, long = root / "epochs=1,seed=0", root / "epochs=40,seed=0"
+    process = start_sweep(args, tmp_path)
+    wait_for(lambda: status(short) == "completed" and (long / "last.pt").is_file(), process)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=180)
+    assert process.returncode == 130, output
+    assert "Traceback" not in output and status(long) == "interrupted"
+    time.sleep(1)
+    assert processes_mentioning(str(root / "logs")) == []  # no point's process outlives the sweep
+    recorded = {p["name"]: p["status"] for p in yaml.safe_load((root / "sweep.yaml").read_text())["points"]}
+    assert recorded == {"epochs=1,seed=0": "completed", "epochs=40,seed=0": "interrupted"}
+    first_epoch = (long / "metrics.jsonl").read_text().splitlines()[0]
+    again = subprocess.run([sys.executable, "-m", "mnistres", "sweep", *args], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert status(long) == "completed" and (long / "metrics.jsonl").read_text().splitlines()[0] == first_epoch
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds processes through /proc")
+def test_a_dask_worker_killed_mid_point_loses_nothing(fast, tmp_path):
+    args, root = long_sweep(fast, tmp_path)
+    long = root / "epochs=40,seed=0"
+    process = start_sweep(args, tmp_path)
+    wait_for(lambda: (long / "last.pt").is_file(), process)
+    [point_process] = processes_mentioning(str(root / "logs" / "epochs=40,seed=0.yaml"))
+    dask_worker = int((Path("/proc") / str(point_process) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(dask_worker, signal.SIGKILL)  # its point's process is told (SIGTERM) and records itself
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    summary = json.loads((long / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 40
+    log = (root / "logs" / "epochs=40,seed=0.log").read_text()
+    assert "Interrupted:" in log and "Resuming" in log and "(it stopped as interrupted)" in log  # not redone
+    uninterrupted = runner.invoke(app, ["sweep", "epochs", "40", *without_epochs(fast), "--no-report", "--out-dir",
+                                        str(tmp_path / "again"), "--jobs", "1"])
+    assert uninterrupted.exit_code == 0, uninterrupted.output
+    assert numbers(long) == numbers(tmp_path / "again" / "epochs-sweep" / "epochs=40,seed=0")
+    assert processes_mentioning(str(root / "logs")) == []
+
+
+def test_a_scheduler_and_workers_started_apart_run_the_sweep(fast, tmp_path):
+    scheduler_file = tmp_path / "scheduler.json"
+    started = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                 "--port", "0", "--dashboard-address", ":0", "--scheduler-file", str(scheduler_file)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for _ in range(2):
+            started.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(scheduler_file),
+                 "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        result = runner.invoke(app, ["sweep", "lr", "0.01", "0.003", "0.001", *fast, "--executor", "dask",
+                                     "--scheduler-file", str(scheduler_file)])
+        assert result.exit_code == 0, result.output
+        assert "3 points: 3 completed" in result.output and (Path("runs/lr-sweep/report.md")).is_file()
+    finally:
+        for process in started:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--scheduler-file", "missing.json"], "--scheduler-file missing.json: no such file"),
+    (["--scheduler", "tcp://127.0.0.1:9", "--scheduler-file", "x.json"], "give --scheduler or --scheduler-file"),
+    (["--devices", "cpu,cpu"], "--devices assigns devices to local child processes"),
+])
+def test_dask_mistakes_get_one_line_and_exit_2(fast, extra, fragment):
+    result = runner.invoke(app, ["sweep", "lr", "0.01", *fast, "--executor", "dask", *extra])
+    assert result.exit_code == 2 and fragment in result.output, result.output
+    assert not Path("runs/lr-sweep/sweep.yaml").exists()
+
+
+def test_scheduler_options_need_the_dask_executor_and_dask_needs_its_extra(fast, monkeypatch):
+    result = runner.invoke(app, ["sweep", "lr", "0.01", *fast, "--scheduler", "tcp://127.0.0.1:9"])
+    assert result.exit_code == 2 and "add --executor dask" in result.output
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the extra were not installed
+    result = runner.invoke(app, ["sweep", "lr", "0.01", *fast, "--executor", "dask"])
+    assert result.exit_code == 2 and 'pip install "mnistres[dask]"' in result.output
+    assert not Path("runs/lr-sweep/sweep.yaml").exists()
