@@ -258,7 +258,7 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
 
             client, cluster = executors.connect(jobs, scheduler, scheduler_file)
         try:
-            _run_locked(plan, states, pending, lock, console, client, jobs, devices)
+            _run_locked(plan, states, pending, lock, console, client, cluster, jobs, devices)
         finally:
             with shielded():
                 if client is not None:
@@ -269,7 +269,7 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
 
 
 def _run_locked(plan: Plan, states: list[PointState], pending: list[PointState], lock: Lock, console: Any,
-                client: Any, jobs: int, devices: Sequence[str]) -> None:
+                client: Any, cluster: Any, jobs: int, devices: Sequence[str]) -> None:
     """The points, run while this process holds the sweep directory; sweep.yaml written before and after."""
     from mnistres import view as view_module
 
@@ -285,7 +285,7 @@ def _run_locked(plan: Plan, states: list[PointState], pending: list[PointState],
         try:
             with view_module.SweepView(states, console) as view:
                 if client is not None:
-                    _run_on_dask(client, pending, view)
+                    _run_on_dask(client, pending, view, ask_for_gpus=cluster is None)
                 elif jobs == 1 and len(devices) <= 1:
                     _run_here(pending, devices[0] if devices else None, view)
                 else:
@@ -424,10 +424,12 @@ def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], 
         raise
 
 
-def _run_on_dask(client: Any, pending: list[PointState], view: Any) -> None:
+def _run_on_dask(client: Any, pending: list[PointState], view: Any, *, ask_for_gpus: bool) -> None:
     """Every pending point as a Dask task (`executors.run_point_task`). A point shows as running once
     its run directory says so under its attempt, with the machine it runs on; Ctrl-C or SIGTERM sets
-    the sweep's stop Event, which each running task passes on to its point, and waits for them."""
+    the sweep's stop Event, which each running task passes on to its point, and waits for them.
+    With `ask_for_gpus` (a scheduler the user started), a CUDA point asks for the worker resource
+    GPU=1; the embedded cluster's workers declare none, and its --jobs already bounds the points."""
     from distributed import Event, wait
 
     from mnistres import executors
@@ -441,7 +443,7 @@ def _run_on_dask(client: Any, pending: list[PointState], view: Any) -> None:
         state.attempt = new_attempt()
         log = point_log(state.point)
         log.touch()
-        gpu = config.device.startswith("cuda")
+        gpu = ask_for_gpus and config.device.startswith("cuda")
         tasks[client.submit(executors.run_point_task, str(point_file.resolve()), state.attempt, requested(),
                             str(log.resolve()), stop.name, key=f"mnistres-{state.point.name}-{state.attempt}",
                             pure=False, resources={"GPU": 1} if gpu else None)] = state
