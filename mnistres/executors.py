@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -65,19 +64,14 @@ def run_point_task(point_file: str, attempt: str, plugins: Sequence[str], log_fi
     (SIGINT, so it records itself as interrupted) once the sweep sets the Event `stop_name`."""
     from distributed import Event
 
-    from mnistres.interrupts import PARENT_ENV
+    from mnistres import worker
 
     stop = Event(stop_name)
     host = socket.gethostname()
     if stop.is_set():
         return {"host": host, "started": False}
-    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
-    command = [sys.executable, *safe_path, "-m", "mnistres.worker", point_file, "--attempt", attempt,
-               *[arg for plugin in plugins for arg in ("--plugin", plugin)]]
-    env = {**os.environ, "COLUMNS": "120", PARENT_ENV: str(os.getpid())}
     with open(log_file, "a", encoding="utf-8") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, start_new_session=True)
+        process = worker.child(Path(point_file), attempt, plugins, log)
     try:
         while process.poll() is None:
             if stop.wait(timeout=POLL_S):

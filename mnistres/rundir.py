@@ -303,43 +303,34 @@ def latest_epoch(run_dir: Path) -> Optional[dict[str, Any]]:
     return history[-1] if history else None
 
 
+def stored_summary(run_dir: Path) -> dict[str, Any]:
+    """The run's summary.json as it is now, checked; {} when there is none to read (yet)."""
+    try:
+        return read_summary(Path(run_dir) / SUMMARY)
+    except MnistresError:
+        return {}
+
+
 def outcome(run_dir: Path, attempt: str) -> Optional[tuple[str, str]]:
     """(status, message) that the attempt `attempt` recorded in the run's summary.json once it ended;
     None while it runs, or if it recorded nothing (an earlier attempt's summary does not count)."""
-    try:
-        summary = read_summary(Path(run_dir) / SUMMARY)
-    except MnistresError:
-        return None
-    if summary.get("attempt") != attempt or summary["status"] == "running":
+    summary = stored_summary(run_dir)
+    if not summary or summary.get("attempt") != attempt or summary["status"] == "running":
         return None
     return summary["status"], summary.get("message") or ""
 
 
 def running_on(run_dir: Path, attempt: str) -> Optional[str]:
     """"cpu (...) on host" once the attempt `attempt` has started the run (its summary says so), else None."""
-    try:
-        summary = read_summary(Path(run_dir) / SUMMARY)
-    except MnistresError:
-        return None
-    if summary.get("attempt") != attempt:
+    summary = stored_summary(run_dir)
+    if not summary or summary.get("attempt") != attempt:
         return None
     return f"{summary.get('device', '?')} on {summary.get('host', '?')}"
 
 
-def recorded_host(run_dir: Path) -> Optional[str]:
-    """The machine that last wrote the run's summary.json, if it says."""
-    try:
-        return read_summary(Path(run_dir) / SUMMARY).get("host")
-    except MnistresError:
-        return None
-
-
 def stored_status(run_dir: Path) -> str:
     """The status a run directory's summary.json records ("" when there is none to read)."""
-    try:
-        return read_summary(Path(run_dir) / SUMMARY)["status"]
-    except MnistresError:
-        return ""
+    return stored_summary(run_dir).get("status", "")
 
 
 # --- writing ----------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from mnistres import atomic, config as config_module, rundir, yamlfile
 from mnistres.config import RunConfig
 from mnistres.errors import ConfigError, WriteError, reason
-from mnistres.interrupts import PARENT_ENV, Interrupted, deferred, shielded, sigterm_as_interrupt
+from mnistres.interrupts import Interrupted, deferred, shielded, sigterm_as_interrupt
 from mnistres.lock import Lock
 from mnistres.registry import requested
 from mnistres.resolve import Resolved, canonical, meaning, resolve
@@ -154,7 +153,7 @@ def plan_record(plan: Plan, states: Sequence[PointState] = ()) -> dict[str, Any]
             record["status"] = state.status
             if state.message:
                 record["message"] = state.message
-            host = rundir.recorded_host(point.run_dir) if state.status != "pending" else None
+            host = rundir.stored_summary(point.run_dir).get("host") if state.status != "pending" else None
             if host:
                 record["host"] = host  # where it ran (last), as its summary.json says
         points.append(record)
@@ -438,11 +437,9 @@ def _run_on_dask(client: Any, pending: list[PointState], view: Any, *, ask_for_g
     tasks: dict[Any, PointState] = {}
     for state in pending:
         config = state.point.config
-        point_file = rundir.point_config_file(Path(config.out_dir), state.point.name)
-        atomic.write_text(point_file, yamlfile.dump(config.to_dict()))
+        point_file = _write_point_file(config, state.point)
         state.attempt = new_attempt()
         log = point_log(state.point)
-        log.touch()
         gpu = ask_for_gpus and config.device.startswith("cuda")
         tasks[client.submit(executors.run_point_task, str(point_file.resolve()), state.attempt, requested(),
                             str(log.resolve()), stop.name, key=f"mnistres-{state.point.name}-{state.attempt}",
@@ -482,23 +479,22 @@ def _finish_task(state: PointState, task: Any, *, stopping: bool) -> None:
 def _start_child(config: RunConfig, state: PointState) -> subprocess.Popen:
     """The point as a child process: its config (with the device of its slot) in logs/<point>.yaml, run by
     the worker, which resumes it from its run directory where it stopped part-way."""
-    point_file = rundir.point_config_file(Path(config.out_dir), state.point.name)
-    atomic.write_text(point_file, yamlfile.dump(config.to_dict()))
+    from mnistres import worker
+
+    point_file = _write_point_file(config, state.point)
     state.attempt = new_attempt()
     log = _open_log(point_log(state.point), append=resumable(state.point))
-    # PARENT_ENV: the child stops itself (as interrupted, resumable) if this sweep dies without stopping it.
-    env = {**os.environ, "COLUMNS": "120", PARENT_ENV: str(os.getpid())}
-    # -P: the child does not put the current folder first on sys.path, so a csv.py or yaml.py lying
-    # there is never imported (mnistres/__init__.py does the same for Pythons before 3.11).
-    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
     try:
-        return subprocess.Popen(
-            [sys.executable, *safe_path, "-m", "mnistres.worker", str(point_file), "--attempt", state.attempt,
-             *[arg for plugin in requested() for arg in ("--plugin", plugin)]],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-        )
+        return worker.child(point_file, state.attempt, requested(), log)
     finally:
         log.close()  # the child holds its own copy
+
+
+def _write_point_file(config: RunConfig, point: Point) -> Path:
+    """logs/<point>.yaml: the config a point's process runs (with the device it was given)."""
+    point_file = rundir.point_config_file(Path(config.out_dir), point.name)
+    atomic.write_text(point_file, yamlfile.dump(config.to_dict()))
+    return point_file
 
 
 def _read_progress(state: PointState) -> None:

@@ -11,6 +11,8 @@ a point started again after any stop goes on from its last completed epoch.
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -66,6 +68,23 @@ def _record_failure(run_dir: Path, message: str, attempt: str) -> None:
             rundir.record_failure(run_dir, message, rundir.writer(attempt))
     except (LockedError, OSError, MnistresError):
         pass  # another writer holds it, or it cannot be written: the caller says so from what it has
+
+
+def child(point_file: Path, attempt: str, plugins: Iterable[str], log: Any) -> subprocess.Popen:
+    """Start `python -m mnistres.worker` for a point, as a child of this process (a sweep, or a Dask
+    worker), its output going to `log`, in a session of its own (so a Ctrl-C reaches it only when
+    passed on), and tied to this process (PARENT_ENV): it stops itself, as interrupted, if this
+    process dies without stopping it."""
+    from mnistres.interrupts import PARENT_ENV
+
+    # -P: the child does not put the current folder first on sys.path, so a csv.py or yaml.py lying
+    # there is never imported (mnistres/__init__.py does the same for Pythons before 3.11).
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+    command = [sys.executable, *safe_path, "-m", "mnistres.worker", str(point_file), "--attempt", attempt,
+               *[arg for plugin in plugins for arg in ("--plugin", plugin)]]
+    env = {**os.environ, "COLUMNS": "120", PARENT_ENV: str(os.getpid())}
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
