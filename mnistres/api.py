@@ -43,6 +43,8 @@ class TrainerState(Protocol):
     batch_loss: Any  # the last batch's loss, a device tensor: reading it waits for the device
     val_confusion: list[list[int]]  # the last evaluation's confusion matrix (rows: true class)
     stop_reason: str  # set to a sentence to end the run after the current epoch
+    world: Any  # the run's processes (mnistres.distributed.World): .rank, .size, .main; under torchrun every
+    #             process runs the hooks, and only the one with .main true should write files or print
 
     def running_metrics(self) -> tuple[float, float, int]:
         """Loss, accuracy and images seen so far in this epoch (waits for the device)."""

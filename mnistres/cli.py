@@ -106,16 +106,19 @@ class _Group(TyperGroup):
         except MnistresError as error:
             if _debug():
                 raise
-            _error_line(f"Error: {error}")
+            if not getattr(error, "quiet", False):  # a torchrun process whose error rank 0 reports
+                _error_line(f"Error: {error}")
             raise typer.Exit(EXIT_USAGE) from None
         except KeyboardInterrupt as interrupt:
             if _debug():
                 raise
             from mnistres.display import console
+            from mnistres.distributed import is_main_process
 
             hint = getattr(interrupt, "hint", "")
-            console(stderr=True).print(f"Interrupted: {hint}." if hint else "Interrupted.", style="yellow",
-                                       highlight=False, soft_wrap=True)
+            if is_main_process():  # under torchrun every process stops; rank 0 says so
+                console(stderr=True).print(f"Interrupted: {hint}." if hint else "Interrupted.", style="yellow",
+                                           highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
@@ -206,6 +209,13 @@ ValSplitOpt = Annotated[Optional[str], typer.Option(
                           "set." + _default("val_split"))]
 DownloadOpt = Annotated[Optional[bool], typer.Option(
     "--download/--no-download", help="Fetch missing dataset files. \\[default: --download]")]
+
+
+def _one_process(command: str) -> None:
+    """Refuse to run `command` under torchrun (only train runs there)."""
+    from mnistres.distributed import refuse
+
+    refuse(command)
 
 
 def _use_plugins(plugins: Optional[List[str]]) -> None:
@@ -299,9 +309,11 @@ def train(
                                    **run.options)
 
     from mnistres import display
+    from mnistres.distributed import is_main_process
     from mnistres.trainer import train as run_training
 
     console = display.console(wide=True)
+    console.quiet = not is_main_process()  # under torchrun only rank 0 prints
     result = run_training(run_config, console=console, overwrite=overwrite, resume=resume is not None)
     if result.history:
         console.print(display.history_table(result.history, result.summary["val_set"]))
@@ -371,6 +383,7 @@ def sweep(
 
     Example: mnistres sweep lr 0.1 0.01 0.001 --seeds 3
     """
+    _one_process("sweep")
     _use_plugins(plugin)
     from mnistres import sweep as sweep_module
 
@@ -455,6 +468,7 @@ def eval_command(
     plugin: PluginOpt = None,
 ) -> None:
     """Measure a checkpoint on a dataset split, or on your own images; the architecture comes from the checkpoint."""
+    _one_process("eval")
     _use_plugins(plugin)
     from mnistres import display
     from mnistres.evaluate import evaluate_checkpoint, evaluate_images
@@ -508,6 +522,7 @@ def predict(
 
     Images that cannot be read, or hold no digit, are reported one by one (exit code 1); the others are still predicted.
     """
+    _one_process("predict")
     _use_plugins(plugin)
     from mnistres import display
     from mnistres.predict import predict as run_prediction
@@ -538,6 +553,7 @@ def export_command(
 
     The normalisation is built in. The file is loaded back and checked against the checkpoint on test images.
     """
+    _one_process("export")
     _use_plugins(plugin)
     from mnistres.export import export
 

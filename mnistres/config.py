@@ -50,6 +50,7 @@ class RunConfig:
     augment: bool = False  # random shifts of up to 2 pixels during training
     seed: int = 0  # seeds weights, subset, hold-out and batch order
     precise_bn: int = 2048  # training images that refresh BatchNorm statistics before each evaluation; 0: off (Keras's way)
+    sync_bn: bool = True  # under torchrun, BatchNorm statistics of the global batch (results as one process); false: each process's share
     # execution
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: str = "auto"  # auto (bf16 on CUDA, off elsewhere) | off | bf16 | fp16

@@ -20,6 +20,7 @@ from typing import Iterator
 
 import torch
 
+from mnistres.distributed import World, share
 from mnistres.errors import ConfigError, DataError
 
 # dataset -> (folder under the data dir as torchvision names it, torchvision class name)
@@ -220,13 +221,15 @@ def prepare(dataset: str, root: Path, *, download: bool, train_size: int | None,
 class Batches:
     """Iterates (inputs, labels) over a Split: shuffled index slices, normalised on the device.
 
-    The shuffle generator lives on the CPU so that the order is the same on every device.
+    The shuffle generator lives on the CPU so that the order is the same on every device. With a
+    `world` of several processes, every process draws the same global batches (order and
+    augmentation) and yields its share of each (`distributed.share`).
     """
 
     def __init__(self, split: Split, batch_size: int, *, mean: float, std: float, shuffle: bool = False,
                  generator: torch.Generator | None = None, augment: bool = False,
-                 channels_last: bool = False) -> None:
-        self.split, self.batch_size = split, batch_size
+                 channels_last: bool = False, world: World | None = None) -> None:
+        self.split, self.batch_size, self.world = split, batch_size, world
         self.shuffle, self.generator, self.augment = shuffle, generator, augment
         self.scale, self.shift = 1.0 / (255.0 * std), mean / std
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -248,6 +251,9 @@ class Batches:
                 x, y = images[index], labels[index]
             if self.augment:
                 x = random_shift(x, 2, self.generator)
+            if self.world is not None and self.world.several:
+                part = share(len(y), self.world)
+                x, y = x[part], y[part]
             yield self.normalise(x), y
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:

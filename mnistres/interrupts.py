@@ -43,6 +43,36 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class Flag:
+    """Set when a signal came (see `signals_as_flag`)."""
+
+    raised = False
+
+
+@contextmanager
+def signals_as_flag() -> Iterator[Flag]:
+    """Within the block, Ctrl-C and SIGTERM only raise a flag, to be read at points where all the processes
+    of a run look at it together and stop as one (a process interrupted on its own would leave the others
+    waiting for it). torchrun passes a Ctrl-C on to every process; each signal keeps the flag raised.
+
+    Outside the main thread signals cannot be caught, and the flag stays down.
+    """
+    flag = Flag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def note(signum: int, frame: Any) -> None:
+        flag.raised = True
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 @contextmanager
 def shielded() -> Iterator[None]:
     """Within the block, further Ctrl-C and SIGTERM are ignored: for the few seconds in which an
@@ -63,16 +93,34 @@ def shielded() -> Iterator[None]:
 def deferred() -> Iterator[None]:
     """Within the block, Ctrl-C and SIGTERM wait (they are delivered when it ends): for starting a
     child process and recording it, so that an interrupt never lands between the two and leaves a
-    child nobody knows to stop."""
-    blockable = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
-    if not blockable:  # pragma: no cover - Windows
+    child nobody knows to stop; and for writing how a run ended.
+
+    Blocking the signals in this thread is not enough: the kernel hands a signal sent to the process
+    to any thread that does not block it (torch starts several), and Python then runs the handler in
+    the main thread all the same. So the handlers themselves are replaced for the block, by one that
+    notes the signal, and a noted signal is raised again once the old handlers are back.
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    noted: list[int] = []
+
+    def note(signum: int, frame: Any) -> None:
+        noted.append(signum)
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    blockable = hasattr(signal, "pthread_sigmask")
+    # Blocked as well, so that a child started in the block inherits them blocked until it is ready.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if blockable else None
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal held back here reaches `note` now
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if noted:
+            signal.raise_signal(noted[0])
 
 
 PARENT_ENV = "MNISTRES_PARENT_PID"  # set by a sweep for its children: the pid they must not outlive

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mnistres import devices
+from mnistres.distributed import World, all_sum
 
 CLASSES = 10
 
@@ -25,10 +26,11 @@ def eval_batch_size(device: torch.device) -> int:
 
 @torch.inference_mode()
 def measure(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-            amp_dtype: torch.dtype | None = None) -> tuple[float, float, list[list[int]]]:
+            amp_dtype: torch.dtype | None = None, world: World | None = None) -> tuple[float, float, list[list[int]]]:
     """Mean loss, accuracy and the confusion matrix (rows: true class, columns: predicted).
 
-    Sums stay on the device; there is one host sync, at the end.
+    Sums stay on the device; there is one host sync, at the end. With a `world` of several
+    processes, each measures its share of the images and the sums are added up across them.
     """
     was_training = model.training
     model.eval()
@@ -43,6 +45,15 @@ def measure(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor
             confusion = counts if confusion is None else confusion + counts
     finally:
         model.train(was_training)
+    if world is not None and world.several:
+        device = next(model.parameters()).device
+        sums = torch.zeros(1 + CLASSES * CLASSES, dtype=torch.float64, device=device)
+        if confusion is not None:
+            sums[0], sums[1:] = loss_sum, confusion
+        all_sum(sums, world)
+        loss_sum, confusion = sums[0], sums[1:].round().long()
+        if int(confusion.sum()) == 0:
+            confusion = None
     if confusion is None:
         return float("nan"), float("nan"), [[0] * CLASSES for _ in range(CLASSES)]
     matrix = confusion.reshape(CLASSES, CLASSES).cpu()

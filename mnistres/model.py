@@ -91,16 +91,16 @@ def from_config(config: RunConfig | Resolved) -> ResNet:
 
 
 @torch.no_grad()
-def refresh_batchnorm(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], images: int,
+def refresh_batchnorm(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                       amp_dtype: torch.dtype | None = None) -> None:
-    """Recompute BatchNorm running statistics from `images` training images ("precise BN").
+    """Recompute BatchNorm running statistics from `batches` of training images ("precise BN").
 
     During training the running averages mix statistics of weights from many steps ago; an
     evaluation right after them measures a model that never existed. Averaging fresh batch
     statistics of the current weights fixes that, at the cost of a few forward passes.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms or images <= 0:
+    if not norms:
         return
     momenta = [m.momentum for m in norms]
     was_training = model.training
@@ -109,13 +109,9 @@ def refresh_batchnorm(model: nn.Module, batches: Iterable[tuple[torch.Tensor, to
         norm.momentum = None  # cumulative average over the batches below
     model.train()
     try:
-        seen = 0
         for x, _ in batches:
             with devices.autocast(x.device, amp_dtype):
                 model(x)
-            seen += len(x)
-            if seen >= images:
-                break
     finally:
         for norm, momentum in zip(norms, momenta):
             norm.momentum = momentum

@@ -70,9 +70,14 @@ def is_setting(key: str) -> bool:
     return key not in PLACE_KEYS and key not in EXECUTION_KEYS
 
 
+# Settings added after runs were stored: a stored config without one ran as its value here says
+# (so that an upgrade neither refuses to resume such a run nor makes a sweep redo it).
+ADDED_SETTINGS: dict[str, Any] = {"sync_bn": True}  # single-process runs: global-batch statistics
+
+
 def result_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """What makes a result: the config without the keys that do not change its numbers."""
-    return {k: v for k, v in config.items()
+    return {k: v for k, v in {**ADDED_SETTINGS, **config}.items()
             if k not in PLACE_KEYS and (k not in EXECUTION_KEYS or k in NUMERIC_EXECUTION_KEYS)}
 
 
@@ -446,6 +451,7 @@ def require_last(run_dir: Path) -> Path:
 def check_resume(run_dir: Path, stored: Mapping[str, Any], done: int, wanted: Mapping[str, Any], epochs: int) -> None:
     """May the run whose last.pt holds epoch `done`, trained with `stored` settings, go on with
     `wanted` to `epochs` epochs? Only execution keys may differ, and it must be unfinished."""
+    stored = {**ADDED_SETTINGS, **stored}
     changed = sorted(k for k in wanted if k not in PLACE_KEYS + EXECUTION_KEYS and stored.get(k) != wanted[k])
     if changed:
         raise ConfigError(f"{run_dir}/{LAST} was trained with other settings ({', '.join(changed)}); "

@@ -6,6 +6,9 @@ config.yaml, metrics.jsonl (one line per epoch), summary.json, last.pt and best.
 
 from __future__ import annotations
 
+import io
+import itertools
+import math
 import platform
 import shutil
 import time
@@ -18,7 +21,7 @@ import torch
 from torch import nn
 
 import mnistres
-from mnistres import atomic, checkpoint, data as data_module, devices, metrics, rundir
+from mnistres import atomic, checkpoint, data as data_module, devices, distributed, interrupts, metrics, rundir
 from mnistres import model as model_module
 from mnistres.api import Callback
 from mnistres.config import RunConfig
@@ -95,111 +98,182 @@ class Trainer:
         self.stop_reason = ""  # set by a callback (e.g. early stopping) to end after this epoch
         self.val_confusion: list[list[int]] = []
         self.batch_loss: torch.Tensor | None = None
+        self.world = distributed.World()  # the processes of the run (one, unless torchrun started several)
 
     # --- the run, top to bottom ---------------------------------------------------------
 
     def fit(self) -> RunResult:
-        config, resolved = self.config, self.resolved
-        if self.resume:
-            self.run_dir = run_dir = Path(config.out_dir) / str(config.name)
-            Lock(run_dir).check()
-            document = self.resume_point(run_dir)
-        else:
-            self.run_dir = run_dir = run_directory(config, self.overwrite)
+        # Under torchrun the processes meet first: from then on a mistake found by any of them ends
+        # them all (`distributed.together`), instead of leaving the others waiting.
+        world = distributed.launched()
+        if world.several:
+            world = distributed.join(world, distributed.device(self.config.device, world))
+        self.world = world
+        if not world.main:
+            from mnistres.display import console as make_console
+
+            self.console = make_console(file=io.StringIO())  # only rank 0 prints
+        try:
+            return self._fit()
+        finally:
+            distributed.leave(world)
+
+    def _fit(self) -> RunResult:
+        config, resolved, world = self.config, self.resolved, self.world
+        document: dict[str, Any] | None = None
+        run_dir = Path()
+        with distributed.together(world):
+            if self.resume:
+                run_dir = Path(config.out_dir) / str(config.name)
+                if world.main:
+                    Lock(run_dir).check()
+                self.run_dir = run_dir
+                document = self.resume_point(run_dir)  # every rank loads last.pt
+            elif world.main:
+                run_dir = run_directory(config, self.overwrite)
+        # A new run's name may hold the time: rank 0's is the run's.
+        self.run_dir = run_dir = Path(distributed.first_text(str(run_dir) if world.main else "", world))
         started, clock = datetime.now(timezone.utc), time.perf_counter()
 
+        root = data_module.resolve_data_dir(config.data_dir)
+        if world.several:  # downloads: rank 0 first, then one process on each other machine, then all read
+            with distributed.together(world):
+                if world.main:
+                    data_module.ensure_files(config.dataset, root, config.download)
+            with distributed.together(world):
+                if world.local_rank == 0 and not world.main:
+                    data_module.ensure_files(config.dataset, root, config.download)
+        with distributed.together(world):
+            self.prepare(root)
+        self.model.to(device=self.device, memory_format=self.memory_format)
+        train_forward = self.model
+        if world.several:
+            if config.sync_bn:
+                distributed.globalise_batchnorm(self.model)
+            from torch.nn.parallel import DistributedDataParallel
+
+            train_forward = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.forward = torch.compile(train_forward) if config.compile else train_forward
+        # Evaluation needs no gradient exchange: the plain model, on this rank's share of the images.
+        self.eval_forward = self.model if world.several else self.forward
+        self.optimizer = optimizers.build(resolved.optimizer, self.model.parameters(), lr=config.lr)
+        self.scheduler = schedulers.build(resolved.schedule, self.optimizer, lr=config.lr, epochs=config.epochs,
+                                          steps_per_epoch=self.steps_per_epoch)
+
+        # Only now, with data, model and optimizer ready, does anything reach the disk; and only
+        # while this process holds the run directory's lock (rank 0: the one that writes).
+        lock = Lock(run_dir)
+        with distributed.together(world):
+            if world.main:
+                try:
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                except OSError as error:
+                    raise WriteError(f"cannot create run directory {run_dir}: {reason(error)}") from None
+                lock.acquire()
+        try:
+            return self._run(run_dir, document, started, clock)
+        finally:
+            if world.main:
+                lock.release()
+
+    def prepare(self, root: Path) -> None:
+        """Threads, device, data, batches, model and the callbacks: everything before the first step
+        (no collective operation in here: `together` wraps it)."""
+        config, resolved, world = self.config, self.resolved, self.world
         devices.set_threads(config.threads)
-        self.device = device = devices.resolve(config.device)
+        self.device = device = distributed.device(config.device, world)
         self.amp = devices.amp_dtype(config.amp, device)
         torch.manual_seed(config.seed)
 
-        root = data_module.resolve_data_dir(config.data_dir)
         self.data = data = data_module.prepare(
             config.dataset, root, download=config.download, train_size=config.train_size,
             val_split=config.val_split, seed=config.seed, device=device,
         )
         if config.batch_size > len(data.train):
             raise ConfigError(f"batch_size={config.batch_size} is larger than the {len(data.train):,} training images")
+        if config.batch_size % world.size:
+            raise ConfigError(f"batch_size={config.batch_size} (the global batch) does not divide among the "
+                              f"{world.size} processes; use a multiple of {world.size}")
         self.shuffle_generator = torch.Generator().manual_seed(config.seed + SHUFFLE_SEED_OFFSET)
-        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        train_batches = data_module.Batches(
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.train_batches = data_module.Batches(
             data.train, config.batch_size, mean=data.mean, std=data.std, shuffle=True,
-            generator=self.shuffle_generator, augment=config.augment, channels_last=config.channels_last,
+            generator=self.shuffle_generator, augment=config.augment, channels_last=config.channels_last, world=world,
         )
-        val_batches = data_module.Batches(data.val, metrics.eval_batch_size(device), mean=data.mean, std=data.std,
-                                          channels_last=config.channels_last)
-        self.steps_per_epoch = len(train_batches)
+        part = distributed.share(len(data.val), world)  # each rank evaluates its share; the sums are added
+        self.val_batches = data_module.Batches(
+            data_module.Split(data.val.images[part], data.val.labels[part]), metrics.eval_batch_size(device),
+            mean=data.mean, std=data.std, channels_last=config.channels_last)
+        self.steps_per_epoch = len(self.train_batches)
 
         self.model = model_module.from_config(resolved)
-        self.model.to(device=device, memory_format=memory_format)
-        self.forward = torch.compile(self.model) if config.compile else self.model
-        self.optimizer = optimizers.build(resolved.optimizer, self.model.parameters(), lr=config.lr)
-        self.scheduler = schedulers.build(resolved.schedule, self.optimizer, lr=config.lr, epochs=config.epochs,
-                                          steps_per_epoch=self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp is torch.float16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        # Several processes add up their shares' losses, then scale to the global batch's mean.
+        self.criterion_sum = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing, reduction="sum")
         self.callbacks = [callback_registry.build(spec) for spec in resolved.callbacks] + self.extra_callbacks
         # Who wrote each callback, for an error message if one of its hooks raises.
         self.callback_names = [f"callback '{spec}' (from {callback_registry.get(spec.name).source})"
                                for spec in resolved.callbacks] + [type(c).__name__ for c in self.extra_callbacks]
         self.provenance = resolved.provenance()
 
-        # Only now, with data, model and optimizer ready, does anything reach the disk; and only
-        # while this process holds the run directory's lock.
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise WriteError(f"cannot create run directory {run_dir}: {reason(error)}") from None
-        lock = Lock(run_dir)
-        lock.acquire()
-        try:
-            return self._run(run_dir, document if self.resume else None, started, clock,
-                             train_batches, val_batches)
-        finally:
-            lock.release()
-
-    def _run(self, run_dir: Path, document: dict[str, Any] | None, started: datetime, clock: float,
-             train_batches: data_module.Batches, val_batches: data_module.Batches) -> RunResult:
+    def _run(self, run_dir: Path, document: dict[str, Any] | None, started: datetime, clock: float) -> RunResult:
         """The loop, with the run directory locked: files, epochs, summary."""
-        config = self.config
-        if document is None and not self.overwrite:
-            rundir.refuse_earlier_run(run_dir)  # another writer may have finished a run here while we loaded data
-        rundir.clear(run_dir, earlier_run=self.overwrite)
+        config, world = self.config, self.world
+        main = world.main
         history: list[dict[str, Any]] = []
         best: dict[str, Any] = {}
-        if document is not None:
-            history, best = self.restore(document)
-        rundir.write_config(run_dir, config.to_dict())
-        # Until it ends, the run says that it runs, and where: a summary still saying so later, with nobody
-        # holding the lock, is a run that was killed (resumable, like an interrupted one).
-        rundir.write_summary(run_dir, {"status": "running", "message": "", "epochs_completed": len(history),
-                                       "epochs_planned": config.epochs, "started": started.isoformat(timespec="seconds"),
-                                       "device": devices.describe(self.device), **rundir.writer(self.attempt)})
+        with distributed.together(world):
+            if main:
+                if document is None and not self.overwrite:
+                    rundir.refuse_earlier_run(run_dir)  # another writer may have finished a run here while we loaded data
+                rundir.clear(run_dir, earlier_run=self.overwrite)
+            if document is not None:
+                history, best = self.restore(document)
+            if main:
+                rundir.write_config(run_dir, config.to_dict())
+                # Until it ends, the run says that it runs, and where: a summary still saying so later, with nobody
+                # holding the lock, is a run that was killed (resumable, like an interrupted one).
+                rundir.write_summary(run_dir, {"status": "running", "message": "", "epochs_completed": len(history),
+                                               "epochs_planned": config.epochs,
+                                               "started": started.isoformat(timespec="seconds"),
+                                               "device": devices.describe(self.device),
+                                               "distributed": world.describe(), **rundir.writer(self.attempt)})
 
         status, message = "completed", ""
         error_in_flight = False
         self._emit("on_train_begin")
-        with sigterm_as_interrupt():  # SIGTERM stops the run like Ctrl-C
+        # SIGTERM stops the run like Ctrl-C; several processes stop together, at a step they agree on.
+        with interrupts.signals_as_flag() if world.several else sigterm_as_interrupt() as flag:
+            self.interrupt_flag = flag or interrupts.Flag()
             try:
                 for epoch in range(len(history) + 1, config.epochs + 1):
                     self.epoch = epoch
                     self._emit("on_epoch_begin", epoch)
-                    logs = self.train_epoch(train_batches)
+                    logs = self.train_epoch(self.train_batches)
                     if logs is None:  # non-finite loss
                         status, message = "diverged", self.divergence_message()
                         break
                     eval_start = time.perf_counter()
-                    model_module.refresh_batchnorm(self.model, self.refresh_batches(epoch), config.precise_bn, self.amp)
+                    if config.precise_bn > 0:
+                        model_module.refresh_batchnorm(self.model, self.refresh_batches(epoch), self.amp)
                     logs["val_loss"], logs["val_acc"], self.val_confusion = metrics.measure(
-                        self.forward, val_batches, self.amp)
+                        self.eval_forward, self.val_batches, self.amp, world)
                     logs["eval_seconds"] = time.perf_counter() - eval_start
-                    self._emit("on_epoch_end", epoch, logs)
-                    history.append(logs)
-                    rundir.write_history(run_dir, history)
-                    self.save(run_dir / rundir.LAST, logs)
-                    if not best or logs["val_acc"] > best["val_acc"]:
-                        best = {"epoch": epoch, "val_acc": logs["val_acc"], "val_loss": logs["val_loss"]}
-                        self.copy_to_best(run_dir)
+                    with distributed.together(world):
+                        self._emit("on_epoch_end", epoch, logs)
+                        history.append(logs)
+                        if main:
+                            rundir.write_history(run_dir, history)
+                            self.save(run_dir / rundir.LAST, logs)
+                        if not best or logs["val_acc"] > best["val_acc"]:
+                            best = {"epoch": epoch, "val_acc": logs["val_acc"], "val_loss": logs["val_loss"]}
+                            if main:
+                                self.copy_to_best(run_dir)
+                    self.stop_reason = distributed.first_text(self.stop_reason, world)  # stop early together
+                    if distributed.any_flag(self.interrupt_flag.raised, world):
+                        raise KeyboardInterrupt
                     if self.stop_reason:
                         message = self.stop_reason
                         break
@@ -224,7 +298,8 @@ class Trainer:
                 with shielded() if status == "interrupted" else deferred():
                     summary = self.summarise(status, message, history, best, started, time.perf_counter() - clock)
                     try:
-                        rundir.write_summary(run_dir, summary)
+                        if main:
+                            rundir.write_summary(run_dir, summary)
                     except WriteError:
                         if not error_in_flight:
                             raise
@@ -290,6 +365,8 @@ class Trainer:
             holds = None
         if not best or holds == best["epoch"]:
             return
+        if not self.world.main:
+            return  # rank 0 repairs it
         if best["epoch"] != done:
             raise CheckpointError(f"{path} should hold epoch {best['epoch']} (the best so far) but "
                                   f"{'holds epoch ' + str(holds) if holds else 'is missing'}, and that epoch's weights "
@@ -298,7 +375,7 @@ class Trainer:
 
     def train_epoch(self, batches: data_module.Batches) -> dict[str, Any] | None:
         """One pass over the training images; None if the loss stopped being finite."""
-        model, optimizer, device = self.model, self.optimizer, self.device
+        model, optimizer, device, world = self.model, self.optimizer, self.device, self.world
         model.train()
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), dtype=torch.long, device=device)
@@ -306,6 +383,7 @@ class Trainer:
         # Reading a value from the device waits for it; on the CPU that costs nothing, on a GPU
         # it would stall the queue every step, so there we look every 50 steps.
         check_every = 1 if device.type == "cpu" else 50
+        images, batch_size = len(self.data.train), self.config.batch_size
         lr = optimizer.param_groups[0]["lr"]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -313,7 +391,13 @@ class Trainer:
         for step, (x, y) in enumerate(batches, start=1):
             with devices.autocast(device, self.amp):
                 logits = self.forward(x)
-                loss = self.criterion(logits.float(), y)
+                if world.several:
+                    # This rank's share of the global batch: its loss sum, scaled so that DDP's average of
+                    # the gradients over the ranks is the gradient of the global batch's mean loss.
+                    share_sum = self.criterion_sum(logits.float(), y)
+                    loss = share_sum * (world.size / min(batch_size, images - (step - 1) * batch_size))
+                else:
+                    loss = self.criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(optimizer)
@@ -321,32 +405,54 @@ class Trainer:
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             self.scheduler.step()
             self.global_step += 1
-            self.batch_loss = loss.detach()
-            self.loss_sum += self.batch_loss * y.numel()
+            if world.several:
+                self.batch_loss = share_sum.detach() / max(y.numel(), 1)
+                self.loss_sum += share_sum.detach()
+            else:
+                self.batch_loss = loss.detach()
+                self.loss_sum += self.batch_loss * y.numel()
             self.correct += (logits.argmax(1) == y).sum()
             self.seen += y.numel()
-            if (step % check_every == 0 or step == len(batches)) and not torch.isfinite(self.loss_sum):
-                self.diverged_at = (self.epoch, step, lr)
-                return None
+            if step % check_every == 0 or step == len(batches):
+                if not self.check_step():
+                    self.diverged_at = (self.epoch, step, lr)
+                    return None
             self._emit("on_batch_end", step)
-        loss_sum, correct = float(self.loss_sum), int(self.correct)  # the epoch's one sync
+        loss_sum, correct, seen = float(self.loss_sum), int(self.correct), self.seen  # the epoch's one sync
+        if world.several:
+            totals = distributed.all_sum(torch.tensor([loss_sum, correct, seen], dtype=torch.float64), world)
+            loss_sum, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
         seconds = time.perf_counter() - start
         return {
             "epoch": self.epoch,
-            "train_loss": loss_sum / self.seen,
-            "train_acc": correct / self.seen,
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
             "lr": lr,
             "seconds": seconds,
-            "images_per_s": self.seen / seconds,
+            "images_per_s": seen / seconds,
         }
 
-    def refresh_batches(self, epoch: int) -> data_module.Batches:
-        """Un-augmented training batches for precise BN, in an order fixed by seed and epoch
-        (its own generator, so the training order does not depend on it)."""
+    def check_step(self) -> bool:
+        """Whether the loss is still finite. With several processes the answer is shared, and so is a
+        Ctrl-C or SIGTERM that any of them received: all of them stop at this same step."""
+        if not self.world.several:
+            return bool(torch.isfinite(self.loss_sum))
+        flag = torch.tensor(float(self.interrupt_flag.raised), device=self.loss_sum.device)
+        shared = distributed.all_sum(torch.stack([self.loss_sum.float(), flag]), self.world).tolist()
+        if shared[1] > 0:
+            raise KeyboardInterrupt
+        return math.isfinite(shared[0])
+
+    def refresh_batches(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        """Un-augmented training batches for precise BN, `precise_bn` images in an order fixed by seed and
+        epoch (its own generator, so the training order does not depend on it). With BatchNorm over the
+        global batch each rank takes its share of every batch; otherwise every rank refreshes on all."""
+        size = min(512, self.config.precise_bn)
         generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        return data_module.Batches(self.data.train, min(512, self.config.precise_bn or 1), mean=self.data.mean,
-                                   std=self.data.std, shuffle=True, generator=generator,
-                                   channels_last=self.config.channels_last)
+        world = self.world if self.config.sync_bn else None
+        batches = data_module.Batches(self.data.train, size, mean=self.data.mean, std=self.data.std, shuffle=True,
+                                      generator=generator, channels_last=self.config.channels_last, world=world)
+        return itertools.islice(batches, math.ceil(self.config.precise_bn / size))
 
     def running_metrics(self) -> tuple[float, float, int]:
         """Loss, accuracy and images so far in this epoch (waits for the device)."""
@@ -403,6 +509,7 @@ class Trainer:
             "versions": versions(),
             "numerics": devices.numerics(self.device, self.amp),
             "plugins": self.provenance,
+            "distributed": {**self.world.describe(), "sync_bn": self.config.sync_bn},
         }
         if status == "diverged":
             epoch, step, lr = self.diverged_at

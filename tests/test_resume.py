@@ -154,3 +154,45 @@ def test_divergence_stops_within_the_epoch_and_keeps_the_best_checkpoint(data_di
                                     "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.output)["accuracy"] == pytest.approx(result.history[0]["val_acc"])
+
+
+def test_a_run_stored_before_a_setting_existed_still_resumes(data_dir, tmp_path):
+    from mnistres import rundir
+    from mnistres.config import RunConfig as Defaults
+
+    assert all(getattr(Defaults(), key) == value for key, value in rundir.ADDED_SETTINGS.items())
+    config = RunConfig(data_dir=str(data_dir), download=False, device="cpu", epochs=2, batch_size=64, width=8,
+                       blocks=1, precise_bn=0, threads=1, out_dir=str(tmp_path), name="old")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, extra_callbacks=[InterruptAt(epoch=2, step=1)])
+    run = tmp_path / "old"
+    # As an older mnistres wrote it: no sync_bn in config.yaml or in the checkpoint's config.
+    (run / "config.yaml").write_text("".join(line for line in (run / "config.yaml").read_text().splitlines(True)
+                                             if not line.startswith("sync_bn")))
+    document = load(run / "last.pt")
+    del document["config"]["sync_bn"]
+    torch.save(document, run / "last.pt")
+    assert train(resume_config(run), resume=True).status == "completed"
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs pthread_kill")
+def test_a_signal_another_thread_receives_still_waits_for_the_end_of_a_deferred_block():
+    """The kernel may hand SIGTERM to any of torch's threads; the summary written in a deferred block
+    must still be finished before the interrupt (it once was cut short: a run stopped just after its
+    last epoch kept saying `running`)."""
+    import threading
+
+    from mnistres.interrupts import deferred, sigterm_as_interrupt
+
+    reached_end = False
+    with sigterm_as_interrupt():
+        other = threading.Thread(target=time.sleep, args=(0.5,))
+        other.start()
+        with pytest.raises(KeyboardInterrupt):
+            with deferred():
+                signal.pthread_kill(other.ident, signal.SIGTERM)
+                for _ in range(2000):
+                    time.sleep(0)  # chances for a handler to run here, which it must not
+                reached_end = True
+        other.join()
+    assert reached_end
