@@ -163,9 +163,9 @@ class StopAtAccuracy(Callback):
 
 
 def time_to_accuracy(data_dir: Path, out: Path, target: float, preset: str | None, train_size: int | None,
-                     seed: int) -> dict[str, Any]:
+                     seed: int, **changes: Any) -> dict[str, Any]:
     options = {"data_dir": str(data_dir), "download": False, "train_size": train_size, "seed": seed,
-               "callbacks": [], "out_dir": str(out), "name": f"to-target-{preset or 'default'}-seed{seed}"}
+               "callbacks": [], "out_dir": str(out), "name": f"to-target-{preset or 'default'}-seed{seed}", **changes}
     settings = config_module.layered({}, "benchmark", options, preset=preset)
     result = train(settings, console=Console(quiet=True), extra_callbacks=[StopAtAccuracy(target)])
     history = result.history

@@ -56,3 +56,32 @@ def test_speed_benchmark_needs_a_data_folder(tmp_path):
     completed = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=120,
                                cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
     assert completed.returncode == 2 and "--data-dir" in completed.stderr
+
+
+GPU_SCRIPT = SCRIPT.parent / "gpu.sh"
+
+
+def test_the_gpu_script_runs_its_cpu_safe_parts(tmp_path):
+    """benchmarks/gpu.sh --dry-run: the CUDA tests (skipped here) and every measurement of gpu.py on the CPU
+    with tiny data, its files written; figures are not checked (they mean nothing there)."""
+    import os
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = tmp_path / "figures"
+    completed = subprocess.run(["bash", str(GPU_SCRIPT), str(out), "--dry-run"], capture_output=True, text=True,
+                               timeout=600, env=env)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    tests_log = (out / "gpu-tests.log").read_text()
+    assert "skipped" in tests_log and "needs a CUDA GPU" in tests_log
+    results = json.loads((out / "gpu.json").read_text())
+    assert results["dry_run"] is True
+    assert [(row["variant"], row["batch_size"]) for row in results["training"]] == [
+        ("eager", 32), ("eager", 128), ("eager", 512), ("eager, cuDNN benchmark off", 128)]
+    assert all(row["median"] > 0 for row in results["training"]) and results["evaluation"]["median"] > 0
+    assert [(row["recipe"], row["seed"]) for row in results["time_to_99"]] == [
+        ("--preset fast", 0), ("--preset fast", 1), ("--preset fast", 2), ("defaults", 0)]
+    table = (out / "gpu.md").read_text()
+    assert "--dry-run: not a measurement" in table and "| eager | 512 |" in table
+
+    refused = subprocess.run(["bash", str(GPU_SCRIPT), "--fast"], capture_output=True, text=True, timeout=60, env=env)
+    assert refused.returncode == 2 and "unknown option --fast" in refused.stderr

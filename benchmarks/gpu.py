@@ -1,0 +1,177 @@
+"""The GPU figures, in one run of a few minutes on one CUDA GPU (benchmarks/gpu.sh runs it after the
+CUDA tests).
+
+It measures, with the data already on the GPU as mnistres always keeps it, and bf16 autocast (`amp:
+auto`) and cuDNN's benchmark mode on:
+
+1. training images/s at batch 32, 128 and 512 (the default recipe; the second epoch of two, so that
+   warm-up and `torch.compile`'s compilation stay out of the figure), eager and compiled, and once
+   with cuDNN's benchmark mode off, to show what it is worth;
+2. evaluation images/s on the test set (the trainer's `metrics.measure`);
+3. time to 99 % test accuracy with `--preset fast` for seeds 0, 1, 2, and with the defaults (seed 0):
+   training seconds, evaluation excluded, and the images seen.
+
+It writes gpu.json (every measurement, the machine and the settings) and gpu.md (the tables) to
+--out. `--dry-run` does all of it on the CPU with tiny synthetic data and no compilation, to check
+the script itself (the test suite runs it so); its figures mean nothing.
+
+    python benchmarks/gpu.py --data-dir DATA --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import machine, mnistres_train, time_to_accuracy  # noqa: E402  (the CPU benchmark's measures)
+
+from mnistres import data as data_module, metrics, model as model_module  # noqa: E402
+from mnistres.config import RunConfig  # noqa: E402
+
+BATCH_SIZES = (32, 128, 512)
+COMPILED_BATCH_SIZES = (128, 512)  # compilation takes tens of seconds each: the sizes that matter most
+SEEDS = (0, 1, 2)
+
+
+def write_tiny_mnist(root: Path, train: int = 640, test: int = 256) -> Path:
+    """Random images in MNIST's files, for --dry-run (the figures mean nothing; the script runs)."""
+    import gzip
+
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(0)
+    for prefix, count in (("train", train), ("t10k", test)):
+        images = torch.randint(0, 256, (count, 28, 28), dtype=torch.uint8, generator=generator)
+        labels = torch.arange(count, dtype=torch.uint8) % 10
+        header = (2051).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in (count, 28, 28))
+        (raw / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + images.numpy().tobytes()))
+        header = (2049).to_bytes(4, "big") + count.to_bytes(4, "big")
+        (raw / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(header + labels.numpy().tobytes()))
+    return root
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def eval_images_per_s(data_dir: Path, device: torch.device, rounds: int) -> list[float]:
+    """The trainer's evaluation on the test set, its tensors on the device; after one warm-up pass."""
+    images, labels = data_module.load_split("mnist", data_dir, "test", download=False)
+    split = data_module.Split(images.to(device), labels.to(device))
+    mean, std = data_module.NORMALISATION["mnist"]
+    model = model_module.from_config(RunConfig()).to(device=device, memory_format=torch.channels_last)
+    batches = data_module.Batches(split, metrics.eval_batch_size(device), mean=mean, std=std, channels_last=True)
+    amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    metrics.measure(model, batches, amp)
+    found = []
+    for _ in range(rounds):
+        synchronize(device)
+        start = time.perf_counter()
+        metrics.measure(model, batches, amp)  # ends in a host sync
+        found.append(len(split) / (time.perf_counter() - start))
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("MNISTRES_DATA_DIR"),
+                        help="folder holding MNIST/raw/ (default: $MNISTRES_DATA_DIR)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="where gpu.json and gpu.md go")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements per throughput figure (median)")
+    parser.add_argument("--dry-run", action="store_true", help="on the CPU, tiny synthetic data, no compilation")
+    args = parser.parse_args(argv)
+    console = Console(highlight=False)
+
+    scratch = Path(tempfile.mkdtemp(prefix="mnistres-gpu-"))
+    if args.dry_run:
+        device, data_dir, images, train_size, rounds = torch.device("cpu"), write_tiny_mnist(scratch / "data"), 512, 512, 1
+        compiled_sizes: tuple[int, ...] = ()
+        small = {"width": 8, "blocks": 1, "epochs": 2}  # the script's every step, in seconds
+    else:
+        if not torch.cuda.is_available():
+            console.print("benchmarks/gpu.py needs a CUDA GPU (or --dry-run to check it on the CPU)", style="red")
+            return 2
+        if not args.data_dir or not data_module.raw_dir("mnist", Path(args.data_dir)).is_dir():
+            console.print("give --data-dir (or MNISTRES_DATA_DIR): a folder holding MNIST/raw/", style="red")
+            return 2
+        # 50,000 images per throughput figure: the measure holds 0.2 % of the training file out.
+        device, data_dir, images, train_size, rounds = torch.device("cuda"), Path(args.data_dir), 50_000, None, args.rounds
+        compiled_sizes = COMPILED_BATCH_SIZES
+        small = {}
+    torch.backends.cudnn.benchmark = True
+    runs = scratch / "runs"
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "dry_run": args.dry_run,
+        "machine": {**machine(), **({"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda,
+                                     "cudnn": torch.backends.cudnn.version()} if device.type == "cuda" else {})},
+        "settings": {"amp": "auto (bf16 on CUDA)", "channels_last": True, "cudnn_benchmark": True,
+                     "train_images_per_measurement": images, "rounds": rounds},
+    }
+
+    def train_rate(batch_size: int, name: str, **changes: Any) -> dict[str, Any]:
+        slug = "".join(c if c.isalnum() else "-" for c in name)
+        rates = [mnistres_train(data_dir, runs, images, batch_size, 0, f"b{batch_size}-{slug}-{r}", device=device.type,
+                                **{**small, "epochs": 2, **changes}) for r in range(rounds)]
+        console.print(f"train, batch {batch_size}, {name}: {statistics.median(rates):,.0f} img/s")
+        return {"batch_size": batch_size, "variant": name, "images_per_s": rates, "median": statistics.median(rates)}
+
+    training = [train_rate(size, "eager") for size in BATCH_SIZES]
+    training += [train_rate(size, "compiled", compile=True) for size in compiled_sizes]
+    torch.backends.cudnn.benchmark = False
+    training.append(train_rate(128, "eager, cuDNN benchmark off"))
+    torch.backends.cudnn.benchmark = True
+    results["training"] = training
+
+    rates = eval_images_per_s(data_dir, device, 3)
+    console.print(f"evaluation: {statistics.median(rates):,.0f} img/s")
+    results["evaluation"] = {"images_per_s": rates, "median": statistics.median(rates)}
+
+    to_target = []
+    for preset, seeds in (("fast", SEEDS), (None, (0,))):
+        for seed in seeds:
+            found = time_to_accuracy(data_dir, runs, 0.99, preset, train_size, seed, **small)
+            epochs = found["reached_at_epoch"] or len(found["seconds_per_epoch"])
+            found["images_seen"] = epochs * (train_size or 60_000)
+            console.print(f"to 99 %: {found['recipe']}, seed {seed}: {found['train_seconds']:.2f} s, "
+                          f"reached at epoch {found['reached_at_epoch']}")
+            to_target.append(found)
+    results["time_to_99"] = to_target
+    results["wall_seconds"] = time.perf_counter() - started
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "gpu.md").write_text(markdown(results))
+    console.print(f"wrote {args.out / 'gpu.json'} and {args.out / 'gpu.md'} ({results['wall_seconds']:.0f} s)")
+    return 0
+
+
+def markdown(results: dict[str, Any]) -> str:
+    where = results["machine"].get("gpu") or f"CPU ({results['machine']['cpu']}), --dry-run: not a measurement"
+    lines = [f"# GPU figures: {where}", "",
+             f"{results['date']}, torch {results['machine']['torch']}, bf16 autocast, channels-last, data on the "
+             f"device; medians of {results['settings']['rounds']} (benchmarks/gpu.py).", "",
+             "| training | batch | images/s |", "|---|---:|---:|"]
+    lines += [f"| {row['variant']} | {row['batch_size']} | {row['median']:,.0f} |" for row in results["training"]]
+    lines += ["", f"Evaluation on the test set: {results['evaluation']['median']:,.0f} images/s.", "",
+              "| to 99 % test accuracy | seed | training s | images seen | reached at epoch |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {row['recipe']} | {row['seed']} | {row['train_seconds']:.2f} | {row['images_seen']:,} | "
+              f"{row['reached_at_epoch'] or 'not reached'} |" for row in results["time_to_99"]]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

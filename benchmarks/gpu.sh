@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The GPU checks and figures, on one CUDA GPU in a few minutes; installs nothing (run it where
+# `pip install ".[test]"` was done). First the test suite's CUDA-marked tests, then
+# benchmarks/gpu.py, which writes gpu.json and gpu.md to OUT_DIR (default benchmarks/results).
+#
+#   MNISTRES_DATA_DIR=/path/to/data benchmarks/gpu.sh [OUT_DIR] [--dry-run]
+#
+# --dry-run checks the script on the CPU with tiny synthetic data (the CUDA tests skip there).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=benchmarks/results
+dry_run=()
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) dry_run=(--dry-run) ;;
+    -*) echo "benchmarks/gpu.sh: unknown option $arg (usage: benchmarks/gpu.sh [OUT_DIR] [--dry-run])" >&2; exit 2 ;;
+    *) out="$arg" ;;
+  esac
+done
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+# The CUDA tests; pytest exits 5 if none were collected, which fails this script as it should.
+python -m pytest -q -p no:cacheprovider -m cuda tests 2>&1 | tee "$out/gpu-tests.log"
+python benchmarks/gpu.py --out "$out" "${dry_run[@]}"
