@@ -47,6 +47,7 @@ class RunConfig:
     batch_size: int = 32  # training images per step
     epochs: int = 10  # passes over the training images
     label_smoothing: float = 0.0  # cross-entropy target smoothing, 0 = off
+    ema: float = 0.0  # decay per step of an exponential moving average of the weights, which is evaluated and saved as the model; 0: off
     augment: bool = False  # random shifts of up to 2 pixels during training
     seed: int = 0  # seeds weights, subset, hold-out and batch order
     precise_bn: int = 2048  # training images that refresh BatchNorm statistics before each evaluation; 0: off (Keras's way)
@@ -273,6 +274,8 @@ def validate(config: RunConfig) -> None:
         raise bad("batch_size", f"at most train_size ({config.train_size}): a step cannot use more images than there are")
     if not 0.0 <= config.label_smoothing < 1.0:
         raise bad("label_smoothing", "from 0 up to (not including) 1")
+    if not 0.0 <= config.ema < 1.0:
+        raise bad("ema", "from 0 (off) up to (not including) 1, e.g. 0.999")
     if config.amp not in AMP_MODES:
         raise bad("amp", " | ".join(AMP_MODES))
     if config.name is not None and rundir.name_problem(config.name):

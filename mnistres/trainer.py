@@ -25,6 +25,7 @@ from mnistres import atomic, checkpoint, data as data_module, devices, distribut
 from mnistres import model as model_module
 from mnistres.api import Callback
 from mnistres.config import RunConfig
+from mnistres.ema import WeightAverage
 from mnistres.errors import CheckpointError, ConfigError, MnistresError, PluginError, WriteError, reason
 from mnistres.interrupts import Interrupted, deferred, shielded, sigterm_as_interrupt
 from mnistres.lock import Lock
@@ -99,6 +100,7 @@ class Trainer:
         self.val_confusion: list[list[int]] = []
         self.batch_loss: torch.Tensor | None = None
         self.world = distributed.World()  # the processes of the run (one, unless torchrun started several)
+        self.average: WeightAverage | None = None  # the weights' moving average, when `ema` is on
 
     # --- the run, top to bottom ---------------------------------------------------------
 
@@ -155,8 +157,11 @@ class Trainer:
             train_forward = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.forward = torch.compile(train_forward) if config.compile else train_forward
+        # The model that is evaluated and saved: the trained one, or the average of its weights.
+        self.average = WeightAverage(self.model, config.ema) if config.ema > 0 else None
+        self.evaluated = self.average.model if self.average is not None else self.model
         # Evaluation needs no gradient exchange: the plain model, on this rank's share of the images.
-        self.eval_forward = self.model if world.several else self.forward
+        self.eval_forward = self.evaluated if world.several or self.average is not None else self.forward
         self.optimizer = optimizers.build(resolved.optimizer, self.model.parameters(), lr=config.lr)
         self.scheduler = schedulers.build(resolved.schedule, self.optimizer, lr=config.lr, epochs=config.epochs,
                                           steps_per_epoch=self.steps_per_epoch)
@@ -257,7 +262,7 @@ class Trainer:
                         break
                     eval_start = time.perf_counter()
                     if config.precise_bn > 0:
-                        model_module.refresh_batchnorm(self.model, self.refresh_batches(epoch), self.amp)
+                        model_module.refresh_batchnorm(self.evaluated, self.refresh_batches(epoch), self.amp)
                     logs["val_loss"], logs["val_acc"], self.val_confusion = metrics.measure(
                         self.eval_forward, self.val_batches, self.amp, world)
                     logs["eval_seconds"] = time.perf_counter() - eval_start
@@ -319,7 +324,7 @@ class Trainer:
         document = checkpoint.load(rundir.require_last(run_dir))
         rundir.check_resume(run_dir, dict(document.get("config", {})), int(document["epoch"]),
                             self.config.to_dict(), self.config.epochs)
-        for key in ("optimizer", "scheduler", "rng", "global_step"):
+        for key in ("optimizer", "scheduler", "rng", "global_step") + (("trained_model",) if self.config.ema > 0 else ()):
             if key not in document:
                 raise CheckpointError(f"{run_dir}/{rundir.LAST} lacks '{key}'; it cannot be resumed")
         return document
@@ -329,7 +334,11 @@ class Trainer:
         at the end of the checkpoint's epoch, and best.pt as the history says it is."""
         last = self.run_dir / rundir.LAST
         try:
-            self.model.load_state_dict(document["model"])
+            if self.average is not None:
+                self.model.load_state_dict(document["trained_model"])
+                self.average.model.load_state_dict(document["model"])
+            else:
+                self.model.load_state_dict(document["model"])
             self.optimizer.load_state_dict(document["optimizer"])
             self.scheduler.load_state_dict(document["scheduler"])
             rng = document["rng"]
@@ -405,6 +414,8 @@ class Trainer:
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             self.scheduler.step()
             self.global_step += 1
+            if self.average is not None:
+                self.average.update(self.global_step)
             if world.several:
                 self.batch_loss = share_sum.detach() / max(y.numel(), 1)
                 self.loss_sum += share_sum.detach()
@@ -478,7 +489,8 @@ class Trainer:
             "global_step": self.global_step,
             "metrics": dict(logs),
             "normalisation": [self.data.mean, self.data.std],
-            "model": self.model.state_dict(),
+            "model": self.evaluated.state_dict(),  # what eval, predict and export load
+            **({"trained_model": self.model.state_dict()} if self.average is not None else {}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng,

@@ -128,3 +128,50 @@ def test_summary_records_what_the_numbers_depend_on(data_dir, tmp_path):
     numerics = json.loads((result.run_dir / "summary.json").read_text())["numerics"]
     assert numerics["device"] == "cpu" and numerics["threads"] == 1 and numerics["precision"] == "float32"
     assert numerics["torch"] == torch.__version__ and numerics["cpu_capability"]
+
+
+def test_the_weight_average_follows_its_rule():
+    from torch import nn
+
+    from mnistres.ema import WARMUP, WeightAverage
+
+    model = nn.BatchNorm1d(3)
+    average = WeightAverage(model, decay=0.9)
+    expected = model.weight.detach().clone()
+    for step in range(1, 30):
+        with torch.no_grad():
+            model.weight.add_(torch.randn(3))
+            model.running_mean.add_(1.0)
+        average.update(step)
+        decay = min(0.9, (1 + step) / (WARMUP + step))
+        expected = decay * expected + (1 - decay) * model.weight.detach()
+        torch.testing.assert_close(average.model.weight, expected)
+        torch.testing.assert_close(average.model.running_mean, model.running_mean)  # copied, not averaged
+    assert not any(p.requires_grad for p in average.model.parameters())
+
+
+def test_ema_is_what_is_evaluated_and_saved_and_resumes_exactly(data_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from mnistres.checkpoint import load
+    from mnistres.cli import app
+    from mnistres.trainer import resume_config
+    from test_resume import InterruptAt, metrics
+
+    config = RunConfig(data_dir=str(data_dir), download=False, device="cpu", epochs=3, batch_size=32, width=8,
+                       blocks=1, precise_bn=64, threads=1, lr=0.01, ema=0.9, out_dir=str(tmp_path))
+    whole = train(config.replace(name="whole"))
+    document = load(whole.run_dir / "last.pt")
+    assert not all(torch.equal(document["model"][k], document["trained_model"][k]) for k in document["model"])
+    evaluated = CliRunner().invoke(app, ["eval", str(whole.run_dir / "last.pt"), "--data-dir", str(data_dir),
+                                         "--device", "cpu", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.output)["accuracy"] == whole.history[-1]["val_acc"]
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config.replace(name="cut"), extra_callbacks=[InterruptAt(epoch=2, step=3)])
+    train(resume_config(tmp_path / "cut"), resume=True)
+    assert metrics(tmp_path / "cut") == metrics(whole.run_dir)
+    resumed = load(tmp_path / "cut" / "last.pt")
+    for key in ("model", "trained_model"):
+        assert all(torch.equal(resumed[key][k], document[key][k]) for k in document[key]), key
