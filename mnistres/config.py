@@ -49,6 +49,9 @@ class RunConfig:
     label_smoothing: float = 0.0  # cross-entropy target smoothing, 0 = off
     ema: float = 0.0  # decay per step of an exponential moving average of the weights, which is evaluated and saved as the model; 0: off
     augment: bool = False  # random shifts of up to 2 pixels during training
+    rotate: float = 0.0  # random rotation of each training image by up to ± this many degrees; 0: off
+    zoom: float = 0.0  # random scaling of each training image by up to ± this fraction (0.1: 0.9 to 1.1 times); 0: off
+    translate: float = 0.0  # random (sub-pixel) shift of each training image by up to ± this many pixels; 0: off
     seed: int = 0  # seeds weights, subset, hold-out and batch order
     precise_bn: int = 2048  # training images that refresh BatchNorm statistics before each evaluation; 0: off (Keras's way)
     sync_bn: bool = True  # under torchrun, BatchNorm statistics of the global batch (results as one process); false: each process's share
@@ -274,6 +277,9 @@ def validate(config: RunConfig) -> None:
         raise bad("batch_size", f"at most train_size ({config.train_size}): a step cannot use more images than there are")
     if not 0.0 <= config.label_smoothing < 1.0:
         raise bad("label_smoothing", "from 0 up to (not including) 1")
+    for key, high, unit in (("rotate", 180.0, "degrees"), ("zoom", 0.9, "a fraction"), ("translate", 14.0, "pixels")):
+        if not 0.0 <= getattr(config, key) <= high:
+            raise bad(key, f"from 0 (off) to {high:g} ({unit})")
     if not 0.0 <= config.ema < 1.0:
         raise bad("ema", "from 0 (off) up to (not including) 1, e.g. 0.999")
     if config.amp not in AMP_MODES:

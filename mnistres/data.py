@@ -228,8 +228,10 @@ class Batches:
 
     def __init__(self, split: Split, batch_size: int, *, mean: float, std: float, shuffle: bool = False,
                  generator: torch.Generator | None = None, augment: bool = False,
-                 channels_last: bool = False, world: World | None = None) -> None:
+                 affine: tuple[float, float, float] = (0.0, 0.0, 0.0), channels_last: bool = False,
+                 world: World | None = None) -> None:
         self.split, self.batch_size, self.world = split, batch_size, world
+        self.affine = affine if any(affine) else None  # (rotate degrees, zoom fraction, translate pixels)
         self.shuffle, self.generator, self.augment = shuffle, generator, augment
         self.scale, self.shift = 1.0 / (255.0 * std), mean / std
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -251,6 +253,8 @@ class Batches:
                 x, y = images[index], labels[index]
             if self.augment:
                 x = random_shift(x, 2, self.generator)
+            if self.affine is not None:
+                x = random_affine(x, *self.affine, self.generator)
             if self.world is not None and self.world.several:
                 part = share(len(y), self.world)
                 x, y = x[part], y[part]
@@ -270,3 +274,23 @@ def random_shift(images: torch.Tensor, pixels: int, generator: torch.Generator |
     cols = torch.arange(width, device=images.device)[None, :] + offsets[1][:, None]  # (N, W)
     batch = torch.arange(count, device=images.device)[:, None, None]
     return padded[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+
+
+def random_affine(images: torch.Tensor, rotate: float, zoom: float, translate: float,
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """Rotate each image by up to ±`rotate` degrees, scale it by up to ±`zoom` and shift it by up to
+    ±`translate` pixels (bilinear, black outside), in one warp of the whole batch on the device. The
+    draws come from `generator` on the CPU, so they are the same on every device and every process.
+    Returns float pixels in [0, 255]."""
+    count, _, height, width = images.shape
+    draws = (torch.rand(4, count, generator=generator) * 2 - 1).to(images.device)
+    angle = draws[0] * (rotate * math.pi / 180)
+    scale = 1 + draws[1] * zoom
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale  # output -> input: the inverse zoom
+    theta = torch.stack([
+        torch.stack([cos, -sin, draws[2] * (2 * translate / width)], dim=1),
+        torch.stack([sin, cos, draws[3] * (2 * translate / height)], dim=1),
+    ], dim=1)  # (N, 2, 3), in the [-1, 1] coordinates of affine_grid
+    grid = torch.nn.functional.affine_grid(theta, [count, 1, height, width], align_corners=False)
+    return torch.nn.functional.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros",
+                                           align_corners=False)

@@ -204,7 +204,8 @@ class Trainer:
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.train_batches = data_module.Batches(
             data.train, config.batch_size, mean=data.mean, std=data.std, shuffle=True,
-            generator=self.shuffle_generator, augment=config.augment, channels_last=config.channels_last, world=world,
+            generator=self.shuffle_generator, augment=config.augment,
+            affine=(config.rotate, config.zoom, config.translate), channels_last=config.channels_last, world=world,
         )
         part = distributed.share(len(data.val), world)  # each rank evaluates its share; the sums are added
         self.val_batches = data_module.Batches(

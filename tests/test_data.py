@@ -115,3 +115,40 @@ def test_image_label_count_mismatch(tmp_path):
     labels.write_bytes(gzip.compress(idx_bytes(bytes(10), (10,))))
     with pytest.raises(DataError, match="labels"):
         data.load_split("mnist", root, "train", download=False)
+
+
+def test_random_affine_warps_in_batches_reproducibly():
+    from mnistres.data import random_affine
+
+    images = torch.zeros(6, 1, 28, 28, dtype=torch.uint8)
+    images[:, :, 10:18, 12:16] = 255  # an upright bar in the middle
+    same = random_affine(images, 0.0, 0.0, 0.0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(same, images.float())  # nothing asked: the identity warp
+    first = random_affine(images, 30.0, 0.2, 3.0, torch.Generator().manual_seed(1))
+    again = random_affine(images, 30.0, 0.2, 3.0, torch.Generator().manual_seed(1))
+    assert first.shape == images.shape and first.dtype == torch.float32
+    torch.testing.assert_close(first, again)
+    assert float(first.min()) >= 0 and float(first.max()) <= 255 + 1e-3  # bilinear: within rounding
+    assert not torch.equal(first[0], first[1])  # each image its own draw
+    # Rotation and a mild zoom move the bar but keep about its ink.
+    ink = first.sum(dim=(1, 2, 3)) / images.float().sum(dim=(1, 2, 3))
+    assert float(ink.min()) > 0.6 and float(ink.max()) < 1.5
+    turned = random_affine(images, 90.0, 0.0, 0.0, torch.Generator().manual_seed(2))
+    assert float((turned - images.float()).abs().sum()) > 0
+
+
+def test_affine_settings_are_checked_and_train(data_dir, tmp_path):
+    from mnistres.config import RunConfig, from_dict
+    from mnistres.errors import ConfigError
+    from mnistres.trainer import train
+
+    with pytest.raises(ConfigError, match="rotate"):
+        from_dict({"rotate": 200})
+    with pytest.raises(ConfigError, match="zoom"):
+        from_dict({"zoom": -0.1})
+    config = RunConfig(data_dir=str(data_dir), download=False, device="cpu", epochs=1, batch_size=32, width=8, blocks=1,
+                       precise_bn=0, threads=1, rotate=10, zoom=0.1, translate=2, out_dir=str(tmp_path), name="warped")
+    plain = train(config.replace(rotate=0, zoom=0, translate=0, name="plain"))
+    warped = train(config)
+    assert warped.status == "completed"
+    assert warped.history[0]["train_loss"] != plain.history[0]["train_loss"]
