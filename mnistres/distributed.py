@@ -67,7 +67,10 @@ def launched() -> World:
 
 def is_main_process() -> bool:
     """False in torchrun's processes other than rank 0 (they print nothing), before any joining."""
-    return os.environ.get("RANK", "0") in ("", "0")
+    try:
+        return launched().main
+    except ConfigError:  # a malformed environment is reported where the run starts; here: print
+        return True
 
 
 def refuse(command: str) -> None:
@@ -160,7 +163,8 @@ def together(world: World) -> Iterator[None]:
     """Run the block on every process; if it fails on any of them, end it on all of them.
 
     Rank 0 raises the error of the lowest failing rank (naming the rank, if not its own); the other
-    ranks end with `EndedElsewhere`, which prints nothing (a bug keeps its traceback where it happened). Ctrl-C passes through: it is shared by `any_flag`.
+    ranks end with `EndedElsewhere`, which prints nothing (a bug keeps its traceback where it
+    happened). Ctrl-C passes through: it is shared by `any_flag`.
     """
     if not world.several:
         yield
@@ -179,7 +183,7 @@ def together(world: World) -> Iterator[None]:
     failed = [(rank, found) for rank, found in enumerate(gathered) if found is not None]
     if not failed:
         return
-    if error is not None and (not expected or (world.main and failed[0][0] == 0)):
+    if error is not None and (not expected or world.main):
         raise error  # rank 0's own mistake, or a bug (its traceback belongs to the rank where it happened)
     if not world.main:
         raise EndedElsewhere(f"rank {failed[0][0]} failed") from None
@@ -209,25 +213,25 @@ def first_text(text: str, world: World) -> str:
 # --- BatchNorm over the global batch ----------------------------------------------------
 
 
+def _summed(tensor: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    total = tensor.clone(memory_format=torch.contiguous_format)
+    dist.all_reduce(total)
+    return total
+
+
 class _SumAcross(torch.autograd.Function):
     """A tensor summed over the processes, differentiable: each process's share of the sum gets the
     sum of every process's gradient of it (what torch.distributed.nn's deprecated all_reduce did)."""
 
     @staticmethod
     def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
-        total = tensor.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(total)
-        return total
+        return _summed(tensor)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
-        total = grad.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(total)
-        return total
+        return _summed(grad)
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):

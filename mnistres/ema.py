@@ -29,13 +29,10 @@ class WeightAverage:
         self.model = copy.deepcopy(model)
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
-        self._pairs(model)
-
-    def _pairs(self, model: nn.Module) -> None:
-        self.averaged = [p for p in self.model.parameters()]
-        self.trained = [p for p in model.parameters()]
-        self.averaged_buffers = [b for b in self.model.buffers()]
-        self.trained_buffers = [b for b in model.buffers()]
+        # Views of the tensors, made once: the optimizer and load_state_dict change them in place.
+        self.averaged = list(self.model.parameters())
+        self.trained = [p.detach() for p in model.parameters()]
+        self.averaged_buffers, self.trained_buffers = list(self.model.buffers()), list(model.buffers())
 
     def decay_at(self, step: int) -> float:
         return min(self.decay, (1 + step) / (WARMUP + step))
@@ -43,6 +40,6 @@ class WeightAverage:
     @torch.no_grad()
     def update(self, step: int) -> None:
         """Fold in the trained weights after optimizer step `step` (counted from 1 over the whole run)."""
-        torch._foreach_lerp_(self.averaged, [p.detach() for p in self.trained], 1.0 - self.decay_at(step))
+        torch._foreach_lerp_(self.averaged, self.trained, 1.0 - self.decay_at(step))
         for mine, theirs in zip(self.averaged_buffers, self.trained_buffers):
             mine.copy_(theirs)

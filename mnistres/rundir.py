@@ -75,9 +75,14 @@ def is_setting(key: str) -> bool:
 ADDED_SETTINGS: dict[str, Any] = {"sync_bn": True, "ema": 0.0, "rotate": 0.0, "zoom": 0.0, "translate": 0.0}  # sync_bn: one process is the global batch
 
 
+def with_added(config: Mapping[str, Any]) -> dict[str, Any]:
+    """`config` with the settings it predates at the values it ran with (its own order kept)."""
+    return {**config, **{k: v for k, v in ADDED_SETTINGS.items() if k not in config}}
+
+
 def result_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """What makes a result: the config without the keys that do not change its numbers."""
-    return {k: v for k, v in {**ADDED_SETTINGS, **config}.items()
+    return {k: v for k, v in with_added(config).items()
             if k not in PLACE_KEYS and (k not in EXECUTION_KEYS or k in NUMERIC_EXECUTION_KEYS)}
 
 
@@ -451,7 +456,7 @@ def require_last(run_dir: Path) -> Path:
 def check_resume(run_dir: Path, stored: Mapping[str, Any], done: int, wanted: Mapping[str, Any], epochs: int) -> None:
     """May the run whose last.pt holds epoch `done`, trained with `stored` settings, go on with
     `wanted` to `epochs` epochs? Only execution keys may differ, and it must be unfinished."""
-    stored = {**ADDED_SETTINGS, **stored}
+    stored = with_added(stored)
     changed = sorted(k for k in wanted if k not in PLACE_KEYS + EXECUTION_KEYS and stored.get(k) != wanted[k])
     if changed:
         raise ConfigError(f"{run_dir}/{LAST} was trained with other settings ({', '.join(changed)}); "

@@ -129,7 +129,6 @@ class Trainer:
                 run_dir = Path(config.out_dir) / str(config.name)
                 if world.main:
                     Lock(run_dir).check()
-                self.run_dir = run_dir
                 document = self.resume_point(run_dir)  # every rank loads last.pt
             elif world.main:
                 run_dir = run_directory(config, self.overwrite)
