@@ -52,6 +52,8 @@ class RunConfig:
     rotate: float = 0.0  # random rotation of each training image by up to ± this many degrees; 0: off
     zoom: float = 0.0  # random scaling of each training image by up to ± this fraction (0.1: 0.9 to 1.1 times); 0: off
     translate: float = 0.0  # random (sub-pixel) shift of each training image by up to ± this many pixels; 0: off
+    low_res: int = 0  # side in pixels to which training images are shrunk for the first low_res_epochs (cheaper steps); 0: full size throughout
+    low_res_epochs: float = 0.0  # epochs (fractions allowed) trained at low_res before the rest at full size
     seed: int = 0  # seeds weights, subset, hold-out and batch order
     precise_bn: int = 2048  # training images that refresh BatchNorm statistics before each evaluation; 0: off (Keras's way)
     sync_bn: bool = True  # under torchrun, BatchNorm statistics of the global batch (results as one process); false: each process's share
@@ -238,6 +240,9 @@ def split_specs(value: Any) -> list[str]:
 
 # Whole-number keys and the range a run can use: beyond these a run would not fit in memory or
 # time, or the number would overflow where torch uses it (seeds feed 64-bit generators after an offset).
+IMAGE_SIDE = 28  # both datasets' images are 28x28
+LOW_RES_MIN = 8  # below this the stem and its pooling leave a 2x2 map
+
 INT_RANGES: dict[str, tuple[int, int, str]] = {
     "train_size": (1, 10_000_000, "images, or none for all"),
     "width": (1, 1024, "channels per layer"),
@@ -280,6 +285,11 @@ def validate(config: RunConfig) -> None:
     for key, high, unit in (("rotate", 180.0, "degrees"), ("zoom", 0.9, "a fraction"), ("translate", 14.0, "pixels")):
         if not 0.0 <= getattr(config, key) <= high:
             raise bad(key, f"from 0 (off) to {high:g} ({unit})")
+    if config.low_res and not LOW_RES_MIN <= config.low_res < IMAGE_SIDE:
+        raise bad("low_res", f"0 (off) or from {LOW_RES_MIN} to {IMAGE_SIDE - 1} pixels (the images are {IMAGE_SIDE}x{IMAGE_SIDE})")
+    if not 0.0 <= config.low_res_epochs < config.epochs:
+        raise bad("low_res_epochs", f"from 0 up to (not including) epochs={config.epochs}: the last part of training "
+                                    f"is at full size, the size the model is evaluated at")
     if not 0.0 <= config.ema < 1.0:
         raise bad("ema", "from 0 (off) up to (not including) 1, e.g. 0.999")
     if config.amp not in AMP_MODES:

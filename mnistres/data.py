@@ -276,6 +276,17 @@ def random_shift(images: torch.Tensor, pixels: int, generator: torch.Generator |
     return padded[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
 
 
+def shrink(inputs: torch.Tensor, side: int) -> torch.Tensor:
+    """Normalised inputs (N, 1, H, W) scaled down to side x side (bilinear with antialiasing, so each output
+    pixel averages the pixels it covers), in the inputs' memory format. Training at a lower resolution
+    first makes each step cheaper; the model ends in global average pooling, so it takes any size."""
+    small = torch.nn.functional.interpolate(inputs, size=(side, side), mode="bilinear", antialias=True,
+                                            align_corners=False)
+    memory_format = torch.channels_last if inputs.is_contiguous(memory_format=torch.channels_last) \
+        else torch.contiguous_format
+    return small.contiguous(memory_format=memory_format)
+
+
 def random_affine(images: torch.Tensor, rotate: float, zoom: float, translate: float,
                   generator: torch.Generator | None) -> torch.Tensor:
     """Rotate each image by up to ±`rotate` degrees, scale it by up to ±`zoom` and shift it by up to

@@ -211,6 +211,8 @@ class Trainer:
             data_module.Split(data.val.images[part], data.val.labels[part]), metrics.eval_batch_size(device),
             mean=data.mean, std=data.std, channels_last=config.channels_last)
         self.steps_per_epoch = len(self.train_batches)
+        # Steps (counted over the whole run, so a resumed run agrees) whose images are shrunk to low_res.
+        self.low_res_steps = round(config.low_res_epochs * self.steps_per_epoch) if config.low_res else 0
 
         self.model = model_module.from_config(resolved)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp is torch.float16)
@@ -398,6 +400,8 @@ class Trainer:
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         for step, (x, y) in enumerate(batches, start=1):
+            if self.global_step < self.low_res_steps:
+                x = data_module.shrink(x, self.config.low_res)
             with devices.autocast(device, self.amp):
                 logits = self.forward(x)
                 if world.several:

@@ -85,3 +85,16 @@ def test_the_gpu_script_runs_its_cpu_safe_parts(tmp_path):
 
     refused = subprocess.run(["bash", str(GPU_SCRIPT), "--fast"], capture_output=True, text=True, timeout=60, env=env)
     assert refused.returncode == 2 and "unknown option --fast" in refused.stderr
+
+
+def test_step_cost_benchmark_prices_each_side(tmp_path):
+    script = SCRIPT.parent / "step_cost.py"
+    out = tmp_path / "cost.json"
+    completed = subprocess.run(
+        [sys.executable, str(script), "--batch-size", "8", "--sides", "16", "12", "--rounds", "2", "--steps", "1",
+         "--width", "8", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    measured = json.loads(out.read_text())["seconds_per_step"]
+    assert set(measured) == {"28", "16", "12"} and all(len(v) == 2 and min(v) > 0 for v in measured.values())
+    assert "side 16" in completed.stdout and "of full size" in completed.stdout

@@ -152,3 +152,19 @@ def test_affine_settings_are_checked_and_train(data_dir, tmp_path):
     warped = train(config)
     assert warped.status == "completed"
     assert warped.history[0]["train_loss"] != plain.history[0]["train_loss"]
+
+
+def test_shrink_averages_into_a_smaller_image_in_the_same_layout():
+    from mnistres.data import shrink
+
+    background = torch.full((3, 1, 28, 28), -0.42).contiguous(memory_format=torch.channels_last)
+    small = shrink(background, 14)
+    assert small.shape == (3, 1, 14, 14) and small.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(small, torch.full((3, 1, 14, 14), -0.42))  # a flat image stays flat
+    images = torch.zeros(2, 1, 28, 28)
+    images[:, :, 8:20, 10:18] = 1.0  # a block of ink
+    for side in (8, 14, 16, 20):
+        shrunk = shrink(images, side)
+        assert shrunk.shape == (2, 1, side, side) and shrunk.is_contiguous()
+        # Each output pixel averages the pixels it covers: the ink's share of the area is about kept.
+        assert abs(float(shrunk.mean()) - float(images.mean())) < 0.02, side

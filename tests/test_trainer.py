@@ -175,3 +175,51 @@ def test_ema_is_what_is_evaluated_and_saved_and_resumes_exactly(data_dir, tmp_pa
     resumed = load(tmp_path / "cut" / "last.pt")
     for key in ("model", "trained_model"):
         assert all(torch.equal(resumed[key][k], document[key][k]) for k in document[key]), key
+
+
+class InputSides(Callback):
+    """The side of the images each training step fed to the model, per epoch."""
+
+    def __init__(self):
+        self.sides, self.handle = [], None
+
+    def on_train_begin(self, trainer):
+        self.handle = trainer.model.register_forward_pre_hook(
+            lambda module, inputs: self.sides[-1].append(inputs[0].shape[-1]) if module.training else None)
+
+    def on_epoch_begin(self, trainer, epoch):
+        self.sides.append([])
+
+    def on_train_end(self, trainer, status):
+        self.handle.remove()
+
+
+def test_low_res_shrinks_the_first_steps_and_resumes_exactly(data_dir, tmp_path):
+    from test_resume import InterruptAt, metrics
+
+    from mnistres.checkpoint import load
+    from mnistres.config import from_dict
+    from mnistres.errors import ConfigError
+    from mnistres.trainer import resume_config
+
+    for bad, key in (({"low_res": 4}, "low_res"), ({"low_res": 28}, "low_res"),
+                     ({"epochs": 2, "low_res": 14, "low_res_epochs": 2}, "low_res_epochs"),
+                     ({"low_res_epochs": -0.5}, "low_res_epochs")):
+        with pytest.raises(ConfigError, match=key):
+            from_dict(bad)
+    # precise_bn off: its refresh passes (at full size, the size evaluated) would be recorded too.
+    base = config(data_dir, tmp_path, epochs=3, batch_size=32, low_res=14, low_res_epochs=1.5, precise_bn=0)
+    sides = InputSides()
+    whole = train(base.replace(name="whole"), extra_callbacks=[sides])
+    steps = len(sides.sides[0])
+    assert sides.sides == [[14] * steps, [14] * (round(1.5 * steps) - steps) + [28] * (2 * steps - round(1.5 * steps)),
+                           [28] * steps]
+    plain = train(base.replace(name="plain", low_res=0))
+    assert metrics(plain.run_dir) != metrics(whole.run_dir)
+    # Stopped in the middle of the shrunk steps, the run goes on where it was, on both sides of the switch.
+    with pytest.raises(KeyboardInterrupt):
+        train(base.replace(name="cut"), extra_callbacks=[InterruptAt(epoch=2, step=2)])
+    train(resume_config(tmp_path / "runs" / "cut"), resume=True)
+    assert metrics(tmp_path / "runs" / "cut") == metrics(whole.run_dir)
+    resumed, document = load(tmp_path / "runs" / "cut" / "last.pt"), load(whole.run_dir / "last.pt")
+    assert all(torch.equal(resumed["model"][k], document["model"][k]) for k in document["model"])
