@@ -425,17 +425,26 @@ def report(
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", metavar="FILE.md", help="Markdown file to write; figures (PNG) go beside it. "
                                                   "\\[default: report.md inside the one directory given, else ./report.md]")] = None,
+    reference: Annotated[Optional[Path], typer.Option(
+        "--reference", metavar="FILE.yaml", help="Published figures to put beside the runs' own, e.g. "
+                                                 "examples/reference/course-report.yaml.")] = None,
     plugin: PluginOpt = None,
 ) -> None:
     """Write a Markdown report with figures from finished runs; reads only their files."""
     _use_plugins(plugin)
     from mnistres import display, report as report_module, results
 
+    from mnistres import reference as reference_module
+
+    figures = reference_module.load(reference) if reference is not None else None
     studies = results.load_studies(paths)
-    written = report_module.write(studies, output or report_module.default_output(paths))
+    written = report_module.write(studies, output or report_module.default_output(paths), figures)
     console = display.console(wide=True)
     for study, observed in zip(studies, written.observations):
         console.print(display.results_table(study.title, results.result_rows(study)))
+        if figures is not None and report_module.matched(study, figures):
+            headers, rows = report_module.reference_rows(study, figures)
+            console.print(display.plain_table(f"{study.title} beside {figures.title}", headers, rows))
         for line in observed:
             console.print(f"• {line}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"Report: {written.path} ({len(written.figures)} figures beside it)", markup=False, highlight=False)

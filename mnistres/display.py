@@ -115,6 +115,16 @@ def results_table(title: str, rows: Iterable[list[str]]) -> Table:
     return table
 
 
+def plain_table(title: str, headers: list[str], rows: Iterable[list[str]]) -> Table:
+    """Text cells under the given headers, the first column left, the others right."""
+    table = Table(title=Text(title), title_justify="left")
+    for number, header in enumerate(headers):
+        table.add_column(header, justify="left" if number == 0 else "right", no_wrap=number == 0)
+    for row in rows:
+        table.add_row(*map(Text, row))
+    return table
+
+
 def predictions_table(rows: Iterable[dict[str, Any]], title: str) -> Table:
     """One row per image: the digit, its probability and the likeliest others; or why not."""
     table = Table(title=Text(title), title_justify="left")

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from mnistres import __version__, atomic, rundir
 from mnistres.errors import ConfigError
+from mnistres.reference import METRICS, POINTS, Entry, Reference
 from mnistres.results import RESULT_HEADERS, TARGET_ACC, Run, Spread, Study, Variant, result_rows, variant_stats
 from mnistres.values import text
 from mnistres.wording import plural
@@ -37,7 +38,7 @@ def default_output(paths: list[Path]) -> Path:
     return Path(paths[0]) / rundir.REPORT if len(paths) == 1 else Path(rundir.REPORT)
 
 
-def write(studies: list[Study], output: Path) -> Written:
+def write(studies: list[Study], output: Path, reference: Optional[Reference] = None) -> Written:
     if output.suffix.lower() != ".md":
         raise ConfigError(f"--output {output}: the report is Markdown, give a path ending in .md")
     if output.exists() and output.is_dir():
@@ -72,6 +73,8 @@ def write(studies: list[Study], output: Path) -> Written:
         slugs.add(slug)
         lines += what_was_run(study, h)
         lines += results_section(study, h)
+        if reference is not None:
+            lines += reference_section(study, reference, h)
         curves = output.with_name(f"{output.stem}-{slug}-curves.png")
         plot_curves(study, curves)
         figures.append(curves)
@@ -86,7 +89,7 @@ def write(studies: list[Study], output: Path) -> Written:
             plot_confusion(best, matrix)
             figures.append(matrix)
             lines += confusion_section(best, matrix, h)
-        observed.append(observations(study))
+        observed.append(observations(study) + (reference_observations(study, reference) if reference else []))
         lines += [f"{h} Observations", ""] + [f"- {text}" for text in observed[-1]] + [""]
     atomic.write_text(output, "\n".join(lines))
     return Written(output, figures, observed)
@@ -226,6 +229,91 @@ def confusion_section(run: Run, figure: Path, h: str) -> list[str]:
              "Rows: true class; columns: predicted class; final epoch.", ""]
             + _table(["true \\ predicted", *map(str, range(len(matrix)))], rows)
             + [f"![Confusion matrix, {run.name}]({figure.name})", ""])
+
+
+# --- beside a reference -------------------------------------------------------------------------
+
+FIGURE_NAMES = {("train_acc", "first"): "train acc after epoch 1", ("train_acc", "final"): "final train acc",
+                ("train_acc", "best"): "best train acc", ("val_acc", "first"): "val acc after epoch 1",
+                ("val_acc", "final"): "final val acc", ("val_acc", "best"): "best val acc"}
+
+
+def _ours(run: Run, metric: str, point: str) -> Optional[float]:
+    """A run's figure at a reference's point: after epoch 1, after the last epoch, or its highest."""
+    values = [row.get(metric) for row in run.history if isinstance(row.get(metric), (int, float))]
+    if not values:
+        return None
+    return {"first": values[0], "final": values[-1], "best": max(values)}[point]
+
+
+def matched(study: Study, reference: Reference) -> list[tuple[Variant, Entry]]:
+    """The study's variants that one reference entry describes, in the study's order."""
+    pairs = [(variant, reference.match(variant.values)) for variant in study.variants]
+    return [(variant, entry) for variant, entry in pairs if entry is not None]
+
+
+def reference_rows(study: Study, reference: Reference) -> tuple[list[str], list[list[str]]]:
+    """Headers and one row per matched variant: each figure as `ours / theirs` (%)."""
+    pairs = matched(study, reference)
+    shown = [(metric, point) for metric in METRICS for point in POINTS
+             if any(entry.figure(metric, point) is not None for _, entry in pairs)]
+    headers = ["variant", *(f"{FIGURE_NAMES[figure]} %, here / {reference.title}" for figure in shown), "section"]
+    rows = []
+    for variant, entry in pairs:
+        cells = []
+        for metric, point in shown:
+            ours = Spread.of(_ours(run, metric, point) for run in variant.usable).percent()
+            theirs = entry.figure(metric, point)
+            cells.append(f"{ours} / {'—' if theirs is None else f'{100 * theirs:.2f}'}")
+        rows.append([variant.label, *cells, entry.section or "—"])
+    return headers, rows
+
+
+def reference_section(study: Study, reference: Reference, h: str) -> list[str]:
+    headers, rows = reference_rows(study, reference)
+    if not rows:
+        return [f"{h} Beside {reference.title}", "",
+                f"No variant of this study has an entry in {reference.path.name} (matched on the varied settings: "
+                f"{', '.join(study.varied) or 'none'}).", ""]
+    notes = [f"- {variant.label}: {entry.note}" for variant, entry in matched(study, reference) if entry.note]
+    return ([f"{h} Beside {reference.title}", "",
+             f"Our runs' figures (mean ± sample standard deviation over completed runs) beside {reference.title}'s "
+             f"({reference.source}; read from `{reference.path.name}`); — where it gives none.", ""]
+            + _table(headers, rows) + (["Notes from the reference:", ""] + notes + [""] if notes else []))
+
+
+def reference_observations(study: Study, reference: Reference) -> list[str]:
+    """Which matched variants differ from the reference by more than our seeds' spread (the range from
+    the lowest to the highest run), figure by figure; which agree."""
+    pairs = matched(study, reference)
+    if not pairs:
+        return [f"No variant matches an entry of {reference.title} ({reference.path.name})."]
+    found, within = [], []
+    for variant, entry in pairs:
+        differing = []
+        for metric in METRICS:
+            for point in POINTS:
+                theirs = entry.figure(metric, point)
+                ours = [value for value in (_ours(run, metric, point) for run in variant.usable) if value is not None]
+                if theirs is None or not ours:
+                    continue
+                low, high = min(ours), max(ours)
+                if low <= theirs <= high:
+                    continue
+                span = f"{100 * low:.2f}–{100 * high:.2f} %" if len(ours) > 1 else f"{100 * low:.2f} %"
+                side = f"above our highest run by {_pts(theirs - high)}" if theirs > high else \
+                    f"below our lowest run by {_pts(low - theirs)}"
+                differing.append(f"{FIGURE_NAMES[metric, point]} {span} here against {100 * theirs:.2f} % ({side})")
+        if differing:
+            runs = len(variant.usable)
+            spread = "our seeds' range" if runs > 1 else "our one run (a single seed has no spread, so any gap counts)"
+            found.append(f"{variant.label} differs from {reference.title} (section {entry.section or '?'}) by more "
+                         f"than {spread}: {'; '.join(differing)}.")
+        elif variant.usable:
+            within.append(variant.label)
+    if within:
+        found.append(f"Every figure {reference.title} gives lies within our runs' range for: {', '.join(within)}.")
+    return found
 
 
 # --- observations ------------------------------------------------------------------------------

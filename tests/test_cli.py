@@ -25,7 +25,7 @@ COMMANDS = {
     "plugins": [],
     "sweep": ["--grid", "--seeds", "--jobs", "--devices", "--no-report", "--overwrite", "--config", "--epochs",
               "--batch-size", "--lr", "--device", "--data-dir", "--train-size", "--set", "--name", "--threads"],
-    "report": ["--output"],
+    "report": ["--output", "--reference"],
 }
 COMMANDS["plugins"] = ["--json"]
 COMMANDS["eval"] += ["--images", "--no-preprocess"]

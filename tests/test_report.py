@@ -204,3 +204,78 @@ def test_report_mistakes_get_one_line_and_exit_2(tmp_path, setup, args, fragment
                                              for a in args]])
     assert result.exit_code == 2, result.output
     assert fragment in result.output and "Traceback" not in result.output
+
+
+COURSE_REPORT = Path(__file__).resolve().parents[1] / "examples" / "reference" / "course-report.yaml"
+
+
+def test_the_course_reports_figures_load_and_match_the_studies_variants():
+    from mnistres import reference
+
+    figures = reference.load(COURSE_REPORT)
+    assert figures.title == "the course report" and len(figures.entries) == 13
+    sgd = figures.match({"optimizer": "sgd"})
+    assert sgd.section == "3.2" and sgd.figure("val_acc", "final") == 0.9752 and sgd.figure("train_acc", "first") == 0.6648
+    assert figures.match({"lr": 0.1}).figure("val_acc", "final") == 0.8956  # a float axis value matches
+    assert figures.match({"batch_size": 32}).figure("val_acc", "first") == 0.9697
+    assert figures.match({"activation": "sigmoid"}).figure("val_acc", "final") is None  # the report gives none
+    assert figures.match({"activation": "gelu"}) is None and figures.match({"width": 8}) is None
+
+
+def test_report_puts_the_reference_beside_the_runs_and_names_the_differences(tmp_path):
+    # Two seeds per variant. adam: final val 0.9905-0.9910, around the report's 0.9908, and its first-epoch
+    # figures too; sgd far below the report's 0.9752; rmsprop has no run here.
+    make_sweep(tmp_path / "sweep", "optimizer", {"adam": "adam", "sgd": "sgd"}, {
+        "adam": [[0.9450, 0.9905], [0.9460, 0.9910]],
+        "sgd": [[0.3000, 0.4200], [0.3100, 0.4400]],
+    })
+    for run in (tmp_path / "sweep").glob("optimizer=adam*"):  # train accuracies that bracket the report's
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        rows[0]["train_acc"], rows[1]["train_acc"] = (0.9600, 0.9940) if "seed=0" in run.name else (0.9620, 0.9950)
+        (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    output = tmp_path / "out" / "report.md"
+    result = runner.invoke(app, ["report", str(tmp_path / "sweep"), "-o", str(output),
+                                 "--reference", str(COURSE_REPORT)])
+    assert result.exit_code == 0, result.output
+    text = output.read_text()
+    assert "## Beside the course report" in text
+    assert "43.00 ± 1.41 / 97.52" in text  # sgd's final val acc: mean ± std of the two seeds / the report's
+    assert "99.08 ± 0.04 / 99.08" in text  # adam's final val acc, mean ± std / the report's
+    observed = text.split("## Observations", 1)[1]
+    assert "optimizer=sgd differs from the course report (section 3.2) by more than our seeds' range" in observed
+    assert "final val acc 42.00–44.00 % here against 97.52 %" in observed
+    assert "lies within our runs' range for: optimizer=adam." in observed
+    assert "optimizer=adam differs" not in observed
+    # The terminal shows the same side by side, and the same sentences.
+    assert "beside the course report" in result.output and "97.52" in result.output
+    assert "optimizer=sgd differs from the course report" in " ".join(result.output.split())
+
+
+def test_a_study_the_reference_does_not_cover_says_so(tmp_path):
+    make_sweep(tmp_path / "sweep", "label_smoothing", {"0": 0.0, "0.1": 0.1}, {"0": [[0.9, 0.95]], "0.1": [[0.9, 0.96]]})
+    output = tmp_path / "report.md"
+    result = runner.invoke(app, ["report", str(tmp_path / "sweep"), "-o", str(output), "--reference", str(COURSE_REPORT)])
+    assert result.exit_code == 0, result.output
+    assert "No variant of this study has an entry in course-report.yaml" in output.read_text()
+    assert "No variant matches an entry of the course report" in output.read_text()
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("- 1\n", "expected a mapping with title, source and variants"),
+    ("title: t\nsource: s\nvariants: []\n", "variants must be a non-empty list"),
+    ("title: t\nsource: s\nvariants:\n  - {values: {colour: red}, note: x}\n", "'colour' is not a setting"),
+    ("title: t\nsource: s\nvariants:\n  - {values: {lr: 0.1}, val_acc: {final: 99.1}}\n",
+     "val_acc.final=99.1 must be an accuracy between 0 and 1"),
+    ("title: t\nsource: s\nvariants:\n  - {values: {lr: 0.1}, val_acc: {last: 0.9}}\n", "'last' is not one of first"),
+    ("title: t\nsource: s\nvariants:\n  - {values: {lr: 0.1}}\n", "no figures and no note"),
+    ("title: t\nsource: s\nvariants:\n  - {values: {lr: 0.1}, note: a}\n  - {values: {lr: 0.1}, note: b}\n",
+     "two variants with the same settings (lr=0.1)"),
+])
+def test_a_bad_reference_file_is_one_line_and_exit_2(tmp_path, content, fragment):
+    make_run(tmp_path, "r", [0.9])
+    bad = tmp_path / "ref.yaml"
+    bad.write_text(content)
+    result = runner.invoke(app, ["report", str(tmp_path / "r"), "--reference", str(bad)])
+    assert result.exit_code == 2, result.output
+    assert fragment in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r" / "report.md").exists()

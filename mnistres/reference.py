@@ -1,0 +1,119 @@
+"""Published figures to put beside a study's runs (`mnistres report --reference FILE`).
+
+A reference file (YAML) holds, per variant, the settings that pick it out of a study and the
+accuracies its source gives: after the first epoch, after the last, the best. `examples/reference/
+course-report.yaml` holds the course report's. Read and checked once here; `report` only asks
+which entry matches a variant and how our runs compare with it. No torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from mnistres import yamlfile
+from mnistres.errors import ConfigError
+from mnistres.values import echo, text
+
+METRICS = ("train_acc", "val_acc")  # the curves a reference may give figures for
+POINTS = ("first", "final", "best")  # after epoch 1, after the last epoch, the highest named
+
+
+@dataclass
+class Entry:
+    """One variant of the reference: the settings that select it and its figures (fractions)."""
+
+    values: dict[str, Any]
+    section: str
+    figures: dict[str, dict[str, float]]  # metric -> point -> value, only what the source gives
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{key}={text(value)}" for key, value in self.values.items())
+
+    def figure(self, metric: str, point: str) -> Optional[float]:
+        return self.figures.get(metric, {}).get(point)
+
+
+@dataclass
+class Reference:
+    title: str  # e.g. "the course report"
+    source: str  # where the figures come from, e.g. "course report, section 3"
+    path: Path
+    entries: list[Entry] = field(default_factory=list)
+
+    def match(self, values: dict[str, Any]) -> Optional[Entry]:
+        """The entry whose every setting a variant has, with the same value (`values`: the variant's
+        varied settings). None when no entry, or more than one, fits."""
+        fitting = [entry for entry in self.entries
+                   if all(key in values and text(values[key]) == text(value) for key, value in entry.values.items())]
+        return fitting[0] if len(fitting) == 1 else None
+
+
+def load(path: str | Path) -> Reference:
+    """The reference in `path`, checked: a ConfigError naming the file and the problem otherwise."""
+    path = Path(path)
+    document = yamlfile.load(path, "reference file")
+
+    def bad(problem: str) -> ConfigError:
+        return ConfigError(f"reference file {path}: {problem}")
+
+    if not isinstance(document, dict):
+        raise bad("expected a mapping with title, source and variants")
+    unknown = sorted(set(document) - {"title", "source", "variants"})
+    if unknown:
+        raise bad(f"unknown key {echo(unknown[0])} (expected title, source, variants)")
+    title, source, variants = document.get("title"), document.get("source"), document.get("variants")
+    for key, value in (("title", title), ("source", source)):
+        if not isinstance(value, str) or not value.strip():
+            raise bad(f"{key} must be a non-empty text")
+    if not isinstance(variants, list) or not variants:
+        raise bad("variants must be a non-empty list")
+    reference = Reference(title.strip(), source.strip(), path)
+    for number, item in enumerate(variants, start=1):
+        reference.entries.append(_entry(item, f"variant {number}", bad))
+    labels = [entry.label for entry in reference.entries]
+    twice = next((label for label in labels if labels.count(label) > 1), None)
+    if twice is not None:
+        raise bad(f"two variants with the same settings ({twice})")
+    return reference
+
+
+def _entry(item: Any, where: str, bad: Any) -> Entry:
+    if not isinstance(item, dict):
+        raise bad(f"{where} must be a mapping")
+    unknown = sorted(set(item) - {"values", "section", "note", *METRICS})
+    if unknown:
+        raise bad(f"{where}: unknown key {echo(unknown[0])} (expected values, section, note, {', '.join(METRICS)})")
+    values = item.get("values")
+    if not isinstance(values, dict) or not values or not all(isinstance(key, str) for key in values):
+        raise bad(f"{where}: values must map setting names to values, e.g. {{activation: relu}}")
+    from mnistres.config import RunConfig
+
+    known = set(RunConfig.__dataclass_fields__)
+    for key in values:
+        if key not in known:
+            raise bad(f"{where}: {echo(key)} is not a setting (a key of RunConfig)")
+    figures: dict[str, dict[str, float]] = {}
+    for metric in METRICS:
+        given = item.get(metric)
+        if given is None:
+            continue
+        if not isinstance(given, dict) or not given:
+            raise bad(f"{where}: {metric} must map first/final/best to accuracies")
+        for point, value in given.items():
+            if point not in POINTS:
+                raise bad(f"{where}: {metric}.{echo(point)} is not one of {', '.join(POINTS)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not 0 <= value <= 1:
+                raise bad(f"{where}: {metric}.{point}={echo(value)} must be an accuracy between 0 and 1")
+        figures[metric] = {point: float(value) for point, value in given.items()}
+    section, note = item.get("section", ""), item.get("note", "")
+    if not isinstance(section, (str, int, float)) or not isinstance(note, str):
+        raise bad(f"{where}: section and note must be texts")
+    if not figures and not note:
+        raise bad(f"{where}: no figures and no note saying why")
+    return Entry(dict(values), str(section), figures, note.strip())
