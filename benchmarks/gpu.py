@@ -144,8 +144,6 @@ def main(argv: list[str] | None = None) -> int:
     for preset, seeds in (("fast", SEEDS), (None, (0,))):
         for seed in seeds:
             found = time_to_accuracy(data_dir, runs, 0.99, preset, train_size, seed, **small)
-            epochs = found["reached_at_epoch"] or len(found["seconds_per_epoch"])
-            found["images_seen"] = epochs * (train_size or 60_000)
             console.print(f"to 99 %: {found['recipe']}, seed {seed}: {found['train_seconds']:.2f} s, "
                           f"reached at epoch {found['reached_at_epoch']}")
             to_target.append(found)

@@ -179,6 +179,8 @@ def time_to_accuracy(data_dir: Path, out: Path, target: float, preset: str | Non
         "target": target,
         "reached_at_epoch": reached,
         "train_seconds": sum(row["seconds"] for row in counted),
+        # Training images seen up to the end of the epoch that reached the target (or of the run).
+        "images_seen": len(counted) * result.summary["train_images"],
         "val_acc_per_epoch": [row["val_acc"] for row in history],
         "seconds_per_epoch": [row["seconds"] for row in history],
     }
@@ -342,7 +344,7 @@ def table(results: dict[str, Any]) -> Table:
     for outcome in results["time_to_accuracy"]:
         reached = outcome["reached_at_epoch"]
         if reached:
-            value = (f"{outcome['train_seconds']:.1f} s (epoch {reached}: "
+            value = (f"{outcome['train_seconds']:.1f} s, {outcome['images_seen']:,} images (epoch {reached}: "
                      f"{outcome['val_acc_per_epoch'][reached - 1]:.2%})")
         else:
             value = "not reached"

@@ -47,6 +47,7 @@ def test_speed_benchmark_runs_on_tiny_data(data_dir, tmp_path):
     for outcome in recipes.values():  # a target of 0 is reached after the first epoch, which is all that counts
         assert outcome["reached_at_epoch"] == 1 and len(outcome["val_acc_per_epoch"]) == 1
         assert outcome["train_seconds"] == outcome["seconds_per_epoch"][0] > 0
+        assert outcome["images_seen"] == 320  # one epoch of the tiny training set
     assert recipes["--preset fast"]["settings"]["optimizer"] != recipes["defaults"]["settings"]["optimizer"]
     assert "time to 0.0%" in completed.stdout and "training, batch 32" in completed.stdout
     assert not list(tmp_path.glob("runs"))  # its runs went to a temporary folder, not the working directory
