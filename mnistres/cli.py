@@ -182,7 +182,7 @@ PluginOpt = Annotated[Optional[List[str]], typer.Option(
     "--plugin", metavar="MODULE|FILE.py", help="Load a plugin; repeatable (also $MNISTRES_PLUGINS).")]
 PresetOpt = Annotated[Optional[str], typer.Option(
     "--preset", metavar="NAME[:KEY=VALUE,...]",
-    help="A named bundle of settings, e.g. fast (see `mnistres plugins`); config file, options and --set win over it.")]
+    help="A named bundle of settings: fast or best (see `mnistres plugins`); config file, options and --set win over it.")]
 CallbackOpt = Annotated[Optional[List[str]], typer.Option(
     "--callback", metavar="NAME[:KEY=VALUE,...]",
     help="Add a callback to the run's list; repeatable (see `mnistres plugins`).")]

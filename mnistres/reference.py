@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mnistres import yamlfile
+from mnistres.config import RunConfig
 from mnistres.errors import ConfigError
 from mnistres.values import echo, text
 
@@ -91,8 +92,6 @@ def _entry(item: Any, where: str, bad: Any) -> Entry:
     values = item.get("values")
     if not isinstance(values, dict) or not values or not all(isinstance(key, str) for key in values):
         raise bad(f"{where}: values must map setting names to values, e.g. {{activation: relu}}")
-    from mnistres.config import RunConfig
-
     known = set(RunConfig.__dataclass_fields__)
     for key in values:
         if key not in known:

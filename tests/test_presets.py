@@ -36,8 +36,9 @@ def test_every_preset_builds_a_config_and_trains(name, data_dir, tmp_path):
     assert result.status == "completed" and result.summary["train_images"] == 320
 
 
-def test_fast_preset_is_a_recipe_not_a_different_model():
-    settings = config_module.layered({}, "test", preset="fast")
+@pytest.mark.parametrize("name", ["fast", "best"])
+def test_built_in_presets_are_recipes_not_a_different_model(name):
+    settings = config_module.layered({}, "test", preset=name)
     defaults = config_module.RunConfig()
     assert (settings.width, settings.blocks, settings.activation) == (defaults.width, defaults.blocks,
                                                                       defaults.activation)
