@@ -436,15 +436,15 @@ def report(
 
     from mnistres import reference as reference_module
 
-    figures = reference_module.load(reference) if reference is not None else None
+    published = reference_module.load(reference) if reference is not None else None
     studies = results.load_studies(paths)
-    written = report_module.write(studies, output or report_module.default_output(paths), figures)
+    written = report_module.write(studies, output or report_module.default_output(paths), published)
     console = display.console(wide=True)
     for study, observed in zip(studies, written.observations):
         console.print(display.results_table(study.title, results.result_rows(study)))
-        if figures is not None and report_module.matched(study, figures):
-            headers, rows = report_module.reference_rows(study, figures)
-            console.print(display.plain_table(f"{study.title} beside {figures.title}", headers, rows))
+        if published is not None and report_module.matched(study, published):
+            headers, rows = report_module.reference_rows(study, published)
+            console.print(display.plain_table(f"{study.title} beside {published.title}", headers, rows))
         for line in observed:
             console.print(f"• {line}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"Report: {written.path} ({len(written.figures)} figures beside it)", markup=False, highlight=False)
