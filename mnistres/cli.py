@@ -473,6 +473,12 @@ def eval_command(
         help="Evaluate on your own images instead: a folder with one subfolder per class, 0 to 9.")] = None,
     no_preprocess: Annotated[bool, typer.Option(
         "--no-preprocess", help="With --images: the images are already in MNIST's form (28x28, white on black).")] = False,
+    mistakes: Annotated[int, typer.Option(
+        "--mistakes", metavar="N", show_default=False,
+        help="Draw the N most confident mistakes as a grid (true → predicted, confidence, index in the file) "
+             "and list them (with --json).")] = 0,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", metavar="PNG", help="Where --mistakes draws its grid. \\[default: mistakes.png]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
     plugin: PluginOpt = None,
 ) -> None:
@@ -484,12 +490,13 @@ def eval_command(
 
     if images is not None:
         result = evaluate_images(checkpoint, images, preprocess=not no_preprocess, device=device,
-                                 batch_size=batch_size, threads=threads)
+                                 batch_size=batch_size, threads=threads, mistakes=mistakes, figure=output)
     elif no_preprocess:
         raise MnistresError("--no-preprocess applies to --images only")
     else:
         result = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=data_dir, split=split,
-                                     device=device, batch_size=batch_size, download=download, threads=threads)
+                                     device=device, batch_size=batch_size, download=download, threads=threads,
+                                     mistakes=mistakes, figure=output)
     if as_json:
         return _print_json(result)
     console = display.console()
@@ -507,6 +514,10 @@ def eval_command(
         console.print(display.per_class_table(result["per_class"]))
     if confusion:
         console.print(display.confusion_table(result["confusion_matrix"]))
+    if "mistakes" in result:
+        found = result["mistakes"]
+        console.print(f"Mistakes: {found['total']:,} in all; the {len(found['shown'])} most confident drawn in "
+                      f"{found['figure']}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -624,6 +635,37 @@ def plugins(
         where = f" ({source})" if source else ""
         console.print(f"Plugin '{name}'{where} failed to load and was skipped: {error}", style="red", markup=False,
                       soft_wrap=True)
+
+
+@app.command("runs")
+def runs_command(
+    folder: Annotated[Path, typer.Argument(
+        metavar="DIR", help="A folder of run (and sweep) directories, or one run directory.")] = Path("runs"),
+    status: Annotated[Optional[str], typer.Option(
+        "--status", metavar="STATUS", help="Only runs with this status: completed, diverged, interrupted, failed, "
+                                           "running or unreadable.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
+) -> None:
+    """The runs under DIR, newest first: status, epochs, accuracy, the settings that differ, time, size.
+
+    Reads only the runs' own small files (never a checkpoint). A run recorded as running whose process is gone was killed: it is listed as interrupted, with the command that resumes it.
+    """
+    from mnistres import display, listing
+
+    listed, keys = listing.list_runs(folder, status)
+    if as_json:
+        return _print_json({"folder": str(folder), "settings": keys,
+                            "runs": [run.record(keys) for run in listed]})
+    console = display.console(wide=True)
+    if not listed:
+        console.print(f"No {status + ' ' if status else ''}runs under {folder}.", markup=False, highlight=False)
+        return
+    console.print(display.runs_table(f"{len(listed)} run{'s' if len(listed) != 1 else ''} under {folder}, newest first",
+                                     listed, keys))
+    for run in listed:
+        if run.hint or (run.note and run.status != "completed"):
+            console.print(f"• {run.name}: {'; '.join(part for part in (run.note, run.hint) if part)}",
+                          markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_json(result: Any) -> None:

@@ -175,6 +175,7 @@ def download_reason(error: BaseException) -> str:
 class Split:
     images: torch.Tensor  # (N, 1, 28, 28) uint8, on the device
     labels: torch.Tensor  # (N,) int64, on the device
+    positions: torch.Tensor | None = None  # (N,) int64 on the CPU: each image's place in its file (None: 0..N-1)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -203,15 +204,16 @@ def prepare(dataset: str, root: Path, *, download: bool, train_size: int | None,
         raise ConfigError(f"train_size={train_size:,} is more than the {available:,} training images available"
                           + (f" after holding out {held:,}" if held else ""))
     train_index = order[held:held + (train_size or available)]
+    val_positions = order[:held] if held else None
     if held:
-        val_images, val_labels, val_name = train_images[order[:held]], train_labels[order[:held]], "held-out"
+        val_images, val_labels, val_name = train_images[val_positions], train_labels[val_positions], "held-out"
     else:
         val_images, val_labels = load_split(dataset, root, "test", download)
         val_name = "test"
     mean, std = NORMALISATION[dataset]
     return Data(
-        train=Split(train_images[train_index].to(device), train_labels[train_index].to(device)),
-        val=Split(val_images.to(device), val_labels.to(device)),
+        train=Split(train_images[train_index].to(device), train_labels[train_index].to(device), train_index),
+        val=Split(val_images.to(device), val_labels.to(device), val_positions),
         val_name=val_name,
         mean=mean,
         std=std,

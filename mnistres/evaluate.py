@@ -26,6 +26,51 @@ def _check_batch_size(batch_size: int | None) -> None:
         raise ConfigError(f"batch_size={batch_size}: expected 1 to 65,536 images per evaluation batch")
 
 
+MISTAKES_MAX = 400  # --mistakes: beyond this the grid is no longer a picture one can look at
+
+
+def check_mistakes(count: int, figure: Path | None) -> Path | None:
+    """The grid's path for `--mistakes count` (default mistakes.png here), checked before any work."""
+    from mnistres import atomic
+    from mnistres.errors import ConfigError
+
+    if not count:
+        if figure is not None:
+            raise ConfigError(f"--output {figure} is where --mistakes draws its grid; add --mistakes N")
+        return None
+    if not 1 <= count <= MISTAKES_MAX:
+        raise ConfigError(f"--mistakes {count}: expected 1 to {MISTAKES_MAX} images in the grid")
+    figure = Path(figure) if figure is not None else Path("mistakes.png")
+    if figure.suffix.lower() != ".png":
+        raise ConfigError(f"--output {figure}: the grid is a PNG image, give a path ending in .png")
+    if figure.is_dir():
+        raise ConfigError(f"--output {figure} is a folder; give a file path ending in .png")
+    atomic.check_place(figure.parent if str(figure.parent) else Path("."), "folder for the grid")
+    return figure
+
+
+def add_mistakes(result: dict[str, Any], trained: Trained, split: Any, batch_size: int | None, count: int,
+                 figure: Path, *, source: str, names: list[str] | None = None) -> None:
+    """The `count` most confident mistakes on `split`: drawn as a grid in `figure`, listed in `result`."""
+    from mnistres import figures, mistakes
+
+    probabilities = probabilities_of(trained, split, batch_size)
+    found = mistakes.select(probabilities.numpy(), split.labels.cpu().numpy(), split.images[:, 0].cpu().numpy(),
+                            source=source, names=names, keep=count,
+                            positions=None if split.positions is None else split.positions.numpy())
+    checkpoint = Path(trained.path).name
+    figures.plot_mistakes(found, figure, f"{checkpoint} on {source}: {len(found)} most confident of "
+                                         f"{found.total:,} mistakes in {found.scored:,} images\n"
+                                         "(true → predicted class, the model's confidence, index in the file)")
+    result["mistakes"] = {"total": found.total, "source": source, "figure": str(figure), "shown": found.rows()}
+
+
+def probabilities_of(trained: Trained, split: Any, batch_size: int | None) -> torch.Tensor:
+    from mnistres import metrics
+
+    return metrics.probabilities(trained.network, trained.batches(split, batch_size), trained.amp)
+
+
 def report(trained: Trained, source: dict[str, Any], images: int, loss: float, accuracy: float,
            confusion: list[list[int]]) -> dict[str, Any]:
     """The result of an evaluation as plain values (JSON-ready), whatever the images were."""
@@ -52,11 +97,14 @@ SPLITS = {
 
 def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, data_dir: str | None = None,
                         split: str = "test", device: str = "auto", batch_size: int | None = None,
-                        download: bool = True, threads: int = 0) -> dict[str, Any]:
+                        download: bool = True, threads: int = 0, mistakes: int = 0,
+                        figure: Path | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on a dataset split; returns plain values (JSON-ready).
 
     `run-train` and `run-val` are the run's own images, drawn as training drew them (`data.prepare`);
-    `train` is the whole training file, most of which a run with --train-size never saw.
+    `train` is the whole training file, most of which a run with --train-size never saw. With
+    `mistakes`, the most confident mistakes are drawn in `figure` (a PNG) and listed, each with its
+    index in its file.
     """
     from mnistres import data
     from mnistres.errors import ConfigError
@@ -64,6 +112,7 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
     if split not in SPLITS:
         raise ConfigError(f"split={echo(split)}: expected {', '.join(SPLITS)}")
     _check_batch_size(batch_size)
+    figure = check_mistakes(mistakes, figure)
     trained = load_trained(path, device=device, threads=threads)
     own = trained.run_config
     # --dataset is checked like a config value (fashion_mnist, Fashion-MNIST ... are accepted)
@@ -78,10 +127,12 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
         split_data = prepared.train if split == "run-train" else prepared.val
         scored = (f"the {len(split_data):,} training images this run trained on" if split == "run-train" else
                   f"the {len(split_data):,} {prepared.val_name} images this run validated on")
+        source = f"the {own.dataset} {'test' if split == 'run-val' and prepared.val_name == 'test' else 'training'} file"
     else:
         images, labels = data.load_split(name, root, split, download)
         split_data = data.Split(images.to(trained.device), labels.to(trained.device))
-        scored = f"all {len(split_data):,} images of the {'test' if split == 'test' else 'training'} file"
+        kind = "test" if split == "test" else "training"
+        source, scored = f"the {name} {kind} file", f"all {len(split_data):,} images of the {kind} file"
         if split == "train" and name == own.dataset and (own.train_size or own.val_split):
             notes.append("this run trained on only some of them; --split run-train scores those")
     if name != own.dataset:
@@ -91,11 +142,14 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
                     len(split_data), loss, accuracy, confusion)
     if notes:
         result["notes"] = notes
+    if figure is not None:
+        add_mistakes(result, trained, split_data, batch_size, mistakes, figure, source=source)
     return result
 
 
 def evaluate_images(path: str | os.PathLike, folder: str | os.PathLike, *, preprocess: bool = True,
-                    device: str = "auto", batch_size: int | None = None, threads: int = 0) -> dict[str, Any]:
+                    device: str = "auto", batch_size: int | None = None, threads: int = 0, mistakes: int = 0,
+                    figure: Path | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on your own images: `folder` holds one subfolder per class, 0 to 9.
 
     Each image gets the same preprocessing as `predict`; files that cannot be used are listed
@@ -105,6 +159,7 @@ def evaluate_images(path: str | os.PathLike, folder: str | os.PathLike, *, prepr
     from mnistres.errors import ConfigError
 
     _check_batch_size(batch_size)
+    figure = check_mistakes(mistakes, figure)
     root = Path(folder)
     if not root.is_dir():
         raise ConfigError(f"--images {root}: not a folder (it should hold one subfolder per class, 0 to 9)")
@@ -116,7 +171,7 @@ def evaluate_images(path: str | os.PathLike, folder: str | os.PathLike, *, prepr
     if not subfolders:
         raise ConfigError(f"--images {root}: no class subfolders (0 to 9) inside")
     trained = load_trained(path, device=device, threads=threads)
-    pixels, labels, skipped = [], [], []
+    pixels, labels, names, skipped = [], [], [], []
     for subfolder in subfolders:
         files = sorted(p for p in subfolder.iterdir() if p.is_file() and not p.name.startswith("."))  # no .DS_Store
         for file in files:
@@ -126,6 +181,7 @@ def evaluate_images(path: str | os.PathLike, folder: str | os.PathLike, *, prepr
                 else:
                     pixels.append(sample.pixels)
                     labels.append(int(subfolder.name))
+                    names.append(sample.name)
     if not pixels:
         raise ConfigError(f"--images {root}: no usable image in its class subfolders"
                           + (f" ({len(skipped)} could not be used)" if skipped else ""))
@@ -135,4 +191,7 @@ def evaluate_images(path: str | os.PathLike, folder: str | os.PathLike, *, prepr
     source = {"dataset": f"images in {root}", "split": "preprocessed" if preprocess else "as given",
               "scored": f"{len(pixels):,} usable images", "trained_on": trained.run_config.dataset,
               "skipped": skipped}
-    return report(trained, source, len(split), loss, accuracy, confusion)
+    result = report(trained, source, len(split), loss, accuracy, confusion)
+    if figure is not None:
+        add_mistakes(result, trained, split, batch_size, mistakes, figure, source=f"the images in {root}", names=names)
+    return result

@@ -61,6 +61,19 @@ def describe_holder(holder: dict[str, Any]) -> str:
     return f"process {holder.get('pid', '?')} on {holder.get('host', '?')}{when}{command}"
 
 
+def holder_state(directory: Path) -> str:
+    """Who holds `directory`'s lock, without taking it: "none" (no lock file, or its holder on this host
+    is gone), "alive" (a live process on this host) or "elsewhere" (another host: cannot be checked)."""
+    path = Path(directory) / LOCK_FILE
+    if not path.exists():
+        return "none"
+    holder = _read_holder(path)
+    if holder.get("host") not in (None, socket.gethostname()):
+        return "elsewhere"
+    pid = holder.get("pid")
+    return "alive" if isinstance(pid, int) and _alive(pid) else "none"
+
+
 class Lock:
     """`<directory>/.lock`, held by one writer for as long as it writes there."""
 

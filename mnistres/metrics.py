@@ -61,6 +61,24 @@ def measure(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor
     return float(loss_sum) / total, int(matrix.trace()) / total, matrix.tolist()
 
 
+@torch.inference_mode()
+def probabilities(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                  amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The model's class probabilities for every image of `batches`, in their order: (N, classes),
+    float32, on the CPU (for choosing and showing mistakes; `measure` keeps its sums on the device)."""
+    was_training = model.training
+    model.eval()
+    parts = []
+    try:
+        for x, _ in batches:
+            with devices.autocast(x.device, amp_dtype):
+                logits = model(x)
+            parts.append(torch.softmax(logits.float(), dim=1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(parts) if parts else torch.zeros(0, CLASSES)
+
+
 def class_metrics(confusion: list[list[int]]) -> list[dict[str, Any]]:
     """Per class: support, accuracy (share of its images classified right, i.e. recall),
     precision, recall and F1. Undefined ratios (no images, no predictions) are NaN."""

@@ -7,14 +7,14 @@ the thresholds they use written next to them.
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from mnistres import __version__, atomic, rundir
+from mnistres import __version__, atomic, figures as figures_module, rundir
+from mnistres import mistakes as mistakes_module
 from mnistres.errors import ConfigError
 from mnistres.reference import METRICS, POINTS, Entry, Reference
 from mnistres.results import RESULT_HEADERS, TARGET_ACC, Run, Spread, Study, Variant, result_rows, variant_stats
@@ -76,7 +76,7 @@ def write(studies: list[Study], output: Path, reference: Optional[Reference] = N
         if reference is not None:
             lines += reference_section(study, reference, h)
         curves = output.with_name(f"{output.stem}-{slug}-curves.png")
-        plot_curves(study, curves)
+        figures_module.plot_curves(study, curves)
         figures.append(curves)
         lines += [f"{h} Curves", "", f"![Training curves, {study.title}]({curves.name})", "",
                   "Mean over each variant's runs per epoch; the shaded band spans the lowest to the highest run. "
@@ -86,9 +86,10 @@ def write(studies: list[Study], output: Path, reference: Optional[Reference] = N
         best = best_run(study)
         if best is not None:
             matrix = output.with_name(f"{output.stem}-{slug}-confusion.png")
-            plot_confusion(best, matrix)
+            figures_module.plot_confusion(best, matrix)
             figures.append(matrix)
             lines += confusion_section(best, matrix, h)
+            lines += mistakes_section(best, output.with_name(f"{output.stem}-{slug}"), figures, h)
         observed.append(observations(study) + (reference_observations(study, reference) if reference else []))
         lines += [f"{h} Observations", ""] + [f"- {text}" for text in observed[-1]] + [""]
     atomic.write_text(output, "\n".join(lines))
@@ -229,6 +230,39 @@ def confusion_section(run: Run, figure: Path, h: str) -> list[str]:
              "Rows: true class; columns: predicted class; final epoch.", ""]
             + _table(["true \\ predicted", *map(str, range(len(matrix)))], rows)
             + [f"![Confusion matrix, {run.name}]({figure.name})", ""])
+
+
+MISTAKES_SHOWN = 36  # the report's grid of the best run's most confident mistakes
+PAIRS_SHOWN = 5  # rows of its confused-pairs grid
+
+
+def mistakes_section(run: Run, stem: Path, figures: list[Path], h: str) -> list[str]:
+    """The best run's most confident mistakes, and its most confused pairs with examples, from the
+    mistakes.npz it wrote when it completed (runs older than that file have none)."""
+    found = rundir.read_mistakes(run.path)
+    if found is None:
+        return [f"{h} What the best run gets wrong", "",
+                f"`{run.name}` kept no {rundir.MISTAKES} (runs made before mnistres wrote that file have none); "
+                f"`mnistres eval {run.path / rundir.LAST} --mistakes {MISTAKES_SHOWN}` draws them from its final "
+                "checkpoint.", ""]
+    lines = [f"{h} What the best run gets wrong", "",
+             f"`{run.name}` misclassified {found.total:,} of the {found.scored:,} images of {found.source} after its "
+             f"last epoch." + (" None to show." if not found.total else ""), ""]
+    if not found.total:
+        return lines
+    grid, pairs_figure = stem.with_name(f"{stem.name}-mistakes.png"), stem.with_name(f"{stem.name}-pairs.png")
+    shown = found.first(MISTAKES_SHOWN)
+    figures_module.plot_mistakes(shown, grid, f"{run.name}: the {len(shown)} most confident mistakes")
+    pairs = mistakes_module.confused_pairs(run.summary["confusion_matrix"], PAIRS_SHOWN)
+    figures_module.plot_pairs(found, pairs, pairs_figure, f"{run.name}: the most confused pairs")
+    figures += [grid, pairs_figure]
+    lines += [f"Its {len(shown)} most confident mistakes, each captioned true → predicted class, the probability "
+              "the model gave the wrong class, and the image's index in its file:", "",
+              f"![Most confident mistakes, {run.name}]({grid.name})", "",
+              "The pairs of classes it confuses most (true → predicted, images of the confusion matrix), with "
+              "examples, the most confident first:", "",
+              f"![Most confused pairs, {run.name}]({pairs_figure.name})", ""]
+    return lines
 
 
 # --- beside a reference -------------------------------------------------------------------------
@@ -414,87 +448,3 @@ def _largest_fall(run: Run, window: int) -> float:
     """The largest drop in validation accuracy between consecutive epochs among the last `window`."""
     values = [row["val_acc"] for row in run.history[-window:]]
     return max([0.0] + [before - after for before, after in zip(values, values[1:])])
-
-
-# --- figures ---------------------------------------------------------------------------------------
-
-
-def _series(variant: Variant, key: str) -> tuple[list[int], list[float], list[float], list[float]]:
-    """Epochs, and per epoch the mean, lowest and highest of `key` over the variant's runs (accuracies
-    in %, as the tables give them)."""
-    scale = 100.0 if key.endswith("_acc") else 1.0
-    by_epoch: dict[int, list[float]] = {}
-    for run in variant.runs:
-        for row in run.history:
-            if isinstance(row.get(key), (int, float)):
-                by_epoch.setdefault(row["epoch"], []).append(scale * float(row[key]))
-    epochs = sorted(by_epoch)
-    return (epochs, [statistics.fmean(by_epoch[e]) for e in epochs],
-            [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs])
-
-
-PANELS = (("train_acc", "train accuracy (%)"), ("val_acc", "validation accuracy (%)"),
-          ("train_loss", "train loss"), ("val_loss", "validation loss"))
-
-
-def plot_curves(study: Study, path: Path) -> None:
-    from matplotlib.figure import Figure  # the object API: no global state, no display needed
-    from matplotlib.ticker import FuncFormatter
-
-    figure = Figure(figsize=(11, 8), layout="constrained")
-    axes = figure.subplots(2, 2)
-    for ax, (key, title) in zip(axes.flat, PANELS):
-        for variant in study.variants:
-            epochs, mean, low, high = _series(variant, key)
-            if not epochs:
-                continue
-            line, = ax.plot(epochs, mean, marker="o", markersize=3, label=f"{variant.label} ({len(variant.runs)})")
-            if len(variant.runs) > 1:
-                ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        if "loss" in key:
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(FuncFormatter(_one_two_five))
-            ax.yaxis.set_minor_formatter(FuncFormatter(_one_two_five))
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    axes.flat[0].legend(fontsize="small", title="variant (runs)")
-    figure.suptitle(f"{study.title}: mean over runs, band = lowest to highest")
-    _save(figure, path)
-
-
-def _one_two_five(value: float, _position: Any = None) -> str:
-    """Log-axis labels at 1, 2 and 5 of each decade, written plainly (0.2, not 2e-01)."""
-    if value <= 0:
-        return ""
-    mantissa = value / 10 ** math.floor(math.log10(value))
-    return f"{value:g}" if any(abs(mantissa - m) < 1e-6 for m in (1, 2, 5)) else ""
-
-
-def plot_confusion(run: Run, path: Path) -> None:
-    from matplotlib.colors import LogNorm
-    from matplotlib.figure import Figure
-
-    matrix = run.summary["confusion_matrix"]
-    figure = Figure(figsize=(6.5, 5.5), layout="constrained")
-    ax = figure.subplots()
-    image = ax.imshow([[max(n, 0.5) for n in row] for row in matrix], cmap="Blues", norm=LogNorm())
-    size = len(matrix)
-    for true in range(size):
-        for predicted in range(size):
-            if matrix[true][predicted]:
-                ax.text(predicted, true, str(matrix[true][predicted]), ha="center", va="center", fontsize=7,
-                        color="white" if true == predicted else "black")
-    ax.set_xticks(range(size))
-    ax.set_yticks(range(size))
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(f"{run.name}: final epoch")
-    figure.colorbar(image, ax=ax, label="images (log scale)")
-    _save(figure, path)
-
-
-def _save(figure: Any, path: Path) -> None:
-    with atomic.replacing(path) as temp:
-        figure.savefig(temp, format="png", dpi=110)

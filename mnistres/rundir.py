@@ -3,7 +3,7 @@
 One owner for:
 
 - the layout: a run directory holds config.yaml, metrics.jsonl (one line per epoch), summary.json,
-  last.pt and best.pt; a sweep directory holds sweep.yaml, one run directory per point and
+  last.pt and best.pt, and once completed mistakes.npz; a sweep directory holds sweep.yaml, one run directory per point and
   logs/<point>.log;
 - names: the characters a run name may hold (`name_problem`), the safe name made from any text
   (`safe_name`), generated run names and shortened sweep-point names;
@@ -30,17 +30,21 @@ import re
 import socket
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
 from mnistres import atomic, yamlfile
 from mnistres.errors import ConfigError, MnistresError, reason
 from mnistres.values import echo
 from mnistres.wording import article
 
+if TYPE_CHECKING:
+    from mnistres.mistakes import Mistakes
+
 # --- layout ---------------------------------------------------------------------------------------
 
 CONFIG, METRICS, SUMMARY, LAST, BEST = "config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt"
-RUN_FILES = (CONFIG, METRICS, SUMMARY, LAST, BEST)
+MISTAKES = "mistakes.npz"  # a completed run's most confident mistakes on its validation images (`mistakes`)
+RUN_FILES = (CONFIG, METRICS, SUMMARY, LAST, BEST, MISTAKES)
 SWEEP_FILE, LOGS, REPORT = "sweep.yaml", "logs", "report.md"
 
 
@@ -363,6 +367,38 @@ def write_history(run_dir: Path, history: Iterable[Mapping[str, Any]]) -> None:
 
 def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> None:
     atomic.write_json(Path(run_dir) / SUMMARY, summary)
+
+
+def write_mistakes(run_dir: Path, found: "Mistakes") -> None:
+    """mistakes.npz: the arrays of `found`, compressed (NumPy's format, no pickled objects)."""
+    import io
+
+    import numpy as np
+
+    from mnistres.mistakes import to_arrays
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **to_arrays(found))
+    atomic.write_bytes(Path(run_dir) / MISTAKES, buffer.getbuffer())
+
+
+def read_mistakes(run_dir: Path) -> Optional["Mistakes"]:
+    """A run's mistakes.npz, checked; None when the run has none (not completed, or older than the file)."""
+    import zipfile
+
+    import numpy as np
+
+    from mnistres.mistakes import from_arrays
+
+    path = Path(run_dir) / MISTAKES
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            found, problem = from_arrays({name: arrays[name] for name in arrays.files})
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ConfigError(f"cannot read {path}: {reason(error) if isinstance(error, OSError) else error}") from None
+    return _checked(path, found, problem, "a mistakes file")
 
 
 def write_sweep(sweep_dir: Path, record: Mapping[str, Any]) -> None:

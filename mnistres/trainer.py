@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import mnistres
-from mnistres import atomic, checkpoint, data as data_module, devices, distributed, interrupts, metrics, rundir
+from mnistres import atomic, checkpoint, data as data_module, devices, distributed, interrupts, metrics, mistakes, rundir
 from mnistres import model as model_module
 from mnistres.api import Callback
 from mnistres.config import RunConfig
@@ -284,6 +284,8 @@ class Trainer:
                     if self.stop_reason:
                         message = self.stop_reason
                         break
+                if status == "completed" and main:
+                    self.record_mistakes(run_dir)
             except KeyboardInterrupt:
                 # last.pt keeps the last completed epoch: a consistent point to go on from.
                 error_in_flight = True
@@ -313,6 +315,21 @@ class Trainer:
                         # The error already on its way says what went wrong; summary.json keeps its last state.
                     self._emit("on_train_end", status)
         return RunResult(run_dir, status, message, history, summary)
+
+    def record_mistakes(self, run_dir: Path) -> None:
+        """mistakes.npz: the final model's most confident mistakes on the validation images, for the
+        report to show without loading a checkpoint. One more pass over all of them, on this process
+        alone (in evaluation mode no layer talks to the other processes)."""
+        val = self.data.val
+        batches = data_module.Batches(val, metrics.eval_batch_size(self.device), mean=self.data.mean,
+                                      std=self.data.std, channels_last=self.config.channels_last)
+        probabilities = metrics.probabilities(self.eval_forward, batches, self.amp)
+        dataset = self.config.dataset
+        source = f"the {dataset} test file" if self.data.val_name == "test" else \
+            f"the held-out part of the {dataset} training file"
+        found = mistakes.select(probabilities.numpy(), val.labels.cpu().numpy(), val.images[:, 0].cpu().numpy(),
+                                source=source, positions=None if val.positions is None else val.positions.numpy())
+        rundir.write_mistakes(run_dir, found)
 
     def copy_to_best(self, run_dir: Path) -> None:
         """best.pt becomes a copy of last.pt (the epoch just saved)."""

@@ -99,3 +99,14 @@ def test_step_cost_benchmark_prices_each_side(tmp_path):
     measured = json.loads(out.read_text())["seconds_per_step"]
     assert set(measured) == {"28", "16", "12"} and all(len(v) == 2 and min(v) > 0 for v in measured.values())
     assert "side 16" in completed.stdout and "of full size" in completed.stdout
+
+
+def test_runs_listing_benchmark_times_both_ways(tmp_path):
+    out = tmp_path / "listing.json"
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "runs_listing.py"), "--runs", "12", "--rounds", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    measured = json.loads(out.read_text())
+    assert measured["runs"] == 12 and len(measured["list_runs_seconds"]) == len(measured["command_seconds"]) == 1
+    assert "12 run directories: list_runs" in completed.stdout

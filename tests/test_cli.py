@@ -28,13 +28,15 @@ COMMANDS = {
     "report": ["--output", "--reference"],
 }
 COMMANDS["plugins"] = ["--json"]
-COMMANDS["eval"] += ["--images", "--no-preprocess"]
+COMMANDS["eval"] += ["--images", "--no-preprocess", "--mistakes", "--output"]
+COMMANDS["runs"] = ["--status", "--json"]
 COMMANDS["predict"] = ["--no-preprocess", "--top", "--device", "--threads", "--json"]
 COMMANDS["export"] = ["--output", "--data-dir", "--json"]
 COMMANDS["train"] += ["--callback", "--preset"]
 COMMANDS["sweep"] += ["--callback", "--preset"]
-for _options in COMMANDS.values():
-    _options.append("--plugin")  # every command can load a plugin
+for _command, _options in COMMANDS.items():
+    if _command != "runs":  # `runs` reads run files only: no registry name, so no plugin to load
+        _options.append("--plugin")  # every other command can load a plugin
 
 
 def invoke(*args: str):
@@ -67,7 +69,7 @@ def test_help_reads_like_a_well_made_cli(command):
         assert clumsy not in text, f"{command} --help shows {clumsy!r}"
     usage = next(line for line in text.splitlines() if "Usage:" in line)
     expected = {"eval": "CHECKPOINT", "predict": "CHECKPOINT IMAGE...", "export": "CHECKPOINT",
-                "report": "PATH...", "sweep": "[PARAM] [VALUE]..."}
+                "report": "PATH...", "sweep": "[PARAM] [VALUE]...", "runs": "[DIR]"}
     assert usage.strip().endswith(expected.get(command, "[OPTIONS]")), usage
     flag = next(line for line in text.splitlines() if "--help" in line)
     assert "Show this message and exit." in flag and "<" not in flag

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from mnistres import report, results
+from mnistres import figures, report, results
 from mnistres.cli import app
 from mnistres.config import RunConfig
 
@@ -121,9 +121,9 @@ def test_one_epoch_one_point_and_validation_above_train_are_worded_right(tmp_pat
 
 def test_accuracy_curves_are_in_percent_like_the_tables(tmp_path):
     variant = results.load_sweep(make_sweep(tmp_path / "s", "lr", {"0.1": 0.1}, {"0.1": [[0.9, 0.95]]})).variants[0]
-    epochs, mean, low, high = report._series(variant, "val_acc")
+    epochs, mean, low, high = figures._series(variant, "val_acc")
     assert mean == pytest.approx([90.0, 95.0])
-    assert report._series(variant, "val_loss")[1] == pytest.approx([1.1, 0.55])
+    assert figures._series(variant, "val_loss")[1] == pytest.approx([1.1, 0.55])
 
 
 def test_train_validation_gaps_and_ties(tmp_path):
