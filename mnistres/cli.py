@@ -94,6 +94,12 @@ class _Group(TyperGroup):
         command = super().get_command(ctx, name)
         return _tidy(command) if command is not None else None
 
+    def get_params(self, ctx: Any) -> Any:
+        params = super().get_params(ctx)
+        for param in params:  # Typer adds --install-completion and --show-completion after __init__
+            _tidy_param(param)
+        return params
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
@@ -133,7 +139,7 @@ app = typer.Typer(
     name="mnistres",
     help="Train, evaluate and inspect the report's ResNet on MNIST.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     rich_markup_mode="rich",  # help text may use markup; a literal [ is written \\[
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -163,6 +169,30 @@ def _default(key: str) -> str:
     return f" \\[default: {text(value)}]"
 
 
+# --- shell completion: names from the registries and RunConfig's keys, never importing torch ---------
+
+
+def _names(kind: str) -> Any:
+    """Completes a registry name (`relu` after `--activation r`), with its help line where the shell shows one."""
+    def complete(incomplete: str) -> list[tuple[str, str]]:
+        from mnistres.registry import completion_names
+
+        typed = incomplete.strip().lower().replace("-", "_")
+        return [(name, help) for name, help in completion_names(kind) if name.startswith(typed)]
+
+    return complete
+
+
+def _config_keys(suffix: str = "") -> Any:
+    """Completes a RunConfig key (the sweep's PARAM; `--set KEY=`)."""
+    def complete(incomplete: str) -> list[str]:
+        from mnistres.config import KEYS
+
+        return [key + suffix for key in KEYS if key.startswith(incomplete.strip().lower())]
+
+    return complete
+
+
 # Options shared by several commands. Every option names what it takes (INT, PATH, NAME[:OPTS], ...).
 DeviceOpt = Annotated[Optional[str], typer.Option(
     "--device", metavar="DEVICE", help="auto | cpu | cuda | cuda:N | mps." + _default("device"))]
@@ -173,7 +203,8 @@ DatasetOpt = Annotated[Optional[str], typer.Option(
     "--dataset", metavar="NAME", help="mnist | fashion-mnist." + _default("dataset"))]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FILE", help="YAML file of RunConfig keys.")]
 SetOpt = Annotated[Optional[List[str]], typer.Option(
-    "--set", "-s", metavar="KEY=VALUE", help="Any RunConfig key; repeatable; wins over everything else.")]
+    "--set", "-s", metavar="KEY=VALUE", help="Any RunConfig key; repeatable; wins over everything else.",
+    autocompletion=_config_keys("="))]
 # Numbers arrive as text and are typed by RunConfig, so that a bad one is named in our one-line message.
 ThreadsOpt = Annotated[Optional[str], typer.Option(
     "--threads", metavar="INT", help="CPU threads for torch; 0: torch's default (one per core). On the CPU the "
@@ -182,10 +213,11 @@ PluginOpt = Annotated[Optional[List[str]], typer.Option(
     "--plugin", metavar="MODULE|FILE.py", help="Load a plugin; repeatable (also $MNISTRES_PLUGINS).")]
 PresetOpt = Annotated[Optional[str], typer.Option(
     "--preset", metavar="NAME[:KEY=VALUE,...]",
-    help="A named bundle of settings: fast or best (see `mnistres plugins`); config file, options and --set win over it.")]
+    help="A named bundle of settings: fast or best (see `mnistres plugins`); config file, options and --set win over it.",
+    autocompletion=_names("presets"))]
 CallbackOpt = Annotated[Optional[List[str]], typer.Option(
     "--callback", metavar="NAME[:KEY=VALUE,...]",
-    help="Add a callback to the run's list; repeatable (see `mnistres plugins`).")]
+    help="Add a callback to the run's list; repeatable (see `mnistres plugins`).", autocompletion=_names("callbacks"))]
 
 
 # The run options: declared once, here, and given to `train` and `sweep` by `with_run_options`.
@@ -193,11 +225,14 @@ EpochsOpt = Annotated[Optional[str], typer.Option(metavar="INT", help="Passes ov
 BatchSizeOpt = Annotated[Optional[str], typer.Option(metavar="INT", help="Images per step." + _default("batch_size"))]
 LrOpt = Annotated[Optional[str], typer.Option(metavar="FLOAT", help="Learning rate." + _default("lr"))]
 ActivationOpt = Annotated[Optional[str], typer.Option(
-    metavar="NAME[:KEY=VALUE,...]", help="Activation and its options." + _default("activation"))]
+    metavar="NAME[:KEY=VALUE,...]", help="Activation and its options." + _default("activation"),
+    autocompletion=_names("activations"))]
 OptimizerOpt = Annotated[Optional[str], typer.Option(
-    metavar="NAME[:KEY=VALUE,...]", help="Optimizer and its options." + _default("optimizer"))]
+    metavar="NAME[:KEY=VALUE,...]", help="Optimizer and its options." + _default("optimizer"),
+    autocompletion=_names("optimizers"))]
 ScheduleOpt = Annotated[Optional[str], typer.Option(
-    metavar="NAME[:KEY=VALUE,...]", help="Learning-rate schedule and its options." + _default("schedule"))]
+    metavar="NAME[:KEY=VALUE,...]", help="Learning-rate schedule and its options." + _default("schedule"),
+    autocompletion=_names("schedulers"))]
 SeedOpt = Annotated[Optional[str], typer.Option(metavar="INT", help="Random seed." + _default("seed"))]
 NameOpt = Annotated[Optional[str], typer.Option(metavar="NAME", help="Run directory name. \\[default: from the settings and the time]")]
 OutDirOpt = Annotated[Optional[str], typer.Option(
@@ -347,7 +382,7 @@ def train(
 def sweep(
     param: Annotated[Optional[str], typer.Argument(
         help="RunConfig key to vary: lr, activation, optimizer, batch_size, schedule, ...", metavar="PARAM",
-        show_default=False)] = None,
+        show_default=False, autocompletion=_config_keys())] = None,
     values: Annotated[Optional[List[str]], typer.Argument(help="Its values.", metavar="VALUE", show_default=False)] = None,
     grid: Annotated[Optional[List[str]], typer.Option(
         "--grid", metavar="KEY=V1,V2,...", help="One more axis (every combination runs); repeatable.")] = None,

@@ -13,13 +13,13 @@ import io
 import math
 import os
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
+from mnistres import places
 from mnistres.distributed import World, share
 from mnistres.errors import ConfigError, DataError
 
@@ -36,14 +36,8 @@ IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 
 
 def default_data_dir() -> Path:
-    """The per-user cache: $XDG_CACHE_HOME/mnistres, ~/Library/Caches/mnistres, %LOCALAPPDATA%\\mnistres."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "mnistres"
+    """The per-user cache (`places.user_cache`): datasets are downloaded there unless told otherwise."""
+    return places.user_cache()
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:

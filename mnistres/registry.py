@@ -307,7 +307,8 @@ def load_plugins() -> None:
     if autoload_disabled():
         _load(BUILTIN_MODULE, BUILT_IN, lambda: importlib.import_module(BUILTIN_MODULE), strict=True)
     else:
-        for entry_point in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_builtins_first):
+        entry_points = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_builtins_first)
+        for entry_point in entry_points:
             dist = entry_point.dist
             if dist is None or dist.metadata["Name"] == "mnistres":
                 source = BUILT_IN
@@ -315,6 +316,7 @@ def load_plugins() -> None:
                 source = f"{dist.metadata['Name']} {dist.version}"
             module = entry_point.value.split(":")[0]
             _load(entry_point.name, source, lambda module=module: importlib.import_module(module), strict=False)
+        _remember_names(_fingerprint(entry_points))  # before MNISTRES_PLUGINS and --plugin: those come and go
     for plugin in filter(None, (p.strip() for p in re.split(rf"[{re.escape(os.pathsep)},]", os.environ.get(PLUGINS_ENV, "")))):
         _load_named(plugin, strict=False)
     for plugin in _requested:
@@ -385,6 +387,62 @@ def _builtins_first(entry_point: metadata.EntryPoint) -> tuple[int, str]:
     dist = entry_point.dist
     is_builtin = dist is not None and dist.metadata["Name"] == "mnistres"
     return (0 if is_builtin else 1, entry_point.name)
+
+
+# --- names for shell completion ---------------------------------------------------------------------
+# Completion must answer at once, and installed plugins may import torch (seconds). So every command
+# that loads the plugins notes the names they registered in the user cache, under a fingerprint of
+# the installed plugin packages; completion offers those while the fingerprint still holds, and the
+# built-ins alone (which import no torch) otherwise.
+
+NAMES_CACHE = "completion-names.json"
+
+
+def _fingerprint(entry_points: Iterable[metadata.EntryPoint]) -> list[str]:
+    """The installed plugin packages, with versions: when it changes, the remembered names are stale."""
+    return sorted(f"{ep.name}={ep.value}@{ep.dist.metadata['Name'] if ep.dist else '?'} "
+                  f"{ep.dist.version if ep.dist else '?'}" for ep in entry_points)
+
+
+def _names_cache() -> Path:
+    from mnistres.places import user_cache
+
+    return user_cache() / NAMES_CACHE
+
+
+def _remember_names(fingerprint: list[str]) -> None:
+    import json
+
+    record = {"fingerprint": fingerprint,
+              "names": {kind: [[e.name, e.help] for e in registry._entries.values()]
+                        for kind, registry in REGISTRIES.items()}}
+    path = _names_cache()
+    try:
+        if path.is_file() and json.loads(path.read_text(encoding="utf-8")) == record:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temp.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(temp, path)
+    except (OSError, ValueError):
+        pass  # a cache: completion then offers the built-ins only
+
+
+def completion_names(kind: str) -> list[tuple[str, str]]:
+    """(name, help) of every `kind` entry ("activations", ...) that completion may offer, without
+    importing any plugin: the names remembered for the installed plugins, else the built-ins."""
+    import json
+
+    try:
+        record = json.loads(_names_cache().read_text(encoding="utf-8"))
+        if record.get("fingerprint") == _fingerprint(metadata.entry_points(group=ENTRY_POINT_GROUP)) \
+                and not autoload_disabled():
+            return sorted((str(name), str(text)) for name, text in record["names"][kind])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    if not any(source == BUILT_IN for _, source in loaded_plugins):
+        _load(BUILTIN_MODULE, BUILT_IN, lambda: importlib.import_module(BUILTIN_MODULE), strict=True)
+    return sorted((e.name, e.help) for e in REGISTRIES[kind]._entries.values() if e.source == BUILT_IN)
 
 
 def describe() -> dict[str, Any]:

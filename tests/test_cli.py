@@ -87,6 +87,7 @@ def test_top_level_help_and_version():
     assert result.exit_code == 0
     for command in COMMANDS:
         assert command in result.output
+    assert "--install-completion" in result.output and "<bool>" not in result.output
     result = invoke("--version")
     assert result.exit_code == 0 and result.output.strip() == f"mnistres {__version__}"
 
