@@ -566,6 +566,8 @@ def predict(
         "--no-preprocess", help="The images are already in MNIST's form (28x28, white digit on black).")] = False,
     top: Annotated[int, typer.Option(metavar="INT", help="How many of the likeliest digits to show (1 to 10).",
                                      min=1, max=10)] = 3,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Show the likeliest digits one per line, each with a bar as long as its probability.")] = False,
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
     threads: Annotated[int, typer.Option(metavar="INT", help="CPU threads for torch (0: torch's default).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
@@ -589,7 +591,8 @@ def predict(
     else:
         console = display.console(wide=True)
         console.print(display.predictions_table(result["predictions"],
-                                                f"{result['checkpoint']} (epoch {result['epoch']}, {result['device']})"))
+                                                f"{result['checkpoint']} (epoch {result['epoch']}, {result['device']})",
+                                                bars=explain))
     if failed:
         raise typer.Exit(1)
 

@@ -162,9 +162,13 @@ def _size(count: int) -> str:
     return ""
 
 
-def predictions_table(rows: Iterable[dict[str, Any]], title: str) -> Table:
-    """One row per image: the digit, its probability and the likeliest others; or why not."""
-    table = Table(title=Text(title), title_justify="left")
+BAR_WIDTH = 20  # characters of a bar at probability 1 (`predict --explain`)
+
+
+def predictions_table(rows: Iterable[dict[str, Any]], title: str, *, bars: bool = False) -> Table:
+    """One row per image: the digit, its probability and the likeliest others; or why not. With `bars`,
+    the likeliest digits one per line, each with a bar as long as its probability."""
+    table = Table(title=Text(title), title_justify="left", show_lines=bars)
     table.add_column("image", overflow="fold")
     table.add_column("digit", justify="right")
     table.add_column("confidence", justify="right")
@@ -172,7 +176,17 @@ def predictions_table(rows: Iterable[dict[str, Any]], title: str) -> Table:
     for row in rows:
         if "error" in row:
             table.add_row(Text(row["file"]), "—", "—", Text(row["error"], style="red"))
+            continue
+        if bars:
+            ranked = "\n".join(f"{t['digit']} {_bar(t['probability'])} {t['probability']:.3f}" for t in row["top"])
         else:
             ranked = "  ".join(f"{t['digit']}: {t['probability']:.3f}" for t in row["top"])
-            table.add_row(Text(row["file"]), str(row["digit"]), f"{row['confidence']:.3f}", ranked)
+        table.add_row(Text(row["file"]), str(row["digit"]), f"{row['confidence']:.3f}", Text(ranked))
     return table
+
+
+def _bar(probability: float) -> str:
+    """A bar of eighth-blocks, BAR_WIDTH characters at probability 1, padded so the numbers line up."""
+    eighths = round(max(0.0, min(1.0, probability)) * BAR_WIDTH * 8)
+    full, rest = divmod(eighths, 8)
+    return ("█" * full + (" ▏▎▍▌▋▊▉"[rest] if rest else "")).ljust(BAR_WIDTH)

@@ -128,7 +128,7 @@ def plot_mistakes(found: Mistakes, path: Path, title: str) -> None:
             continue
         where = found.where(i)
         where = f"#{where}" if isinstance(where, int) else _short(str(where))
-        _digit(ax, found.images[i], f"{found.label[i]} → {found.predicted[i]} ({100 * found.confidence[i]:.0f} %)\n{where}")
+        _digit(ax, found.images[i], f"{found.label[i]} → {found.predicted[i]} ({_percent(found.confidence[i])})\n{where}")
     if not count:
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     figure.suptitle(title, fontsize=10)
@@ -147,7 +147,7 @@ def plot_pairs(found: Mistakes, pairs: Sequence[tuple[int, int, int]], path: Pat
         examples = found.of_pair(*pairs[row][:2]) if row < len(pairs) else found.first(0)
         for i, ax in enumerate(ax_row):
             if i < len(examples):
-                _digit(ax, examples.images[i], f"{100 * examples.confidence[i]:.0f} %")
+                _digit(ax, examples.images[i], _percent(examples.confidence[i]))
             else:
                 ax.axis("off")
         if row < len(pairs):
@@ -161,6 +161,11 @@ def plot_pairs(found: Mistakes, pairs: Sequence[tuple[int, int, int]], path: Pat
                 ax_row[0].set_frame_on(False)
     figure.suptitle(title, fontsize=10)
     save(figure, path)
+
+
+def _percent(probability: float) -> str:
+    """A probability in %, whole numbers except near certainty (99.7 %, never a rounded-up 100 %)."""
+    return f"{100 * probability:.0f} %" if probability < 0.995 else f"{100 * probability:.1f} %"
 
 
 def _short(name: str, limit: int = 16) -> str:

@@ -19,7 +19,7 @@ def predict(checkpoint: str | os.PathLike, inputs: Iterable[str | os.PathLike], 
     An image that cannot be read or holds no digit gets an "error" instead of a prediction;
     the others are predicted all the same.
     """
-    from mnistres import data
+    from mnistres import data, metrics
 
     files = images.image_files(inputs)  # a path that does not exist fails here, before the model loads
     trained = load_trained(checkpoint, device=device, threads=threads)
@@ -29,7 +29,7 @@ def predict(checkpoint: str | os.PathLike, inputs: Iterable[str | os.PathLike], 
     if usable:
         pixels = torch.from_numpy(np.stack([sample.pixels for sample in usable]))[:, None].to(trained.device)
         split = data.Split(pixels, torch.zeros(len(usable), dtype=torch.long, device=trained.device))
-        probabilities = _probabilities(trained, trained.batches(split))
+        probabilities = metrics.probabilities(trained.network, trained.batches(split), trained.amp)
     rows, found = [], iter(probabilities.tolist())
     for sample in samples:
         if sample.pixels is None:
@@ -41,15 +41,3 @@ def predict(checkpoint: str | os.PathLike, inputs: Iterable[str | os.PathLike], 
                      "top": [{"digit": c, "probability": chances[c]} for c in ranked]})
     return {"checkpoint": trained.path, "epoch": trained.epoch, "device": str(trained.device),
             "preprocess": preprocess, "predictions": rows}
-
-
-@torch.inference_mode()
-def _probabilities(trained: Any, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    from mnistres import devices
-
-    parts = []
-    for x, _ in batches:
-        with devices.autocast(trained.device, trained.amp):
-            logits = trained.network(x)
-        parts.append(torch.softmax(logits.float(), dim=1).cpu())
-    return torch.cat(parts)

@@ -199,6 +199,15 @@ def test_predict_command_reports_bad_files_and_predicts_the_rest(trained, tmp_pa
     assert len(rows) == 1 and len(rows[0]["top"]) == 2 and rows[0]["top"][0]["digit"] == rows[0]["digit"]
     assert 0 < rows[0]["confidence"] <= 1 and rows[0]["top"][0]["probability"] >= rows[0]["top"][1]["probability"]
 
+    explained = invoke("predict", str(trained), str(folder / "two.png"), "--explain", "--top", "2")
+    assert explained.exit_code == 0, explained.output
+    lines = [line for line in explained.output.splitlines() if line.startswith("│")]
+    for line, chance in zip(lines, rows[0]["top"]):  # one line per likely digit, its bar as long as its chance
+        cell = line.split("│")[4]
+        assert cell.strip().startswith(str(chance["digit"])) and f"{chance['probability']:.3f}" in cell
+        eighths = sum(8 if c == "█" else " ▏▎▍▌▋▊▉".index(c) for c in cell if c in "█▏▎▍▌▋▊▉")
+        assert eighths == round(chance["probability"] * 20 * 8)
+
 
 @pytest.mark.parametrize("args, fragment", [
     (["missing.png"], "missing.png does not exist"),
