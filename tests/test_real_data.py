@@ -9,6 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from mnistres import rundir
 from mnistres.cli import app
 
 
@@ -17,13 +18,16 @@ def test_short_run_on_real_mnist_reaches_95_percent(real_data_dir):
     result = runner.invoke(app, ["train", "--data-dir", str(real_data_dir), "--train-size", "6000", "--epochs", "1",
                                  "--no-download", "--device", "cpu", "--name", "smoke"])
     assert result.exit_code == 0, result.output
-    assert len(list(Path("runs/smoke").iterdir())) == 5
+    assert sorted(p.name for p in Path("runs/smoke").iterdir()) == \
+        ["best.pt", "config.yaml", "last.pt", "metrics.jsonl", "mistakes.npz", "summary.json"]
     result = runner.invoke(app, ["eval", "runs/smoke/best.pt", "--json", "--data-dir", str(real_data_dir),
                                  "--no-download", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["images"] == 10_000 and len(report["per_class"]) == 10
     assert report["accuracy"] >= 0.95
+    kept = rundir.read_mistakes(Path("runs/smoke"))  # the final model's mistakes on the test file
+    assert kept.scored == 10_000 and kept.total == round(10_000 * (1 - report["accuracy"]))
 
     # The same digits written large on light paper (PNG and JPEG) are predicted as the clean ones.
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "own_images.py"
