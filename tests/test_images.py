@@ -9,6 +9,7 @@ noise. Each must be classified as the clean, MNIST-form version of the same draw
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 
 import numpy as np
@@ -240,6 +241,14 @@ def test_eval_images_prints_per_class_results(trained, tmp_path):
     data = json.loads(invoke("eval", str(trained), "--images", str(folder), "--json").stdout)
     assert data["images"] == 20 and len(data["per_class"]) == CLASSES and len(data["skipped"]) == 1
     assert sum(map(sum, data["confusion_matrix"])) == 20 and data["accuracy"] >= 0.8
+
+    # --mistakes names each wrongly read image by its file, the folder saying its true class.
+    (folder / "7" / "0.jpg").rename(folder / "1" / "seven-filed-as-one.jpg")  # a label the model must get wrong
+    listed = json.loads(invoke("eval", str(trained), "--images", str(folder), "--mistakes", "20", "-o", "m.png",
+                               "--json").stdout)["mistakes"]
+    assert Path("m.png").read_bytes().startswith(b"\x89PNG")
+    assert listed["total"] >= 1 and all(Path(row["file"]).parent.name == str(row["label"]) for row in listed["shown"])
+    assert any(row["file"].endswith("seven-filed-as-one.jpg") and row["label"] == 1 for row in listed["shown"])
 
 
 @pytest.mark.parametrize("layout, fragment", [
