@@ -322,15 +322,17 @@ def reference_observations(study: Study, reference: Reference) -> list[str]:
     pairs = matched(study, reference)
     if not pairs:
         return [f"No variant matches an entry of {reference.title} ({reference.path.name})."]
-    found, within = [], []
+    found, within, without = [], [], []
     for variant, entry in pairs:
         differing = []
+        compared = 0
         for metric in METRICS:
             for point in POINTS:
                 theirs = entry.figure(metric, point)
                 ours = [value for value in (_ours(run, metric, point) for run in variant.usable) if value is not None]
                 if theirs is None or not ours:
                     continue
+                compared += 1
                 low, high = min(ours), max(ours)
                 if low <= theirs <= high:
                     continue
@@ -343,10 +345,15 @@ def reference_observations(study: Study, reference: Reference) -> list[str]:
             spread = "our seeds' range" if runs > 1 else "our one run (a single seed has no spread, so any gap counts)"
             found.append(f"{variant.label} differs from {reference.title} (section {entry.section or '?'}) by more "
                          f"than {spread}: {'; '.join(differing)}.")
-        elif variant.usable:
+        elif compared:
             within.append(variant.label)
+        elif variant.usable:
+            without.append(variant.label)
     if within:
         found.append(f"Every figure {reference.title} gives lies within our runs' range for: {', '.join(within)}.")
+    if without:
+        found.append(f"{reference.title[0].upper() + reference.title[1:]} gives no figure to compare for: "
+                     f"{', '.join(without)}.")
     return found
 
 

@@ -251,6 +251,18 @@ def test_report_puts_the_reference_beside_the_runs_and_names_the_differences(tmp
     assert "optimizer=sgd differs from the course report" in " ".join(result.output.split())
 
 
+def test_a_variant_the_reference_only_notes_is_not_called_within_range(tmp_path):
+    """The report names batches of 64 and 128 but gives no figure for them: nothing to agree with."""
+    make_sweep(tmp_path / "sweep", "batch_size", {"32": 32, "64": 64}, {"32": [[0.95, 0.99]], "64": [[0.95, 0.99]]})
+    result = runner.invoke(app, ["report", str(tmp_path / "sweep"), "-o", str(tmp_path / "r.md"),
+                                 "--reference", str(COURSE_REPORT)])
+    assert result.exit_code == 0, result.output
+    observed = (tmp_path / "r.md").read_text().split("## Observations", 1)[1]
+    assert "The course report gives no figure to compare for: batch_size=64." in observed
+    assert "within our runs' range for: batch_size=64" not in observed
+    assert "batch_size=32 differs from the course report (section 3.4)" in observed
+
+
 def test_a_study_the_reference_does_not_cover_says_so(tmp_path):
     make_sweep(tmp_path / "sweep", "label_smoothing", {"0": 0.0, "0.1": 0.1}, {"0": [[0.9, 0.95]], "0.1": [[0.9, 0.96]]})
     output = tmp_path / "report.md"
