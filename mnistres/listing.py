@@ -132,13 +132,14 @@ def differing(listed: list[Listed]) -> list[str]:
 
 
 def _size(path: Path) -> int:
+    """Bytes of the files in the run directory and its subfolders (a callback's, e.g. tensorboard/)."""
     total = 0
-    try:
-        for entry in os.scandir(path):
-            if entry.is_file(follow_symlinks=False):
-                total += entry.stat(follow_symlinks=False).st_size
-    except OSError:
-        pass
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass
     return total
 
 

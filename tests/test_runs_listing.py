@@ -52,6 +52,8 @@ def folder(data_dir) -> Path:
     config = RunConfig(data_dir=str(data_dir), download=False, device="cpu", epochs=2, batch_size=32, width=8,
                        blocks=1, precise_bn=64, threads=1, lr=0.01, out_dir="runs")
     train(config.replace(name="done"))
+    (Path("runs/done/tensorboard")).mkdir()  # a callback's own folder counts in the run's size
+    (Path("runs/done/tensorboard/events")).write_bytes(b"\0" * 1000)
     with pytest.raises(KeyboardInterrupt):
         train(config.replace(name="cut"), extra_callbacks=[StopAt(2, KeyboardInterrupt())])
     with pytest.raises(PluginError):
@@ -89,7 +91,8 @@ def test_runs_lists_each_status_newest_first(folder):
     done_history = [json.loads(line) for line in (folder / "done" / "metrics.jsonl").read_text().splitlines()]
     assert by_name["done"]["final_val_acc"] == done_history[-1]["val_acc"]
     assert by_name["done"]["best_val_acc"] == max(row["val_acc"] for row in done_history)
-    assert by_name["done"]["bytes"] == sum(p.stat().st_size for p in (folder / "done").iterdir() if p.is_file())
+    assert by_name["done"]["bytes"] == sum(p.stat().st_size for p in (folder / "done").rglob("*") if p.is_file())
+    assert by_name["done"]["bytes"] > 1000 + (folder / "done" / "last.pt").stat().st_size
     assert by_name["killed"]["note"] == "killed while running (its process is gone)"
     assert "mnistres train --resume runs/cut" in by_name["cut"]["hint"]
     assert "mnistres train --resume runs/killed" in by_name["killed"]["hint"]
