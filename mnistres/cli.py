@@ -175,9 +175,9 @@ def _default(key: str) -> str:
 def _names(kind: str) -> Any:
     """Completes a registry name (`relu` after `--activation r`), with its help line where the shell shows one."""
     def complete(incomplete: str) -> list[tuple[str, str]]:
-        from mnistres.registry import completion_names
+        from mnistres.registry import completion_names, normalise
 
-        typed = incomplete.strip().lower().replace("-", "_")
+        typed = normalise(incomplete)
         return [(name, help) for name, help in completion_names(kind) if name.startswith(typed)]
 
     return complete

@@ -128,6 +128,7 @@ def plain_table(title: str, headers: list[str], rows: Iterable[list[str]]) -> Ta
 def runs_table(title: str, listed: Iterable[Any], keys: list[str]) -> Table:
     """`mnistres runs`: one row per run directory (`listing.Listed`), with the settings `keys`."""
     from mnistres.values import text
+    from mnistres.wording import duration
 
     table = Table(title=Text(title), title_justify="left")
     for header in ("run", "status", "epochs", "best val %", "final val %", *keys, "started (UTC)", "time", "size"):
@@ -135,23 +136,16 @@ def runs_table(title: str, listed: Iterable[Any], keys: list[str]) -> Table:
                          else "left", no_wrap=header == "run")
     for run in listed:
         epochs = "—" if run.epochs_done is None else f"{run.epochs_done}/{run.epochs_planned or '?'}"
+        took = "—" if run.seconds is None else duration(run.seconds)
         cells = [run.name, run.status, epochs, _percent(run.best_val_acc), _percent(run.final_val_acc),
                  *(text(run.config.get(key)) if key in run.config else "—" for key in keys),
-                 run.started[:16].replace("T", " "), _duration(run.seconds), _size(run.bytes)]
+                 run.started[:16].replace("T", " "), took, _size(run.bytes)]
         table.add_row(*map(Text, cells))
     return table
 
 
 def _percent(value: Any) -> str:
     return f"{100 * value:.2f}" if isinstance(value, (int, float)) and value == value else "—"
-
-
-def _duration(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)):
-        return "—"
-    minutes, rest = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
 
 
 def _size(count: int) -> str:

@@ -52,9 +52,9 @@ def check_mistakes(count: int, figure: Path | None) -> Path | None:
 def add_mistakes(result: dict[str, Any], trained: Trained, split: Any, batch_size: int | None, count: int,
                  figure: Path, *, source: str, names: list[str] | None = None) -> None:
     """The `count` most confident mistakes on `split`: drawn as a grid in `figure`, listed in `result`."""
-    from mnistres import figures, mistakes
+    from mnistres import figures, metrics, mistakes
 
-    probabilities = probabilities_of(trained, split, batch_size)
+    probabilities = metrics.probabilities(trained.network, trained.batches(split, batch_size), trained.amp)
     found = mistakes.select(probabilities.numpy(), split.labels.cpu().numpy(), split.images[:, 0].cpu().numpy(),
                             source=source, names=names, keep=count,
                             positions=None if split.positions is None else split.positions.numpy())
@@ -63,12 +63,6 @@ def add_mistakes(result: dict[str, Any], trained: Trained, split: Any, batch_siz
                                          f"{found.total:,} mistakes in {found.scored:,} images\n"
                                          "(true → predicted class, the model's confidence, index in the file)")
     result["mistakes"] = {"total": found.total, "source": source, "figure": str(figure), "shown": found.rows()}
-
-
-def probabilities_of(trained: Trained, split: Any, batch_size: int | None) -> torch.Tensor:
-    from mnistres import metrics
-
-    return metrics.probabilities(trained.network, trained.batches(split, batch_size), trained.amp)
 
 
 def report(trained: Trained, source: dict[str, Any], images: int, loss: float, accuracy: float,

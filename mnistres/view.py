@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from mnistres.wording import plural
+from mnistres.wording import duration, plural
 
 
 
@@ -45,11 +45,6 @@ class PointState:
 
 STYLES = {"pending": "dim", "running": "cyan", "completed": "green", "diverged": "yellow",
           "failed": "red", "interrupted": "magenta"}
-
-
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 class SweepView:
@@ -84,7 +79,7 @@ class SweepView:
         if not self.live:
             accuracy = f"val_acc {state.val_acc:.4f}, " if isinstance(state.val_acc, float) else ""
             reason = f": {state.message}" if state.message and state.status != "completed" else ""
-            self._line(state, f"{state.status} ({accuracy}{_duration(state.seconds)}){reason}")
+            self._line(state, f"{state.status} ({accuracy}{duration(state.seconds)}){reason}")
 
     def _line(self, state: PointState, text: str) -> None:
         done = sum(s.status not in ("pending", "running") for s in self.states)
@@ -102,10 +97,10 @@ class SweepView:
             epochs = state.point.config.epochs
             if state.status == "running":
                 epoch = f"{state.epoch}/{epochs}" + (f" {state.fraction:4.0%}" if state.fraction else "")
-                elapsed = _duration(now - state.started)
+                elapsed = duration(now - state.started)
             else:
                 epoch = f"{state.epoch}/{epochs}" if state.epoch else ""
-                elapsed = _duration(state.seconds) if state.seconds else ""
+                elapsed = duration(state.seconds) if state.seconds else ""
             accuracy = f"{state.val_acc:.4f}" if isinstance(state.val_acc, float) else ""
             table.add_row(Text(state.point.name), Text(status, style=STYLES.get(state.status, "")), epoch, accuracy,
                           elapsed, Text(state.device))  # the device, and with Dask the machine

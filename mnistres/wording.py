@@ -1,4 +1,4 @@
-"""Small helpers for sentences that count things: "1 epoch", "3 epochs", "an interrupted run"."""
+"""Small helpers for sentences that count things: "1 epoch", "3 epochs", "an interrupted run", "21m29s"."""
 
 from __future__ import annotations
 
@@ -13,3 +13,10 @@ def article(word: str) -> str:
     if not word:
         return "a"
     return ("an " if word[0].lower() in "aeiou" else "a ") + word
+
+
+def duration(seconds: float) -> str:
+    """Elapsed time as a sweep and `runs` show it: "42s", "21m29s", "2h05m" (whole seconds, cut off)."""
+    minutes, rest = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
