@@ -162,19 +162,28 @@ class StopAtAccuracy(Callback):
             trainer.stop_reason = f"reached {self.target:.2%} test accuracy"
 
 
+RECIPE_KEYS = ("batch_size", "epochs", "train_size", "optimizer", "momentum", "lr", "schedule", "label_smoothing",
+               "augment", "low_res", "low_res_epochs", "low_res_mode")
+
+
+def recipe_settings(data_dir: Path, out: Path, preset: str | None, train_size: int | None, seed: int,
+                    name: str, **changes: Any) -> config_module.RunConfig:
+    options = {"data_dir": str(data_dir), "download": False, "train_size": train_size, "seed": seed,
+               "callbacks": [], "out_dir": str(out), "name": name, **changes}
+    return config_module.layered({}, "benchmark", options, preset=preset)
+
+
 def time_to_accuracy(data_dir: Path, out: Path, target: float, preset: str | None, train_size: int | None,
                      seed: int, **changes: Any) -> dict[str, Any]:
-    options = {"data_dir": str(data_dir), "download": False, "train_size": train_size, "seed": seed,
-               "callbacks": [], "out_dir": str(out), "name": f"to-target-{preset or 'default'}-seed{seed}", **changes}
-    settings = config_module.layered({}, "benchmark", options, preset=preset)
+    settings = recipe_settings(data_dir, out, preset, train_size, seed,
+                               f"to-target-{preset or 'default'}-seed{seed}", **changes)
     result = train(settings, console=Console(quiet=True), extra_callbacks=[StopAtAccuracy(target)])
     history = result.history
     reached = next((row["epoch"] for row in history if row["val_acc"] >= target), None)
     counted = history if reached is None else history[:reached]
     return {
         "recipe": f"--preset {preset}" if preset else "defaults",
-        "settings": {key: getattr(settings, key) for key in ("batch_size", "epochs", "optimizer", "momentum", "lr", "schedule",
-                                                             "label_smoothing", "augment", "train_size")},
+        "settings": {key: getattr(settings, key) for key in RECIPE_KEYS},
         "seed": seed,
         "target": target,
         "reached_at_epoch": reached,
@@ -184,6 +193,20 @@ def time_to_accuracy(data_dir: Path, out: Path, target: float, preset: str | Non
         "val_acc_per_epoch": [row["val_acc"] for row in history],
         "seconds_per_epoch": [row["seconds"] for row in history],
     }
+
+
+def full_epoch_seconds(data_dir: Path, out: Path, preset: str | None, seed: int, batch_size: int | None = None) -> float:
+    """Training seconds of one epoch over all the training images at full resolution: the recipe at its
+    batch size (or `batch_size`) with no subset and no low-resolution steps, the yardstick of issue 16's
+    "half the time of one full-resolution epoch"."""
+    changes: dict[str, Any] = {"epochs": 1, "low_res": 0, "low_res_epochs": 0.0, "precise_bn": 0}
+    if batch_size:
+        changes["batch_size"] = batch_size
+    settings = recipe_settings(data_dir, out, preset, None, seed,
+                               f"full-epoch-{preset or 'default'}-bs{batch_size or 'own'}-seed{seed}", **changes)
+    settings = settings.replace(train_size=None)  # the whole training set, whatever the recipe's subset
+    result = train(settings, console=Console(quiet=True))
+    return float(result.history[0]["seconds"])
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -237,6 +260,9 @@ def interleaved(measures: dict[str, Any], rounds: int, console: Console, label: 
     return values
 
 
+PARTS = ("train", "eval", "time")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("MNISTRES_DATA_DIR"),
@@ -250,7 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=0.99, help="test accuracy for the time-to-accuracy runs")
     parser.add_argument("--recipes", nargs="*", default=["default", "fast"],
                         help="time-to-accuracy runs: 'default' and/or preset names (none: skip)")
-    parser.add_argument("--train-size", type=int, help="training images for time-to-accuracy (default: all)")
+    parser.add_argument("--train-size", type=int,
+                        help="training images for time-to-accuracy (default: the recipe's, else all)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the time-to-accuracy runs")
+    parser.add_argument("--reference-batch-sizes", type=int, nargs="*", default=[],
+                        help="also time one full-resolution epoch at these batch sizes, beside the recipe's own")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="what to measure (default: all)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", type=Path, help="write every measurement here")
     args = parser.parse_args(argv)
@@ -278,48 +310,23 @@ def main(argv: list[str] | None = None) -> int:
         # kernel selection) fall on neither side of the first round.
         mnistres_train(data_dir, runs, min(images, 256), args.batch_sizes[0], 0, "warm-up")
         tutorial_train(train_set, min(images, 256), args.batch_sizes[0], 0)
-        results["train"] = []
-        for batch_size in args.batch_sizes:
-            def ours(round_number: int, changes: dict[str, Any] | None = None, tag: str = "",
-                     batch_size: int = batch_size) -> float:
-                return mnistres_train(data_dir, runs, images, batch_size, round_number,
-                                      f"bs{batch_size}-r{round_number}{tag}", **(changes or {}))
-
-            measures: dict[str, Any] = {
-                "mnistres": ours,
-                "baseline": lambda round_number, batch_size=batch_size: tutorial_train(
-                    train_set, images, batch_size, round_number),
+        if "train" in args.parts:
+            results["train"] = measure_training(args, data_dir, runs, train_set, images, console)
+        if "eval" in args.parts:
+            measures = {
+                "mnistres": lambda round_number: mnistres_eval(data_dir),
+                "baseline": lambda round_number: tutorial_eval(test_set),
+                **{name: lambda round_number, size=size: mnistres_eval(data_dir, size)
+                   for name, size in EVAL_ABLATIONS.items()},
             }
-            if batch_size == args.ablation_batch_size:
-                for number, (name, changes) in enumerate(TRAIN_ABLATIONS.items()):
-                    measures[name] = lambda round_number, changes=changes, tag=f"-a{number}": ours(
-                        round_number, changes, tag)
-            sides = interleaved(measures, args.rounds, console, f"training, batch {batch_size}")
-            results["train"].append({"batch_size": batch_size, "images": images, **summarise(sides)})
-
-        measures = {
-            "mnistres": lambda round_number: mnistres_eval(data_dir),
-            "baseline": lambda round_number: tutorial_eval(test_set),
-            **{name: lambda round_number, size=size: mnistres_eval(data_dir, size)
-               for name, size in EVAL_ABLATIONS.items()},
-        }
-        results["eval"] = {"images": len(test_set), **summarise(interleaved(measures, args.eval_rounds, console,
-                                                                            "evaluation"))}
-
-        results["time_to_accuracy"] = []
-        for recipe in args.recipes:
-            outcome = time_to_accuracy(data_dir, runs, args.target,
-                                       None if recipe == "default" else recipe, args.train_size, seed=0)
-            results["time_to_accuracy"].append(outcome)
-            reached = outcome["reached_at_epoch"]
-            accuracies = outcome["val_acc_per_epoch"]
-            console.print(f"{outcome['recipe']}: " + (
-                f"{accuracies[reached - 1]:.2%} after epoch {reached}, {outcome['train_seconds']:.1f} s of training"
-                if reached else f"{args.target:.2%} not reached in {len(accuracies)} epochs "
-                                f"(best {max(accuracies):.2%})"), highlight=False)
+            results["eval"] = {"images": len(test_set), **summarise(interleaved(measures, args.eval_rounds, console,
+                                                                                "evaluation"))}
+        if "time" in args.parts:
+            results["time_to_accuracy"] = measure_time_to_accuracy(args, data_dir, runs, console)
 
     results["wall_seconds"] = (datetime.now(timezone.utc) - started).total_seconds()
-    console.print(table(results))
+    for view in tables(results):
+        console.print(view)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
@@ -327,29 +334,93 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def table(results: dict[str, Any]) -> Table:
-    settings = results["settings"]
-    view = Table(title=f"mnistres vs tutorial-style PyTorch: medians of {settings['rounds']} interleaved rounds "
-                       f"({settings['eval_rounds']} for evaluation)",
-                 title_justify="left")
-    for header in ("measure", "side", "images/s", "÷ baseline", "÷ mnistres, paired"):
-        view.add_column(header, justify="left" if header in ("measure", "side") else "right")
-    sections = [(f"training, batch {row['batch_size']}", row) for row in results["train"]]
-    sections.append((f"evaluation, {results['eval']['images']:,} test images", results["eval"]))
-    for title, row in sections:
-        for number, (name, side) in enumerate(row["sides"].items()):
-            paired = "" if name == "mnistres" else f"{side['paired_ratio_to_mnistres']:.2f}"
-            view.add_row(title if number == 0 else "", name, f"{side['median']:,.0f}",
-                         f"{side['ratio_to_baseline']:.2f}", paired)
-    for outcome in results["time_to_accuracy"]:
-        reached = outcome["reached_at_epoch"]
-        if reached:
-            value = (f"{outcome['train_seconds']:.1f} s, {outcome['images_seen']:,} images (epoch {reached}: "
-                     f"{outcome['val_acc_per_epoch'][reached - 1]:.2%})")
-        else:
-            value = "not reached"
-        view.add_row(f"time to {outcome['target']:.1%}", outcome["recipe"], value, "", "")
-    return view
+def measure_training(args: argparse.Namespace, data_dir: Path, runs: Path, train_set: Any, images: int,
+                     console: Console) -> list[dict[str, Any]]:
+    rows = []
+    for batch_size in args.batch_sizes:
+        def ours(round_number: int, changes: dict[str, Any] | None = None, tag: str = "",
+                 batch_size: int = batch_size) -> float:
+            return mnistres_train(data_dir, runs, images, batch_size, round_number,
+                                  f"bs{batch_size}-r{round_number}{tag}", **(changes or {}))
+
+        measures: dict[str, Any] = {
+            "mnistres": ours,
+            "baseline": lambda round_number, batch_size=batch_size: tutorial_train(
+                train_set, images, batch_size, round_number),
+        }
+        if batch_size == args.ablation_batch_size:
+            for number, (name, changes) in enumerate(TRAIN_ABLATIONS.items()):
+                measures[name] = lambda round_number, changes=changes, tag=f"-a{number}": ours(
+                    round_number, changes, tag)
+        sides = interleaved(measures, args.rounds, console, f"training, batch {batch_size}")
+        rows.append({"batch_size": batch_size, "images": images, **summarise(sides)})
+    return rows
+
+
+def measure_time_to_accuracy(args: argparse.Namespace, data_dir: Path, runs: Path,
+                             console: Console) -> list[dict[str, Any]]:
+    """Each recipe and seed, then (interleaved, seed by seed) one full-resolution epoch at the recipe's batch
+    size and at each reference batch size, so that the ratio compares runs that met the machine alike."""
+    outcomes = []
+    for recipe in args.recipes:
+        preset = None if recipe == "default" else recipe
+        for seed in args.seeds:
+            outcome = time_to_accuracy(data_dir, runs, args.target, preset, args.train_size, seed=seed)
+            full = {"own": full_epoch_seconds(data_dir, runs, preset, seed)}
+            for batch_size in args.reference_batch_sizes:
+                full[str(batch_size)] = full_epoch_seconds(data_dir, runs, preset, seed, batch_size)
+            outcome["full_epoch_seconds"] = full
+            outcome["ratio_to_full_epoch"] = outcome["train_seconds"] / full["own"]
+            outcomes.append(outcome)
+            reached = outcome["reached_at_epoch"]
+            accuracies = outcome["val_acc_per_epoch"]
+            console.print(f"{outcome['recipe']}, seed {seed}: " + (
+                f"{accuracies[reached - 1]:.2%} after epoch {reached}, {outcome['train_seconds']:.1f} s of training"
+                if reached else f"{args.target:.2%} not reached in {len(accuracies)} epochs "
+                                f"(best {max(accuracies):.2%})")
+                + f"; one full-resolution epoch: {full['own']:.1f} s" + "".join(
+                    f", {full[str(b)]:.1f} s at batch {b}" for b in args.reference_batch_sizes), highlight=False)
+    return outcomes
+
+
+def tables(results: dict[str, Any]) -> list[Table]:
+    """The throughput table (training and evaluation, where measured) and the time-to-accuracy table."""
+    settings, made = results["settings"], []
+    sections = [(f"training, batch {row['batch_size']}", row) for row in results.get("train", [])]
+    if "eval" in results:
+        sections.append((f"evaluation, {results['eval']['images']:,} test images", results["eval"]))
+    if sections:
+        view = Table(title=f"mnistres vs tutorial-style PyTorch: medians of {settings['rounds']} interleaved rounds "
+                           f"({settings['eval_rounds']} for evaluation)", title_justify="left")
+        for header in ("measure", "side", "images/s", "÷ baseline", "÷ mnistres, paired"):
+            view.add_column(header, justify="left" if header in ("measure", "side") else "right")
+        for title, row in sections:
+            for number, (name, side) in enumerate(row["sides"].items()):
+                paired = "" if name == "mnistres" else f"{side['paired_ratio_to_mnistres']:.2f}"
+                view.add_row(title if number == 0 else "", name, f"{side['median']:,.0f}",
+                             f"{side['ratio_to_baseline']:.2f}", paired)
+        made.append(view)
+    outcomes = results.get("time_to_accuracy", [])
+    if outcomes:
+        view = Table(title=f"time to {settings['target']:.1%} test accuracy (training seconds, evaluation excluded), "
+                           f"beside one full-resolution epoch", title_justify="left")
+        references = sorted({key for outcome in outcomes for key in outcome["full_epoch_seconds"]} - {"own"}, key=int)
+        for header in ("recipe", "seed", "reached", "seconds", "images seen", "full epoch, own batch",
+                       *(f"full epoch, batch {b}" for b in references), "÷ full epoch"):
+            view.add_column(header, justify="left" if header == "recipe" else "right")
+        for outcome in outcomes:
+            reached = outcome["reached_at_epoch"]
+            full = outcome["full_epoch_seconds"]
+            view.add_row(
+                outcome["recipe"], str(outcome["seed"]),
+                f"epoch {reached}: {outcome['val_acc_per_epoch'][reached - 1]:.2%}" if reached
+                else f"no (best {max(outcome['val_acc_per_epoch']):.2%})",
+                f"{outcome['train_seconds']:.1f}" if reached else "", f"{outcome['images_seen']:,}" if reached else "",
+                f"{full['own']:.1f} s (batch {outcome['settings']['batch_size']})",
+                *(f"{full[b]:.1f} s" for b in references),
+                f"{outcome['ratio_to_full_epoch']:.2f}" if reached else "")
+        made.append(view)
+    return made
 
 
 if __name__ == "__main__":

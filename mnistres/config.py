@@ -23,6 +23,7 @@ from mnistres.registry import normalise
 
 DATASETS = ("mnist", "fashion-mnist")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+LOW_RES_MODES = ("shrink", "crop")
 DEFAULT_CALLBACKS = ("per_class_accuracy", "progress")
 
 
@@ -52,8 +53,9 @@ class RunConfig:
     rotate: float = 0.0  # random rotation of each training image by up to ± this many degrees; 0: off
     zoom: float = 0.0  # random scaling of each training image by up to ± this fraction (0.1: 0.9 to 1.1 times); 0: off
     translate: float = 0.0  # random (sub-pixel) shift of each training image by up to ± this many pixels; 0: off
-    low_res: int = 0  # side in pixels to which training images are shrunk for the first low_res_epochs (cheaper steps); 0: full size throughout
+    low_res: int = 0  # side in pixels of the training images for the first low_res_epochs (cheaper steps); 0: full size throughout
     low_res_epochs: float = 0.0  # epochs (fractions allowed) trained at low_res before the rest at full size
+    low_res_mode: str = "shrink"  # how images get to low_res: shrink (the whole image, scaled down) | crop (a random window, the digit at full scale)
     seed: int = 0  # seeds weights, subset, hold-out and batch order
     precise_bn: int = 2048  # training images that refresh BatchNorm statistics before each evaluation; 0: off (Keras's way)
     sync_bn: bool = True  # under torchrun, BatchNorm statistics of the global batch (results as one process); false: each process's share
@@ -287,6 +289,8 @@ def validate(config: RunConfig) -> None:
             raise bad(key, f"from 0 (off) to {high:g} ({unit})")
     if config.low_res and not LOW_RES_MIN <= config.low_res < IMAGE_SIDE:
         raise bad("low_res", f"0 (off) or from {LOW_RES_MIN} to {IMAGE_SIDE - 1} pixels (the images are {IMAGE_SIDE}x{IMAGE_SIDE})")
+    if config.low_res_mode not in LOW_RES_MODES:
+        raise bad("low_res_mode", " | ".join(LOW_RES_MODES))
     if not 0.0 <= config.low_res_epochs < config.epochs:
         raise bad("low_res_epochs", f"from 0 up to (not including) epochs={config.epochs}: the last part of training "
                                     f"is at full size, the size the model is evaluated at")

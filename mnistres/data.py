@@ -283,6 +283,33 @@ def shrink(inputs: torch.Tensor, side: int) -> torch.Tensor:
     return small.contiguous(memory_format=memory_format)
 
 
+CROP_JITTER = 2  # pixels a low-resolution window moves from the centre, each way (as `augment`'s shifts)
+
+
+def random_crop(inputs: torch.Tensor, side: int, generator: torch.Generator | None, *,
+                whole: int | None = None, part: slice = slice(None)) -> torch.Tensor:
+    """A side x side window of each image (N, 1, H, W) around its centre, moved by up to CROP_JITTER pixels
+    each way (less if the window leaves less room), in the inputs' memory format. Unlike `shrink`, the
+    digit keeps its scale; MNIST's digits sit in the central 20x20 pixels, so a window of 20 or more
+    loses little of them.
+
+    With several processes, `inputs` is this process's `part` of a global batch of `whole` images: the
+    windows are drawn for the whole batch (the same draws on every process, and as one process draws)
+    and this part of them is used."""
+    count, _, height, width = inputs.shape
+    slack = min(height, width) - side
+    jitter = min(CROP_JITTER, slack // 2)
+    draws = torch.randint(0, 2 * jitter + 1, (2, count if whole is None else whole), generator=generator)
+    offsets = (draws[:, part] + (slack // 2 - jitter)).to(inputs.device)
+    rows = torch.arange(side, device=inputs.device)[None, :] + offsets[0][:, None]  # (N, side)
+    cols = torch.arange(side, device=inputs.device)[None, :] + offsets[1][:, None]
+    batch = torch.arange(count, device=inputs.device)[:, None, None]
+    window = inputs[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+    memory_format = torch.channels_last if inputs.is_contiguous(memory_format=torch.channels_last) \
+        else torch.contiguous_format
+    return window.contiguous(memory_format=memory_format)
+
+
 def random_affine(images: torch.Tensor, rotate: float, zoom: float, translate: float,
                   generator: torch.Generator | None) -> torch.Tensor:
     """Rotate each image by up to ±`rotate` degrees, scale it by up to ±`zoom` and shift it by up to

@@ -418,7 +418,7 @@ class Trainer:
         start = time.perf_counter()
         for step, (x, y) in enumerate(batches, start=1):
             if self.global_step < self.low_res_steps:
-                x = data_module.shrink(x, self.config.low_res)
+                x = self.low_res_inputs(x, min(batch_size, images - (step - 1) * batch_size))
             with devices.autocast(device, self.amp):
                 logits = self.forward(x)
                 if world.several:
@@ -463,6 +463,14 @@ class Trainer:
             "seconds": seconds,
             "images_per_s": seen / seconds,
         }
+
+    def low_res_inputs(self, x: torch.Tensor, whole: int) -> torch.Tensor:
+        """This step's inputs at low_res: shrunk, or a random window of each (drawn for the `whole` global batch,
+        with the batch order's generator, so a resumed run and several processes draw what one run draws)."""
+        if self.config.low_res_mode == "crop":
+            return data_module.random_crop(x, self.config.low_res, self.shuffle_generator, whole=whole,
+                                           part=distributed.share(whole, self.world))
+        return data_module.shrink(x, self.config.low_res)
 
     def check_step(self) -> bool:
         """Whether the loss is still finite. With several processes the answer is shared, and so is a

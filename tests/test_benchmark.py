@@ -20,7 +20,7 @@ def test_speed_benchmark_runs_on_tiny_data(data_dir, tmp_path):
     completed = subprocess.run(
         [sys.executable, str(SCRIPT), "--data-dir", str(data_dir), "--images", "64", "--rounds", "2", "--eval-rounds", "2",
          "--batch-sizes", "16", "32", "--recipes", "default", "fast", "--target", "0.0", "--threads", "1",
-         "--json", str(out)],
+         "--train-size", "320", "--seeds", "0", "1", "--reference-batch-sizes", "16", "--json", str(out)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(out.read_text())
@@ -42,15 +42,34 @@ def test_speed_benchmark_runs_on_tiny_data(data_dir, tmp_path):
         assert row["ratio_of_medians"] == row["sides"]["mnistres"]["ratio_to_baseline"]
     assert results["eval"]["images"] == 160  # the whole (synthetic) test set
 
-    recipes = {outcome["recipe"]: outcome for outcome in results["time_to_accuracy"]}
-    assert set(recipes) == {"defaults", "--preset fast"}
-    for outcome in recipes.values():  # a target of 0 is reached after the first epoch, which is all that counts
+    outcomes = results["time_to_accuracy"]
+    assert [(o["recipe"], o["seed"]) for o in outcomes] == [("defaults", 0), ("defaults", 1), ("--preset fast", 0),
+                                                            ("--preset fast", 1)]
+    for outcome in outcomes:  # a target of 0 is reached after the first epoch, which is all that counts
         assert outcome["reached_at_epoch"] == 1 and len(outcome["val_acc_per_epoch"]) == 1
         assert outcome["train_seconds"] == outcome["seconds_per_epoch"][0] > 0
         assert outcome["images_seen"] == 320  # one epoch of the tiny training set
+        # beside it, one full-resolution epoch of the whole training set, at its own batch size and at 16
+        assert set(outcome["full_epoch_seconds"]) == {"own", "16"} and min(outcome["full_epoch_seconds"].values()) > 0
+        assert outcome["ratio_to_full_epoch"] == outcome["train_seconds"] / outcome["full_epoch_seconds"]["own"]
+    recipes = {outcome["recipe"]: outcome for outcome in outcomes}
     assert recipes["--preset fast"]["settings"]["optimizer"] != recipes["defaults"]["settings"]["optimizer"]
+    assert recipes["--preset fast"]["settings"]["train_size"] == 320  # the command line's, over the preset's
     assert "time to 0.0%" in completed.stdout and "training, batch 32" in completed.stdout
+    assert "one full-resolution epoch: " in completed.stdout and " s at batch 16" in completed.stdout
     assert not list(tmp_path.glob("runs"))  # its runs went to a temporary folder, not the working directory
+
+
+def test_speed_benchmark_measures_only_the_parts_asked(data_dir, tmp_path):
+    out = tmp_path / "speed.json"
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--data-dir", str(data_dir), "--images", "64", "--eval-rounds", "1",
+         "--parts", "eval", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert "eval" in results and "train" not in results and "time_to_accuracy" not in results
+    assert "evaluation, 160 test images" in completed.stdout and "time to" not in completed.stdout
 
 
 def test_speed_benchmark_needs_a_data_folder(tmp_path):

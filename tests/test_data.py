@@ -168,3 +168,35 @@ def test_shrink_averages_into_a_smaller_image_in_the_same_layout():
         assert shrunk.shape == (2, 1, side, side) and shrunk.is_contiguous()
         # Each output pixel averages the pixels it covers: the ink's share of the area is about kept.
         assert abs(float(shrunk.mean()) - float(images.mean())) < 0.02, side
+
+
+@pytest.mark.parametrize("side, lowest, highest", [(24, 0, 4), (20, 2, 6), (27, 0, 0)])
+def test_random_crop_takes_a_window_near_the_centre_of_each_image(side, lowest, highest):
+    from mnistres.data import random_crop
+
+    images = torch.arange(64 * 28 * 28, dtype=torch.float32).reshape(64, 1, 28, 28).contiguous(
+        memory_format=torch.channels_last)
+    windows = random_crop(images, side, torch.Generator().manual_seed(3))
+    assert windows.shape == (64, 1, side, side) and windows.is_contiguous(memory_format=torch.channels_last)
+    offsets = set()
+    for image, window in zip(images, windows):
+        # Pixel values count up row by row: a window's first pixel says where it was cut.
+        top, left = divmod(int(window[0, 0, 0]) - int(image[0, 0, 0]), 28)
+        assert torch.equal(window, image[:, top:top + side, left:left + side])  # the digit at its own scale
+        offsets.update({top, left})
+    # Centred, moved by up to 2 pixels each way (less where the window leaves less room), every position drawn.
+    assert offsets == set(range(lowest, highest + 1))
+
+
+def test_random_crop_draws_for_the_whole_batch():
+    from mnistres.data import random_crop
+
+    images = torch.arange(5 * 28 * 28, dtype=torch.float32).reshape(5, 1, 28, 28).contiguous(
+        memory_format=torch.channels_last)
+    windows = random_crop(images, 24, torch.Generator().manual_seed(3))
+    # One process's draws, cut into two processes' parts: the parts are the windows one process takes.
+    parts = [random_crop(images[part], 24, torch.Generator().manual_seed(3), whole=5, part=part)
+             for part in (slice(0, 3), slice(3, 5))]
+    assert torch.equal(torch.cat(parts), windows)
+    empty = random_crop(images[5:], 24, torch.Generator().manual_seed(3), whole=5, part=slice(5, 5))
+    assert empty.shape == (0, 1, 24, 24)

@@ -29,9 +29,9 @@ def test_every_preset_builds_a_config_and_trains(name, data_dir, tmp_path):
     settings = config_module.layered({}, "test", preset=name)
     for key, value in bundle.items():  # every value of the preset lands in the config, typed
         assert settings.to_dict()[key] == config_module.coerce(key, value)
-    # Its recipe, shrunk to the tiny data: a small model and one epoch.
+    # Its recipe, shrunk to the tiny data: a small model, one epoch, all of the few images.
     tiny = settings.replace(data_dir=str(data_dir), download=False, device="cpu", width=8, blocks=1, epochs=1,
-                            precise_bn=64, threads=1, callbacks=(), out_dir=str(tmp_path), name=name)
+                            train_size=None, precise_bn=64, threads=1, callbacks=(), out_dir=str(tmp_path), name=name)
     result = train(tiny, console=Console(quiet=True))
     assert result.status == "completed" and result.summary["train_images"] == 320
 
@@ -99,12 +99,16 @@ def test_sweep_applies_the_preset_to_every_point(tmp_path):
 
 
 def test_train_with_a_preset_records_its_values(fast, tmp_path):
+    preset = presets.get("fast").options
+    # The preset trains on a subset larger than the tiny data: said in one line, exit 2.
     result = invoke("train", "--preset", "fast", *fast, "--out-dir", str(tmp_path), "--name", "p")
+    assert result.exit_code == 2 and f"train_size={preset['train_size']:,} is more than the 320" in result.output
+    result = invoke("train", "--preset", "fast", *fast, "--train-size", "256", "--out-dir", str(tmp_path), "--name", "p")
     assert result.exit_code == 0, result.output
     stored = yaml.safe_load((tmp_path / "p" / "config.yaml").read_text())
-    preset = presets.get("fast").options
     assert stored["optimizer"] == preset["optimizer"] and stored["schedule"] == preset["schedule"]
-    assert stored["epochs"] == 2  # the command line's --epochs wins over the preset's
+    assert stored["low_res_mode"] == preset["low_res_mode"]
+    assert stored["epochs"] == 2 and stored["train_size"] == 256  # the command line wins over the preset
 
 
 def test_resume_takes_no_preset(tmp_path):
