@@ -55,7 +55,7 @@ class RunConfig:
     translate: float = 0.0  # random (sub-pixel) shift of each training image by up to ± this many pixels; 0: off
     low_res: int = 0  # side in pixels of the training images for the first low_res_epochs (cheaper steps); 0: full size throughout
     low_res_epochs: float = 0.0  # epochs (fractions allowed) trained at low_res before the rest at full size
-    low_res_mode: str = "shrink"  # how images get to low_res: shrink (the whole image, scaled down) | crop (a random window, the digit at full scale)
+    low_res_mode: str = "shrink"  # how images get to low_res: shrink (the whole image, scaled down) | crop (a window around the centre, moved by up to 2 pixels: the digit at full scale)
     seed: int = 0  # seeds weights, subset, hold-out and batch order
     precise_bn: int = 2048  # training images that refresh BatchNorm statistics before each evaluation; 0: off (Keras's way)
     sync_bn: bool = True  # under torchrun, BatchNorm statistics of the global batch (results as one process); false: each process's share

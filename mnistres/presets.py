@@ -19,8 +19,8 @@ def _values(**values):
 
 presets.register(
     "fast",
-    help="99 % test accuracy in under half an epoch's time: one pass over 44,000 of the training images, "
-         "the first 80 % as 20x20 windows around the digit (benchmarks/README.md)",
+    help="tuned for time to 99 % test accuracy: one pass over 44,000 of the training images, the first 80 % "
+         "as 20x20 windows around the digit (benchmarks/README.md)",
     options={"batch_size": 32, "epochs": 1, "train_size": 44000, "optimizer": "sgd:nesterov=true", "momentum": 0.9,
              "lr": 0.15, "schedule": "onecycle:div_factor=5", "label_smoothing": 0.2,
              "low_res": 20, "low_res_mode": "crop", "low_res_epochs": 0.8},
