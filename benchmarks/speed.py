@@ -174,15 +174,18 @@ def recipe_settings(data_dir: Path, out: Path, preset: str | None, train_size: i
 
 
 def time_to_accuracy(data_dir: Path, out: Path, target: float, preset: str | None, train_size: int | None,
-                     seed: int, **changes: Any) -> dict[str, Any]:
+                     seed: int, label: str | None = None, **changes: Any) -> dict[str, Any]:
+    """Train the recipe (`preset` with `changes`; `label` names it in the results) until the end of the first
+    epoch whose test accuracy reaches `target`."""
     settings = recipe_settings(data_dir, out, preset, train_size, seed,
-                               f"to-target-{preset or 'default'}-seed{seed}", **changes)
+                               "to-target-" + "".join(c if c.isalnum() else "-" for c in label or preset or "default")
+                               + f"-seed{seed}", **changes)
     result = train(settings, console=Console(quiet=True), extra_callbacks=[StopAtAccuracy(target)])
     history = result.history
     reached = next((row["epoch"] for row in history if row["val_acc"] >= target), None)
     counted = history if reached is None else history[:reached]
     return {
-        "recipe": f"--preset {preset}" if preset else "defaults",
+        "recipe": label or (f"--preset {preset}" if preset else "defaults"),
         "settings": {key: getattr(settings, key) for key in RECIPE_KEYS},
         "seed": seed,
         "target": target,

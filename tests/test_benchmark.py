@@ -99,7 +99,10 @@ def test_the_gpu_script_runs_its_cpu_safe_parts(tmp_path):
         ("eager", 32), ("eager", 128), ("eager", 512), ("eager, cuDNN benchmark off", 128)]
     assert all(row["median"] > 0 for row in results["training"]) and results["evaluation"]["median"] > 0
     assert [(row["recipe"], row["seed"]) for row in results["time_to_99"]] == [
-        ("--preset fast", 0), ("--preset fast", 1), ("--preset fast", 2), ("defaults", 0)]
+        ("--preset fast", 0), ("--preset fast", 1), ("--preset fast", 2),
+        *((("the previous --preset fast (batch 128, all images)", seed) for seed in (0, 1, 2))), ("defaults", 0)]
+    previous = results["time_to_99"][3]["settings"]
+    assert (previous["batch_size"], previous["low_res"]) == (128, 0)
     table = (out / "gpu.md").read_text()
     assert "--dry-run: not a measurement" in table and "| eager | 512 |" in table
 
