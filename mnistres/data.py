@@ -196,7 +196,7 @@ def prepare(dataset: str, root: Path, *, download: bool, train_size: int | None,
     available = total - held
     if train_size is not None and train_size > available:
         raise ConfigError(f"train_size={train_size:,} is more than the {available:,} training images available"
-                          + (f" after holding out {held:,}" if held else ""))
+                          + (f" after holding out {held:,}" if held else "") + f"; use --train-size {available} or less")
     train_index = order[held:held + (train_size or available)]
     val_positions = order[:held] if held else None
     if held:

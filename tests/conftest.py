@@ -62,7 +62,9 @@ def _isolate(tmp_path, monkeypatch):
     """Each test runs in its own folder, with no data folder or cache inherited from the user."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MNISTRES_DATA_DIR", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # The user cache beside the test's folder, not in it: loading the plugins remembers their names there
+    # (for completion), and tests that check a refused command wrote nothing look at their folder.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path.parent / f"{tmp_path.name}-cache"))
     monkeypatch.delenv("MNISTRES_DEBUG", raising=False)
 
 
