@@ -9,8 +9,10 @@ machine slows both sides alike), this measures:
    with its default implementation, and `loss.item()` every step; at each batch size given;
 2. evaluation images/s on the test set: `mnistres`'s evaluation against the tutorial's test
    loop (DataLoader with batches of 1,000, `torch.no_grad()`);
-3. time to a test accuracy (99.0 % by default): training seconds, evaluation excluded, of the
-   default recipe and of `--preset fast`, with a test-set evaluation after every epoch.
+3. time to a test accuracy (99.0 % by default): training seconds, evaluation excluded, and images
+   seen, of the default recipe and of `--preset fast` (one run per `--seeds`), with a test-set
+   evaluation after every epoch; each followed by one full-resolution epoch of all the training
+   images at the recipe's batch size (and at `--reference-batch-sizes`), and the ratio of the two.
 
 It prints a table and writes every measurement as JSON.
 
