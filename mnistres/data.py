@@ -266,10 +266,16 @@ def random_shift(images: torch.Tensor, pixels: int, generator: torch.Generator |
     count, _, height, width = images.shape
     padded = torch.nn.functional.pad(images, (pixels,) * 4)
     offsets = torch.randint(0, 2 * pixels + 1, (2, count), generator=generator).to(images.device)
-    rows = torch.arange(height, device=images.device)[None, :] + offsets[0][:, None]  # (N, H)
-    cols = torch.arange(width, device=images.device)[None, :] + offsets[1][:, None]  # (N, W)
-    batch = torch.arange(count, device=images.device)[:, None, None]
-    return padded[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+    return _windows(padded, offsets, height, width)
+
+
+def _windows(images: torch.Tensor, offsets: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The height x width window of each image (N, 1, H', W') whose top-left corner is at (offsets[0][i],
+    offsets[1][i]), all in one gather on the device; (N, 1, height, width), contiguous."""
+    rows = torch.arange(height, device=images.device)[None, :] + offsets[0][:, None]  # (N, height)
+    cols = torch.arange(width, device=images.device)[None, :] + offsets[1][:, None]  # (N, width)
+    batch = torch.arange(len(images), device=images.device)[:, None, None]
+    return images[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
 
 
 def shrink(inputs: torch.Tensor, side: int) -> torch.Tensor:
@@ -278,9 +284,13 @@ def shrink(inputs: torch.Tensor, side: int) -> torch.Tensor:
     first makes each step cheaper; the model ends in global average pooling, so it takes any size."""
     small = torch.nn.functional.interpolate(inputs, size=(side, side), mode="bilinear", antialias=True,
                                             align_corners=False)
-    memory_format = torch.channels_last if inputs.is_contiguous(memory_format=torch.channels_last) \
-        else torch.contiguous_format
-    return small.contiguous(memory_format=memory_format)
+    return _in_layout_of(inputs, small)
+
+
+def _in_layout_of(inputs: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+    """`result` in the memory format of `inputs` (channels-last stays channels-last for the model)."""
+    channels_last = inputs.is_contiguous(memory_format=torch.channels_last)
+    return result.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 CROP_JITTER = 2  # pixels a low-resolution window moves from the centre, each way (as `augment`'s shifts)
@@ -296,18 +306,11 @@ def random_crop(inputs: torch.Tensor, side: int, generator: torch.Generator | No
     With several processes, `inputs` is this process's `part` of a global batch of `whole` images: the
     windows are drawn for the whole batch (the same draws on every process, and as one process draws)
     and this part of them is used."""
-    count, _, height, width = inputs.shape
+    _, _, height, width = inputs.shape
     slack = min(height, width) - side
     jitter = min(CROP_JITTER, slack // 2)
-    draws = torch.randint(0, 2 * jitter + 1, (2, count if whole is None else whole), generator=generator)
-    offsets = (draws[:, part] + (slack // 2 - jitter)).to(inputs.device)
-    rows = torch.arange(side, device=inputs.device)[None, :] + offsets[0][:, None]  # (N, side)
-    cols = torch.arange(side, device=inputs.device)[None, :] + offsets[1][:, None]
-    batch = torch.arange(count, device=inputs.device)[:, None, None]
-    window = inputs[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
-    memory_format = torch.channels_last if inputs.is_contiguous(memory_format=torch.channels_last) \
-        else torch.contiguous_format
-    return window.contiguous(memory_format=memory_format)
+    draws = torch.randint(0, 2 * jitter + 1, (2, len(inputs) if whole is None else whole), generator=generator)
+    return _in_layout_of(inputs, _windows(inputs, (draws[:, part] + (slack // 2 - jitter)).to(inputs.device), side, side))
 
 
 def random_affine(images: torch.Tensor, rotate: float, zoom: float, translate: float,

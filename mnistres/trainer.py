@@ -417,15 +417,16 @@ class Trainer:
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         for step, (x, y) in enumerate(batches, start=1):
+            whole = min(batch_size, images - (step - 1) * batch_size)  # the global batch (this rank holds a share)
             if self.global_step < self.low_res_steps:
-                x = self.low_res_inputs(x, min(batch_size, images - (step - 1) * batch_size))
+                x = self.low_res_inputs(x, whole)
             with devices.autocast(device, self.amp):
                 logits = self.forward(x)
                 if world.several:
                     # This rank's share of the global batch: its loss sum, scaled so that DDP's average of
                     # the gradients over the ranks is the gradient of the global batch's mean loss.
                     share_sum = self.criterion_sum(logits.float(), y)
-                    loss = share_sum * (world.size / min(batch_size, images - (step - 1) * batch_size))
+                    loss = share_sum * (world.size / whole)
                 else:
                     loss = self.criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
