@@ -53,6 +53,8 @@ class RunConfig:
     rotate: float = 0.0  # random rotation of each training image by up to ± this many degrees; 0: off
     zoom: float = 0.0  # random scaling of each training image by up to ± this fraction (0.1: 0.9 to 1.1 times); 0: off
     translate: float = 0.0  # random (sub-pixel) shift of each training image by up to ± this many pixels; 0: off
+    elastic: float = 0.0  # random smooth (elastic) distortion of each training image: RMS displacement in pixels; 0: off
+    elastic_sigma: float = 4.0  # smoothness of the elastic distortion: width in pixels of the Gaussian that blurs it
     low_res: int = 0  # side in pixels of the training images for the first low_res_epochs (cheaper steps); 0: full size throughout
     low_res_epochs: float = 0.0  # epochs (fractions allowed) trained at low_res before the rest at full size
     low_res_mode: str = "shrink"  # how images get to low_res: shrink (the whole image, scaled down) | crop (a window around the centre, moved by up to 2 pixels: the digit at full scale)
@@ -284,9 +286,12 @@ def validate(config: RunConfig) -> None:
         raise bad("batch_size", f"at most train_size ({config.train_size}): a step cannot use more images than there are")
     if not 0.0 <= config.label_smoothing < 1.0:
         raise bad("label_smoothing", "from 0 up to (not including) 1")
-    for key, high, unit in (("rotate", 180.0, "degrees"), ("zoom", 0.9, "a fraction"), ("translate", 14.0, "pixels")):
+    for key, high, unit in (("rotate", 180.0, "degrees"), ("zoom", 0.9, "a fraction"), ("translate", 14.0, "pixels"),
+                            ("elastic", 14.0, "pixels")):
         if not 0.0 <= getattr(config, key) <= high:
             raise bad(key, f"from 0 (off) to {high:g} ({unit})")
+    if not 0.5 <= config.elastic_sigma <= 14.0:
+        raise bad("elastic_sigma", "from 0.5 to 14 (pixels)")
     if config.low_res and not LOW_RES_MIN <= config.low_res < IMAGE_SIDE:
         raise bad("low_res", f"0 (off) or from {LOW_RES_MIN} to {IMAGE_SIDE - 1} pixels (the images are {IMAGE_SIDE}x{IMAGE_SIDE})")
     if config.low_res_mode not in LOW_RES_MODES:

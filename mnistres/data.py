@@ -214,6 +214,20 @@ def prepare(dataset: str, root: Path, *, download: bool, train_size: int | None,
     )
 
 
+@dataclass(frozen=True)
+class Warp:
+    """The random warp of each training image: affine (rotation, scaling, shift) plus an elastic distortion."""
+    rotate: float = 0.0  # degrees, ± this much
+    zoom: float = 0.0  # fraction, ± this much
+    translate: float = 0.0  # pixels, ± this much
+    elastic: float = 0.0  # RMS displacement of the smooth distortion, pixels
+    elastic_sigma: float = 4.0  # width of the Gaussian that smooths the distortion, pixels
+
+    @property
+    def active(self) -> bool:
+        return any((self.rotate, self.zoom, self.translate, self.elastic))
+
+
 class Batches:
     """Iterates (inputs, labels) over a Split: shuffled index slices, normalised on the device.
 
@@ -224,10 +238,10 @@ class Batches:
 
     def __init__(self, split: Split, batch_size: int, *, mean: float, std: float, shuffle: bool = False,
                  generator: torch.Generator | None = None, augment: bool = False,
-                 affine: tuple[float, float, float] = (0.0, 0.0, 0.0), channels_last: bool = False,
+                 warp: Warp = Warp(), channels_last: bool = False,
                  world: World | None = None) -> None:
         self.split, self.batch_size, self.world = split, batch_size, world
-        self.affine = affine if any(affine) else None  # (rotate degrees, zoom fraction, translate pixels)
+        self.warp = warp if warp.active else None
         self.shuffle, self.generator, self.augment = shuffle, generator, augment
         self.scale, self.shift = 1.0 / (255.0 * std), mean / std
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -249,8 +263,8 @@ class Batches:
                 x, y = images[index], labels[index]
             if self.augment:
                 x = random_shift(x, 2, self.generator)
-            if self.affine is not None:
-                x = random_affine(x, *self.affine, self.generator)
+            if self.warp is not None:
+                x = random_warp(x, self.warp, self.generator)
             if self.world is not None and self.world.several:
                 part = share(len(y), self.world)
                 x, y = x[part], y[part]
@@ -313,21 +327,41 @@ def random_crop(inputs: torch.Tensor, side: int, generator: torch.Generator | No
     return _in_layout_of(inputs, _windows(inputs, (draws[:, part] + (slack // 2 - jitter)).to(inputs.device), side, side))
 
 
-def random_affine(images: torch.Tensor, rotate: float, zoom: float, translate: float,
-                  generator: torch.Generator | None) -> torch.Tensor:
-    """Rotate each image by up to ±`rotate` degrees, scale it by up to ±`zoom` and shift it by up to
-    ±`translate` pixels (bilinear, black outside), in one warp of the whole batch on the device. The
-    draws come from `generator` on the CPU, so they are the same on every device and every process.
+def random_warp(images: torch.Tensor, warp: Warp, generator: torch.Generator | None) -> torch.Tensor:
+    """Rotate each image by up to ±`rotate` degrees, scale it by up to ±`zoom`, shift it by up to ±`translate`
+    pixels and distort it elastically (bilinear, black outside), in one warp of the whole batch on the device.
+    The draws come from `generator` on the CPU, so they are the same on every device and every process.
     Returns float pixels in [0, 255]."""
     count, _, height, width = images.shape
     draws = (torch.rand(4, count, generator=generator) * 2 - 1).to(images.device)
-    angle = draws[0] * (rotate * math.pi / 180)
-    scale = 1 + draws[1] * zoom
+    angle = draws[0] * (warp.rotate * math.pi / 180)
+    scale = 1 + draws[1] * warp.zoom
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale  # output -> input: the inverse zoom
     theta = torch.stack([
-        torch.stack([cos, -sin, draws[2] * (2 * translate / width)], dim=1),
-        torch.stack([sin, cos, draws[3] * (2 * translate / height)], dim=1),
+        torch.stack([cos, -sin, draws[2] * (2 * warp.translate / width)], dim=1),
+        torch.stack([sin, cos, draws[3] * (2 * warp.translate / height)], dim=1),
     ], dim=1)  # (N, 2, 3), in the [-1, 1] coordinates of affine_grid
     grid = torch.nn.functional.affine_grid(theta, [count, 1, height, width], align_corners=False)
+    if warp.elastic:
+        pixels = elastic_field(count, height, width, warp.elastic, warp.elastic_sigma, generator).to(images.device)
+        grid = grid + pixels * torch.tensor([2 / width, 2 / height], device=images.device)  # pixels -> [-1, 1] units
     return torch.nn.functional.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros",
                                            align_corners=False)
+
+
+def elastic_field(count: int, height: int, width: int, rms: float, sigma: float,
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """Smooth random displacements (N, height, width, 2) in pixels, x then y, as in Simard et al. (2003):
+    uniform noise in [-1, 1] per pixel, blurred by a Gaussian of `sigma` pixels, scaled so that each
+    component's expected root mean square is `rms` pixels. Drawn and blurred on the CPU (small: two
+    numbers per pixel), so the draws are the same on every device."""
+    radius = max(1, math.ceil(3 * sigma))
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
+    taps /= taps.sum()
+    noise = torch.rand(count * 2, 1, height, width, generator=generator) * 2 - 1
+    smooth = torch.nn.functional.conv2d(noise, taps.view(1, 1, 1, -1), padding=(0, radius))
+    smooth = torch.nn.functional.conv2d(smooth, taps.view(1, 1, -1, 1), padding=(radius, 0))
+    # Blurring i.i.d. noise of variance 1/3 by a kernel k leaves variance sum(k**2)/3 (away from the edges);
+    # the 2-D kernel is the outer product of the taps, so sum(k**2) = sum(taps**2)**2.
+    expected_rms = math.sqrt(float((taps ** 2).sum()) ** 2 / 3)
+    return (smooth * (rms / expected_rms)).view(count, 2, height, width).permute(0, 2, 3, 1)

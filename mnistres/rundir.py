@@ -76,8 +76,10 @@ def is_setting(key: str) -> bool:
 
 # Settings added after runs were stored: a stored config without one ran as its value here says
 # (so that an upgrade neither refuses to resume such a run nor makes a sweep redo it).
+# sync_bn: one process is the global batch.
 ADDED_SETTINGS: dict[str, Any] = {"sync_bn": True, "ema": 0.0, "rotate": 0.0, "zoom": 0.0, "translate": 0.0,
-                                   "low_res": 0, "low_res_epochs": 0.0, "low_res_mode": "shrink"}  # sync_bn: one process is the global batch
+                                   "elastic": 0.0, "elastic_sigma": 4.0,
+                                   "low_res": 0, "low_res_epochs": 0.0, "low_res_mode": "shrink"}
 
 
 def with_added(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -55,15 +55,20 @@ def cosine(optimizer, *, lr, epochs, steps_per_epoch, warmup_epochs, min_lr):
 @schedulers.register(
     "onecycle",
     help="one-cycle policy: warm up to lr (the peak) over pct_start, then anneal to lr/(div_factor*final_div_factor); "
-    "momentum/beta1 is cycled when the optimizer has one",
+    "an optimizer's momentum (Adam's beta1) goes the other way, max_momentum -> base_momentum -> max_momentum, "
+    "in place of its own setting (cycle_momentum=false keeps that)",
     options={"pct_start": Option(0.3, low=0.0, high=1.0, low_open=True, high_open=True),
              "div_factor": Option(25.0, low=0.0, low_open=True), "final_div_factor": Option(1e4, low=0.0, low_open=True),
-             "cycle_momentum": True},
+             "cycle_momentum": True,
+             "base_momentum": Option(0.85, low=0.0, high=1.0, high_open=True),
+             "max_momentum": Option(0.95, low=0.0, high=1.0, high_open=True)},
 )
-def onecycle(optimizer, *, lr, epochs, steps_per_epoch, pct_start, div_factor, final_div_factor, cycle_momentum):
+def onecycle(optimizer, *, lr, epochs, steps_per_epoch, pct_start, div_factor, final_div_factor, cycle_momentum,
+             base_momentum, max_momentum):
     import torch
 
     defaults = optimizer.defaults
+    # SGD without momentum stays without: cycling would give it momentum it was not asked to have.
     has_momentum = "betas" in defaults or defaults.get("momentum", 0.0) > 0
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
@@ -73,4 +78,6 @@ def onecycle(optimizer, *, lr, epochs, steps_per_epoch, pct_start, div_factor, f
         div_factor=div_factor,
         final_div_factor=final_div_factor,
         cycle_momentum=bool(cycle_momentum and has_momentum),
+        base_momentum=base_momentum,
+        max_momentum=max_momentum,
     )

@@ -204,7 +204,8 @@ class Trainer:
         self.train_batches = data_module.Batches(
             data.train, config.batch_size, mean=data.mean, std=data.std, shuffle=True,
             generator=self.shuffle_generator, augment=config.augment,
-            affine=(config.rotate, config.zoom, config.translate), channels_last=config.channels_last, world=world,
+            warp=data_module.Warp(config.rotate, config.zoom, config.translate, config.elastic, config.elastic_sigma),
+            channels_last=config.channels_last, world=world,
         )
         part = distributed.share(len(data.val), world)  # each rank evaluates its share; the sums are added
         self.val_batches = data_module.Batches(

@@ -117,41 +117,63 @@ def test_image_label_count_mismatch(tmp_path):
         data.load_split("mnist", root, "train", download=False)
 
 
-def test_random_affine_warps_in_batches_reproducibly():
-    from mnistres.data import random_affine
+def test_random_warp_warps_in_batches_reproducibly():
+    from mnistres.data import Warp, random_warp
 
     images = torch.zeros(6, 1, 28, 28, dtype=torch.uint8)
     images[:, :, 10:18, 12:16] = 255  # an upright bar in the middle
-    same = random_affine(images, 0.0, 0.0, 0.0, torch.Generator().manual_seed(0))
+    same = random_warp(images, Warp(), torch.Generator().manual_seed(0))
     torch.testing.assert_close(same, images.float())  # nothing asked: the identity warp
-    first = random_affine(images, 30.0, 0.2, 3.0, torch.Generator().manual_seed(1))
-    again = random_affine(images, 30.0, 0.2, 3.0, torch.Generator().manual_seed(1))
-    assert first.shape == images.shape and first.dtype == torch.float32
-    torch.testing.assert_close(first, again)
-    assert float(first.min()) >= 0 and float(first.max()) <= 255 + 1e-3  # bilinear: within rounding
-    assert not torch.equal(first[0], first[1])  # each image its own draw
-    # Rotation and a mild zoom move the bar but keep about its ink.
-    ink = first.sum(dim=(1, 2, 3)) / images.float().sum(dim=(1, 2, 3))
-    assert float(ink.min()) > 0.6 and float(ink.max()) < 1.5
-    turned = random_affine(images, 90.0, 0.0, 0.0, torch.Generator().manual_seed(2))
+    for warp in (Warp(30.0, 0.2, 3.0), Warp(elastic=1.0), Warp(10.0, 0.1, 2.0, elastic=1.0, elastic_sigma=6.0)):
+        first = random_warp(images, warp, torch.Generator().manual_seed(1))
+        again = random_warp(images, warp, torch.Generator().manual_seed(1))
+        assert first.shape == images.shape and first.dtype == torch.float32
+        torch.testing.assert_close(first, again)
+        assert float(first.min()) >= 0 and float(first.max()) <= 255 + 1e-3  # bilinear: within rounding
+        assert not torch.equal(first[0], first[1])  # each image its own draw
+        # The warps move the bar but keep about its ink.
+        ink = first.sum(dim=(1, 2, 3)) / images.float().sum(dim=(1, 2, 3))
+        assert float(ink.min()) > 0.6 and float(ink.max()) < 1.5, warp
+    turned = random_warp(images, Warp(rotate=90.0), torch.Generator().manual_seed(2))
     assert float((turned - images.float()).abs().sum()) > 0
+    # An affine warp draws 4 numbers per image, before the elastic field's: the affine part of a warp
+    # is the same with and without elastic distortion, and runs without it draw as before.
+    affine_only = random_warp(images, Warp(rotate=30.0), torch.Generator().manual_seed(3))
+    both = random_warp(images, Warp(rotate=30.0, elastic=0.5), torch.Generator().manual_seed(3))
+    assert 0 < float((both - affine_only).abs().mean()) < float((affine_only - images.float()).abs().mean())
 
 
-def test_affine_settings_are_checked_and_train(data_dir, tmp_path):
+@pytest.mark.parametrize("rms, sigma", [(1.0, 4.0), (2.5, 2.0), (0.5, 8.0)])
+def test_elastic_field_is_smooth_and_as_large_as_asked(rms, sigma):
+    from mnistres.data import elastic_field
+
+    field = elastic_field(400, 28, 28, rms, sigma, torch.Generator().manual_seed(0))
+    assert field.shape == (400, 28, 28, 2)
+    torch.testing.assert_close(field, elastic_field(400, 28, 28, rms, sigma, torch.Generator().manual_seed(0)))
+    inner = field[:, 12:16, 12:16]  # away from the edges, where the blur sees a whole kernel of noise
+    measured = float(inner.pow(2).mean().sqrt())
+    assert abs(measured - rms) < 0.1 * rms, measured
+    # Smooth: neighbouring pixels move nearly together, more so for a wider blur.
+    step = float((field[:, :, 1:] - field[:, :, :-1]).pow(2).mean().sqrt())
+    assert step < rms * 1.2 / sigma, step
+
+
+def test_warp_settings_are_checked_and_train(data_dir, tmp_path):
     from mnistres.config import RunConfig, from_dict
     from mnistres.errors import ConfigError
     from mnistres.trainer import train
 
-    with pytest.raises(ConfigError, match="rotate"):
-        from_dict({"rotate": 200})
-    with pytest.raises(ConfigError, match="zoom"):
-        from_dict({"zoom": -0.1})
+    for bad in ({"rotate": 200}, {"zoom": -0.1}, {"elastic": -1}, {"elastic": 20}, {"elastic_sigma": 0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            from_dict(bad)
     config = RunConfig(data_dir=str(data_dir), download=False, device="cpu", epochs=1, batch_size=32, width=8, blocks=1,
                        precise_bn=0, threads=1, rotate=10, zoom=0.1, translate=2, out_dir=str(tmp_path), name="warped")
     plain = train(config.replace(rotate=0, zoom=0, translate=0, name="plain"))
     warped = train(config)
-    assert warped.status == "completed"
-    assert warped.history[0]["train_loss"] != plain.history[0]["train_loss"]
+    elastic = train(config.replace(elastic=1.5, name="elastic"))
+    assert warped.status == elastic.status == "completed"
+    losses = {run.history[0]["train_loss"] for run in (plain, warped, elastic)}
+    assert len(losses) == 3  # each warp changes what the model sees
 
 
 def test_shrink_averages_into_a_smaller_image_in_the_same_layout():

@@ -63,6 +63,23 @@ def test_every_schedule_builds_and_steps(name):
         assert len(set(rates)) > 1
 
 
+@pytest.mark.parametrize("spec, momentum, expected", [
+    ("onecycle", 0.9, (0.95, 0.85, 0.95)),  # torch's cycle, whatever the optimizer's own momentum
+    ("onecycle:base_momentum=0.8,max_momentum=0.9", 0.9, (0.9, 0.8, 0.9)),
+    ("onecycle:cycle_momentum=false", 0.9, (0.9, 0.9, 0.9)),
+    ("onecycle", 0.0, (0.0, 0.0, 0.0)),  # SGD without momentum is not given any
+])
+def test_onecycle_cycles_momentum_as_its_options_say(spec, momentum, expected):
+    model = tiny_model()
+    optimizer = optimizers.build(f"sgd:momentum={momentum}", model.parameters(), lr=0.1)
+    scheduler = schedulers.build(spec, optimizer, lr=0.1, epochs=10, steps_per_epoch=1)  # peak after 3 steps
+    seen = []
+    for _ in range(10):
+        seen.append(optimizer.param_groups[0]["momentum"])
+        assert one_step(model, optimizer, scheduler)
+    assert (seen[0], min(seen), seen[-1]) == pytest.approx(expected)  # start, at the lr's peak, last step
+
+
 @pytest.mark.parametrize("name", callbacks.names())
 def test_every_callback_runs_in_a_training_run(name, data_dir, tmp_path):
     from rich.console import Console
