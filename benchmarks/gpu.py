@@ -47,7 +47,7 @@ COMPILED_BATCH_SIZES = (128, 512)  # compilation takes tens of seconds each: the
 SEEDS = (0, 1, 2)
 # The fast preset until 2026-12-01 (benchmarks/README.md), as changes to today's.
 PREVIOUS_FAST = {"batch_size": 128, "lr": 0.2, "schedule": "onecycle", "label_smoothing": 0.1, "low_res": 0,
-                 "low_res_epochs": 0.0}
+                 "low_res_epochs": 0.0, "low_res_batch_size": 0}
 
 
 def write_tiny_mnist(root: Path, train: int = 640, test: int = 256) -> Path:

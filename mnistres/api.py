@@ -38,7 +38,7 @@ class TrainerState(Protocol):
     scheduler: Any  # the learning-rate scheduler, stepped after every batch
     data: Any  # the prepared dataset: .train and .val (tensors on the device), .val_name ("test" or "held-out")
     epoch: int  # the current epoch, from 1
-    global_step: int  # optimizer steps since the run began
+    global_step: int  # training steps since the run began, in batches of batch_size images (a low_res_batch_size step counts as several)
     steps_per_epoch: int  # batches in one epoch
     batch_loss: Any  # the last batch's loss, a device tensor: reading it waits for the device
     val_confusion: list[list[int]]  # the last evaluation's confusion matrix (rows: true class)

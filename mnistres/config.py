@@ -57,6 +57,7 @@ class RunConfig:
     elastic_sigma: float = 4.0  # smoothness of the elastic distortion: width in pixels of the Gaussian that blurs it
     low_res: int = 0  # side in pixels of the training images for the first low_res_epochs (cheaper steps); 0: full size throughout
     low_res_epochs: float = 0.0  # epochs (fractions allowed) trained at low_res before the rest at full size
+    low_res_batch_size: int = 0  # images per step during the low_res steps, a multiple of batch_size (bigger steps of small images use the CPU better); 0: batch_size; unused without low_res
     low_res_mode: str = "shrink"  # how images get to low_res: shrink (the whole image, scaled down) | crop (a window around the centre, moved by up to 2 pixels: the digit at full scale)
     seed: int = 0  # seeds weights, subset, hold-out and batch order
     precise_bn: int = 2048  # training images that refresh BatchNorm statistics before each evaluation; 0: off (Keras's way)
@@ -294,6 +295,8 @@ def validate(config: RunConfig) -> None:
         raise bad("elastic_sigma", "from 0.5 to 14 (pixels)")
     if config.low_res and not LOW_RES_MIN <= config.low_res < IMAGE_SIDE:
         raise bad("low_res", f"0 (off) or from {LOW_RES_MIN} to {IMAGE_SIDE - 1} pixels (the images are {IMAGE_SIDE}x{IMAGE_SIDE})")
+    if config.low_res and (config.low_res_batch_size % config.batch_size or not 0 <= config.low_res_batch_size <= 65_536):
+        raise bad("low_res_batch_size", f"0 (batch_size) or a multiple of batch_size={config.batch_size}, up to 65,536")
     if config.low_res_mode not in LOW_RES_MODES:
         raise bad("low_res_mode", " | ".join(LOW_RES_MODES))
     if not 0.0 <= config.low_res_epochs < config.epochs:

@@ -79,7 +79,8 @@ def is_setting(key: str) -> bool:
 # sync_bn: one process is the global batch.
 ADDED_SETTINGS: dict[str, Any] = {"sync_bn": True, "ema": 0.0, "rotate": 0.0, "zoom": 0.0, "translate": 0.0,
                                    "elastic": 0.0, "elastic_sigma": 4.0,
-                                   "low_res": 0, "low_res_epochs": 0.0, "low_res_mode": "shrink"}
+                                   "low_res": 0, "low_res_epochs": 0.0, "low_res_mode": "shrink",
+                                   "low_res_batch_size": 0}
 
 
 def with_added(config: Mapping[str, Any]) -> dict[str, Any]:

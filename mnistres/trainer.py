@@ -212,8 +212,10 @@ class Trainer:
             data_module.Split(data.val.images[part], data.val.labels[part]), metrics.eval_batch_size(device),
             mean=data.mean, std=data.std, channels_last=config.channels_last)
         self.steps_per_epoch = len(self.train_batches)
-        # Steps (counted over the whole run, so a resumed run agrees) whose images are shrunk to low_res.
+        # Batches of batch_size images (counted over the whole run, so a resumed run agrees) trained at low_res.
         self.low_res_steps = round(config.low_res_epochs * self.steps_per_epoch) if config.low_res else 0
+        # Batches of batch_size images that one low-resolution step takes (low_res_batch_size is a multiple).
+        self.low_res_merge = max(1, config.low_res_batch_size // config.batch_size)
 
         self.model = model_module.from_config(resolved)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp is torch.float16)
@@ -417,10 +419,26 @@ class Trainer:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        for step, (x, y) in enumerate(batches, start=1):
-            whole = min(batch_size, images - (step - 1) * batch_size)  # the global batch (this rank holds a share)
-            if self.global_step < self.low_res_steps:
-                x = self.low_res_inputs(x, whole)
+        units = iter(batches)  # batches of batch_size images; one low-resolution step may take several
+        step = updates = 0  # batches of this epoch used so far (what callbacks count); optimizer steps
+        while True:
+            low = self.global_step < self.low_res_steps
+            # A low-resolution step takes low_res_batch_size images, and never reaches past the low-resolution steps.
+            taken = list(itertools.islice(units, min(self.low_res_merge, self.low_res_steps - self.global_step) if low else 1))
+            if not taken:
+                break
+            # Each batch's global size (this rank holds a share); its windows are drawn for it, as without merging.
+            wholes = [min(batch_size, images - (step + i) * batch_size) for i in range(len(taken))]
+            if low:
+                taken = [(self.low_res_inputs(x, whole), y) for (x, y), whole in zip(taken, wholes)]
+            if len(taken) == 1:
+                x, y = taken[0]
+            else:
+                x = torch.cat([x for x, _ in taken]).contiguous(memory_format=self.memory_format)
+                y = torch.cat([y for _, y in taken])
+            whole = sum(wholes)
+            step += len(taken)
+            updates += 1
             with devices.autocast(device, self.amp):
                 logits = self.forward(x)
                 if world.several:
@@ -435,8 +453,9 @@ class Trainer:
             self.scaler.step(optimizer)
             self.scaler.update()
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
-            self.scheduler.step()
-            self.global_step += 1
+            for _ in taken:  # the schedule (and global_step) counts batches of batch_size images
+                self.scheduler.step()
+            self.global_step += len(taken)
             if self.average is not None:
                 self.average.update(self.global_step)
             if world.several:
@@ -447,7 +466,7 @@ class Trainer:
                 self.loss_sum += self.batch_loss * y.numel()
             self.correct += (logits.argmax(1) == y).sum()
             self.seen += y.numel()
-            if step % check_every == 0 or step == len(batches):
+            if updates % check_every == 0 or step == len(batches):
                 if not self.check_step():
                     self.diverged_at = (self.epoch, step, lr)
                     return None

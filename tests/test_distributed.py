@@ -133,10 +133,11 @@ SITECUSTOMIZE = textwrap.dedent('''
 
 def run_options(data_dir: Path, out: Path) -> list[str]:
     # 161 images in batches of 32: the last batch holds one image, so rank 1's share of it is empty. The
-    # first epoch and a half train on random windows (drawn for the global batch, cut into shares).
+    # first epoch and a half train on random windows (drawn for the global batch, cut into shares), two batches a step.
     return ["--data-dir", str(data_dir), "--device", "cpu", "--no-download", "--epochs", "4", "--batch-size", "32",
             "--train-size", "161", "--lr", "0.01", "--set", "width=8", "--set", "blocks=1", "--set", "precise_bn=96",
             "--set", "augment=true", "--set", "low_res=20", "--set", "low_res_mode=crop", "--set", "low_res_epochs=1.5",
+            "--set", "low_res_batch_size=64",
             "--threads", "1", "--out-dir", str(out)]
 
 

@@ -227,3 +227,45 @@ def test_low_res_steps_come_first_and_resume_exactly(data_dir, tmp_path, mode):
     assert metrics(tmp_path / "runs" / "cut") == metrics(whole.run_dir)
     resumed, document = load(tmp_path / "runs" / "cut" / "last.pt"), load(whole.run_dir / "last.pt")
     assert all(torch.equal(resumed["model"][k], document["model"][k]) for k in document["model"])
+
+
+class InputShapes(InputSides):
+    """(images, side) of each training step's inputs, per epoch."""
+
+    def on_train_begin(self, trainer):
+        self.handle = trainer.model.register_forward_pre_hook(
+            lambda module, inputs: self.sides[-1].append(tuple(inputs[0].shape[::3])) if module.training else None)
+
+
+def test_low_res_batch_size_takes_several_batches_per_step_and_resumes_exactly(data_dir, tmp_path):
+    from test_resume import InterruptAt, metrics
+
+    from mnistres.checkpoint import load
+    from mnistres.config import from_dict
+    from mnistres.errors import ConfigError
+    from mnistres.trainer import resume_config
+
+    for bad in ({"low_res": 20, "batch_size": 32, "low_res_batch_size": 48}, {"low_res": 20, "low_res_batch_size": -32}):
+        with pytest.raises(ConfigError, match="low_res_batch_size"):
+            from_dict(bad)
+    from_dict({"low_res": 0, "batch_size": 48, "low_res_batch_size": 64})  # without low_res it has nothing to say
+    # 160 images: 5 batches of 32 per epoch; the first 1.5 epochs (8 batches, rounded) at low_res, 2 per step.
+    base = config(data_dir, tmp_path, epochs=3, batch_size=32, train_size=160, low_res=20, low_res_epochs=1.5,
+                  low_res_mode="crop", low_res_batch_size=64, precise_bn=0)
+    shapes = InputShapes()
+    merged = train(base.replace(name="merged"), extra_callbacks=[shapes])
+    assert shapes.sides == [[(64, 20), (64, 20), (32, 20)],  # the epoch's last step has only its last batch left
+                            [(64, 20), (32, 20), (32, 28), (32, 28)],  # the 8th batch alone: the switch comes first
+                            [(32, 28)] * 5]
+    assert load(merged.run_dir / "last.pt")["global_step"] == 15  # the schedule counts batches of batch_size
+    # A low_res_batch_size of batch_size is the plain run; a bigger one trains differently.
+    plain = train(base.replace(name="plain", low_res_batch_size=32))
+    assert metrics(plain.run_dir) == metrics(train(base.replace(name="default", low_res_batch_size=0)).run_dir)
+    assert metrics(plain.run_dir) != metrics(merged.run_dir)
+    # Stopped after a merged step of the second epoch, the run goes on where it was.
+    with pytest.raises(KeyboardInterrupt):
+        train(base.replace(name="cut"), extra_callbacks=[InterruptAt(epoch=2, step=2)])
+    train(resume_config(tmp_path / "runs" / "cut"), resume=True)
+    assert metrics(tmp_path / "runs" / "cut") == metrics(merged.run_dir)
+    resumed, document = load(tmp_path / "runs" / "cut" / "last.pt"), load(merged.run_dir / "last.pt")
+    assert all(torch.equal(resumed["model"][k], document["model"][k]) for k in document["model"])
