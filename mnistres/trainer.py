@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -414,31 +414,12 @@ class Trainer:
         # Reading a value from the device waits for it; on the CPU that costs nothing, on a GPU
         # it would stall the queue every step, so there we look every 50 steps.
         check_every = 1 if device.type == "cpu" else 50
-        images, batch_size = len(self.data.train), self.config.batch_size
         lr = optimizer.param_groups[0]["lr"]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        units = iter(batches)  # batches of batch_size images; one low-resolution step may take several
-        step = updates = 0  # batches of this epoch used so far (what callbacks count); optimizer steps
-        while True:
-            low = self.global_step < self.low_res_steps
-            # A low-resolution step takes low_res_batch_size images, and never reaches past the low-resolution steps.
-            taken = list(itertools.islice(units, min(self.low_res_merge, self.low_res_steps - self.global_step) if low else 1))
-            if not taken:
-                break
-            # Each batch's global size (this rank holds a share); its windows are drawn for it, as without merging.
-            wholes = [min(batch_size, images - (step + i) * batch_size) for i in range(len(taken))]
-            if low:
-                taken = [(self.low_res_inputs(x, whole), y) for (x, y), whole in zip(taken, wholes)]
-            if len(taken) == 1:
-                x, y = taken[0]
-            else:
-                x = torch.cat([x for x, _ in taken]).contiguous(memory_format=self.memory_format)
-                y = torch.cat([y for _, y in taken])
-            whole = sum(wholes)
-            step += len(taken)
-            updates += 1
+        updates = 0  # optimizer steps this epoch
+        for step, taken, x, y, whole in self.steps(batches):
             with devices.autocast(device, self.amp):
                 logits = self.forward(x)
                 if world.several:
@@ -453,9 +434,9 @@ class Trainer:
             self.scaler.step(optimizer)
             self.scaler.update()
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
-            for _ in taken:  # the schedule (and global_step) counts batches of batch_size images
+            for _ in range(taken):  # the schedule (and global_step) counts batches of batch_size images
                 self.scheduler.step()
-            self.global_step += len(taken)
+            self.global_step += taken
             if self.average is not None:
                 self.average.update(self.global_step)
             if world.several:
@@ -466,6 +447,7 @@ class Trainer:
                 self.loss_sum += self.batch_loss * y.numel()
             self.correct += (logits.argmax(1) == y).sum()
             self.seen += y.numel()
+            updates += 1
             if updates % check_every == 0 or step == len(batches):
                 if not self.check_step():
                     self.diverged_at = (self.epoch, step, lr)
@@ -484,6 +466,32 @@ class Trainer:
             "seconds": seconds,
             "images_per_s": seen / seconds,
         }
+
+    def steps(self, batches: data_module.Batches) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor, int]]:
+        """This epoch's training steps as (batches used so far, batches in this step, inputs, labels, images in
+        the global step). A step is one batch of batch_size images; a low-resolution step takes up to
+        low_res_batch_size images (several batches, never past the last low-resolution one), each batch's
+        windows drawn for it as they would be alone. Read lazily: the low-resolution test sees global_step
+        as the previous step left it."""
+        units, step = iter(batches), 0
+        images, batch_size = len(self.data.train), self.config.batch_size
+        while True:
+            low = self.global_step < self.low_res_steps
+            size = min(self.low_res_merge, self.low_res_steps - self.global_step) if low else 1
+            taken = list(itertools.islice(units, size))
+            if not taken:
+                return
+            # Each batch's global size (this rank holds a share of it).
+            wholes = [min(batch_size, images - (step + i) * batch_size) for i in range(len(taken))]
+            if low:
+                taken = [(self.low_res_inputs(x, whole), y) for (x, y), whole in zip(taken, wholes)]
+            if len(taken) == 1:
+                x, y = taken[0]
+            else:
+                x = torch.cat([x for x, _ in taken]).contiguous(memory_format=self.memory_format)
+                y = torch.cat([y for _, y in taken])
+            step += len(taken)
+            yield step, len(taken), x, y, sum(wholes)
 
     def low_res_inputs(self, x: torch.Tensor, whole: int) -> torch.Tensor:
         """This step's inputs at low_res: shrunk, or a random window of each (drawn for the `whole` global batch,
