@@ -194,14 +194,27 @@ class InputSides(Callback):
         self.handle.remove()
 
 
-@pytest.mark.parametrize("mode", ["shrink", "crop"])
-def test_low_res_steps_come_first_and_resume_exactly(data_dir, tmp_path, mode):
+def assert_interrupted_and_resumed_like(base, whole, tmp_path):
+    """Ctrl-C at the second step of epoch 2, then --resume: the same metrics and weights as `whole`, run in one go."""
     from test_resume import InterruptAt, metrics
 
     from mnistres.checkpoint import load
+    from mnistres.trainer import resume_config
+
+    with pytest.raises(KeyboardInterrupt):
+        train(base.replace(name="cut"), extra_callbacks=[InterruptAt(epoch=2, step=2)])
+    train(resume_config(tmp_path / "runs" / "cut"), resume=True)
+    assert metrics(tmp_path / "runs" / "cut") == metrics(whole.run_dir)
+    resumed, document = load(tmp_path / "runs" / "cut" / "last.pt"), load(whole.run_dir / "last.pt")
+    assert all(torch.equal(resumed["model"][k], document["model"][k]) for k in document["model"])
+
+
+@pytest.mark.parametrize("mode", ["shrink", "crop"])
+def test_low_res_steps_come_first_and_resume_exactly(data_dir, tmp_path, mode):
+    from test_resume import metrics
+
     from mnistres.config import from_dict
     from mnistres.errors import ConfigError
-    from mnistres.trainer import resume_config
 
     for bad, key in (({"low_res": 4}, "low_res"), ({"low_res": 28}, "low_res"),
                      ({"epochs": 2, "low_res": 14, "low_res_epochs": 2}, "low_res_epochs"),
@@ -221,12 +234,7 @@ def test_low_res_steps_come_first_and_resume_exactly(data_dir, tmp_path, mode):
     if mode == "crop":  # windows, not the shrunk whole
         assert metrics(train(base.replace(name="shrunk", low_res_mode="shrink")).run_dir) != metrics(whole.run_dir)
     # Stopped in the middle of the low-resolution steps, the run goes on where it was, on both sides of the switch.
-    with pytest.raises(KeyboardInterrupt):
-        train(base.replace(name="cut"), extra_callbacks=[InterruptAt(epoch=2, step=2)])
-    train(resume_config(tmp_path / "runs" / "cut"), resume=True)
-    assert metrics(tmp_path / "runs" / "cut") == metrics(whole.run_dir)
-    resumed, document = load(tmp_path / "runs" / "cut" / "last.pt"), load(whole.run_dir / "last.pt")
-    assert all(torch.equal(resumed["model"][k], document["model"][k]) for k in document["model"])
+    assert_interrupted_and_resumed_like(base, whole, tmp_path)
 
 
 class InputShapes(InputSides):
@@ -238,12 +246,11 @@ class InputShapes(InputSides):
 
 
 def test_low_res_batch_size_takes_several_batches_per_step_and_resumes_exactly(data_dir, tmp_path):
-    from test_resume import InterruptAt, metrics
+    from test_resume import metrics
 
     from mnistres.checkpoint import load
     from mnistres.config import from_dict
     from mnistres.errors import ConfigError
-    from mnistres.trainer import resume_config
 
     for bad in ({"low_res": 20, "batch_size": 32, "low_res_batch_size": 48}, {"low_res": 20, "low_res_batch_size": -32}):
         with pytest.raises(ConfigError, match="low_res_batch_size"):
@@ -263,9 +270,4 @@ def test_low_res_batch_size_takes_several_batches_per_step_and_resumes_exactly(d
     assert metrics(plain.run_dir) == metrics(train(base.replace(name="default", low_res_batch_size=0)).run_dir)
     assert metrics(plain.run_dir) != metrics(merged.run_dir)
     # Stopped after a merged step of the second epoch, the run goes on where it was.
-    with pytest.raises(KeyboardInterrupt):
-        train(base.replace(name="cut"), extra_callbacks=[InterruptAt(epoch=2, step=2)])
-    train(resume_config(tmp_path / "runs" / "cut"), resume=True)
-    assert metrics(tmp_path / "runs" / "cut") == metrics(merged.run_dir)
-    resumed, document = load(tmp_path / "runs" / "cut" / "last.pt"), load(merged.run_dir / "last.pt")
-    assert all(torch.equal(resumed["model"][k], document["model"][k]) for k in document["model"])
+    assert_interrupted_and_resumed_like(base, merged, tmp_path)
