@@ -130,10 +130,14 @@ def layered(file_data: Mapping[str, Any], origin: str, options: Mapping[str, Any
     file_preset = file_data.pop("preset", None)
     chosen = preset if preset is not None else file_preset
     merged: dict[str, Any] = preset_values(chosen) if chosen is not None else {}
-    merged.update({check_key(key, origin): value for key, value in file_data.items()})
+    from_preset = set(merged)  # keys still holding the preset's value, for the hint below
+    for key, value in file_data.items():
+        merged[check_key(key, origin)] = value
+        from_preset.discard(check_key(key, origin))
     for key, value in (options or {}).items():
         if value is not None:
             merged[check_key(key, "option")] = value
+            from_preset.discard(check_key(key, "option"))
     added = list(callbacks)
     if added:
         try:
@@ -145,7 +149,18 @@ def layered(file_data: Mapping[str, Any], origin: str, options: Mapping[str, Any
     for pair in sets:
         key, value = parse_set(pair)
         merged[key] = value
-    return _make(merged)  # every key above was checked in its own layer, with its origin
+        from_preset.discard(key)
+    try:
+        return _make(merged)  # every key above was checked in its own layer, with its origin
+    except ConfigError as error:
+        if error.key not in from_preset:
+            raise
+        # A value the user never typed (a preset's, clashing with one they did): say where it came from.
+        default = RunConfig.__dataclass_fields__[error.key].default
+        shown = str(default).lower() if isinstance(default, bool) else default
+        fix = f"--set {error.key}={shown}" if isinstance(default, (int, float, str)) else f"--set {error.key}=..."
+        raise ConfigError(f"{error}; the value comes from preset '{chosen}': replace it, e.g. {fix} "
+                          f"(mnistres's default)", key=error.key) from None
 
 
 def preset_values(spec: Any) -> dict[str, Any]:
@@ -265,7 +280,7 @@ def validate(config: RunConfig) -> None:
     """Range checks that need no registry and no torch."""
 
     def bad(key: str, allowed: str) -> ConfigError:
-        return ConfigError(f"{key}={values.echo(getattr(config, key))} is out of range: {allowed}")
+        return ConfigError(f"{key}={values.echo(getattr(config, key))} is out of range: {allowed}", key=key)
 
     if config.dataset not in DATASETS:
         close = difflib.get_close_matches(config.dataset.lower(), DATASETS, n=1)

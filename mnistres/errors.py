@@ -4,13 +4,19 @@ The CLI turns every `MnistresError` into one line on stderr and exit code 2; any
 else is a bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
 
 class MnistresError(Exception):
     """A user mistake or an unmet precondition, explained in one line."""
 
 
 class ConfigError(MnistresError):
-    """A RunConfig key, value or file that cannot be used."""
+    """A RunConfig key, value or file that cannot be used; `key` names the setting at fault, where one is."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class UnknownNameError(MnistresError):

@@ -77,6 +77,24 @@ def test_bad_presets_are_one_line(spec, fragment, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_preset_value_that_clashes_with_a_typed_one_says_where_it_came_from(tmp_path):
+    # --preset fast takes its windows 64 a step, which a batch of 48 does not divide.
+    assert presets.get("fast").options["low_res_batch_size"] == 64
+    result = invoke("train", "--preset", "fast", "--batch-size", "48", "--out-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert ("low_res_batch_size=64 is out of range: 0 (batch_size) or a multiple of batch_size=48, up to 65,536; "
+            "the value comes from preset 'fast': replace it, e.g. --set low_res_batch_size=0") in result.output
+    assert not (tmp_path / "runs").exists()
+    # The fix it names works; a value the user typed gets no such hint, nor does a config without a preset.
+    assert config_module.layered({}, "test", {"batch_size": 48}, ["low_res_batch_size=0"], preset="fast").batch_size == 48
+    for layers in (({}, "test", {"batch_size": 48}, ["low_res_batch_size=64"], (), "fast"),
+                   ({"low_res_batch_size": 64}, "run.yaml", {"batch_size": 48}, [], (), "fast"),
+                   ({"low_res": 20, "low_res_batch_size": 64}, "run.yaml", {"batch_size": 48})):
+        with pytest.raises(ConfigError, match="low_res_batch_size=64 is out of range") as caught:
+            config_module.layered(*layers)
+        assert "preset" not in str(caught.value)
+
+
 def test_preset_is_not_a_set_key_nor_a_sweep_axis():
     with pytest.raises(ConfigError, match="chosen with --preset"):
         config_module.build(None, {}, ["preset=fast"])
