@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 import mnistres
-from mnistres import config as config_module, data as data_module, metrics, model as model_module
+from mnistres import config as config_module, data as data_module, metrics, model as model_module, rundir
 from mnistres.api import Callback
 from mnistres.trainer import train
 
@@ -164,10 +164,6 @@ class StopAtAccuracy(Callback):
             trainer.stop_reason = f"reached {self.target:.2%} test accuracy"
 
 
-RECIPE_KEYS = ("batch_size", "epochs", "train_size", "optimizer", "momentum", "lr", "schedule", "label_smoothing",
-               "augment", "low_res", "low_res_epochs", "low_res_mode")
-
-
 def recipe_settings(data_dir: Path, out: Path, preset: str | None, train_size: int | None, seed: int,
                     name: str, **changes: Any) -> config_module.RunConfig:
     options = {"data_dir": str(data_dir), "download": False, "train_size": train_size, "seed": seed,
@@ -188,7 +184,7 @@ def time_to_accuracy(data_dir: Path, out: Path, target: float, preset: str | Non
     counted = history if reached is None else history[:reached]
     return {
         "recipe": label or (f"--preset {preset}" if preset else "defaults"),
-        "settings": {key: getattr(settings, key) for key in RECIPE_KEYS},
+        "settings": rundir.result_settings(settings.to_dict()),  # all that makes the result, as a run records it
         "seed": seed,
         "target": target,
         "reached_at_epoch": reached,

@@ -19,9 +19,9 @@ def _values(**values):
 
 presets.register(
     "fast",
-    help="tuned for time to 99 % test accuracy: one pass over 48,000 of the training images, the first 80 % "
+    help="tuned for time to 99 % test accuracy: one pass over 44,000 of the training images, the first 80 % "
          "as 20x20 windows around the digit, 64 a step (benchmarks/README.md)",
-    options={"batch_size": 32, "epochs": 1, "train_size": 48000, "optimizer": "sgd:nesterov=true", "momentum": 0.9,
+    options={"batch_size": 32, "epochs": 1, "train_size": 44000, "optimizer": "sgd:nesterov=true", "momentum": 0.9,
              "lr": 0.25, "schedule": "onecycle:div_factor=5", "label_smoothing": 0.2,
              "low_res": 20, "low_res_mode": "crop", "low_res_epochs": 0.8, "low_res_batch_size": 64},
 )(_values)
