@@ -2,53 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
-import math
 import os
-import struct
 from pathlib import Path
 
 import pytest
 
-TRAIN_IMAGES, TEST_IMAGES = 320, 160
-
-
-def synthetic_digits(count: int, seed: int) -> tuple[bytes, bytes]:
-    """Images whose class is the orientation of a grating (learnable in a few steps by a small
-    convnet even after global pooling), with noise; returned as raw uint8 bytes."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(count) % 10
-    labels = labels[torch.randperm(count, generator=generator)]
-    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
-    angles = labels.float() * (math.pi / 10)
-    phase = torch.rand(count, generator=generator) * 2 * math.pi
-    wave = torch.sin(0.9 * (xs * torch.cos(angles)[:, None, None] + ys * torch.sin(angles)[:, None, None])
-                     + phase[:, None, None])
-    noise = torch.randn(count, 28, 28, generator=generator) * 0.3
-    images = ((wave + noise).clamp(-1, 1) * 127.5 + 127.5).to(torch.uint8)
-    return images.numpy().tobytes(), labels.to(torch.uint8).numpy().tobytes()
-
-
-def idx_bytes(payload: bytes, shape: tuple[int, ...]) -> bytes:
-    magic = 2051 if len(shape) == 3 else 2049
-    return struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in shape) + payload
-
-
-def write_dataset(root: Path, folder: str = "MNIST", compress: bool = True) -> Path:
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for prefix, count, seed in (("train", TRAIN_IMAGES, 1), ("t10k", TEST_IMAGES, 2)):
-        images, labels = synthetic_digits(count, seed)
-        files = {f"{prefix}-images-idx3-ubyte": idx_bytes(images, (count, 28, 28)),
-                 f"{prefix}-labels-idx1-ubyte": idx_bytes(labels, (count,))}
-        for name, content in files.items():
-            if compress:
-                (raw / f"{name}.gz").write_bytes(gzip.compress(content))
-            else:
-                (raw / name).write_bytes(content)
-    return root
+# The synthetic data live in the package, for plugins' tests too; these names are what our tests import.
+from mnistres.testing import TEST_IMAGES, TRAIN_IMAGES, idx_bytes  # noqa: F401
+from mnistres.testing import write_synthetic_dataset as write_dataset
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,7 @@ Run with `python -m pytest plugins/mnistres-extras/tests` once the plugin is ins
 from __future__ import annotations
 
 import csv
-import gzip
 import math
-import struct
 
 import pytest
 import torch
@@ -17,6 +15,7 @@ import torch
 from mnistres.config import RunConfig
 from mnistres.errors import ConfigError
 from mnistres.registry import activations, callbacks, optimizers, schedulers
+from mnistres.testing import write_synthetic_dataset
 from mnistres.trainer import train
 
 ENTRIES = [(activations, "squareplus"), (optimizers, "lion"), (schedulers, "warmup_linear"), (callbacks, "batch_csv")]
@@ -72,21 +71,8 @@ def test_warmup_linear_rises_then_falls_to_zero():
     assert rates[-1] < 0.05
 
 
-def _write_idx(folder, prefix: str, count: int, seed: int) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (count, 28, 28), generator=generator, dtype=torch.uint8)
-    labels = (torch.arange(count) % 10).to(torch.uint8)
-    for stem, payload, shape, magic in ((f"{prefix}-images-idx3-ubyte", images, (count, 28, 28), 2051),
-                                        (f"{prefix}-labels-idx1-ubyte", labels, (count,), 2049)):
-        header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in shape)
-        (folder / f"{stem}.gz").write_bytes(gzip.compress(header + payload.numpy().tobytes()))
-
-
 def test_a_run_with_all_four_entries_writes_the_csv(tmp_path):
-    raw = tmp_path / "data" / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    _write_idx(raw, "train", 200, 1)
-    _write_idx(raw, "t10k", 50, 2)
+    write_synthetic_dataset(tmp_path / "data", train_images=200, test_images=50)
     config = RunConfig(data_dir=str(tmp_path / "data"), download=False, device="cpu", epochs=2, batch_size=20,
                        width=8, blocks=1, precise_bn=40, activation="squareplus", optimizer="lion", lr=1e-3,
                        schedule="warmup_linear", callbacks=("batch_csv:every=5",), out_dir=str(tmp_path / "runs"),

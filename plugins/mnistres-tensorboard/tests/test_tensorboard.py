@@ -6,40 +6,25 @@ Run with `python -m pytest plugins/mnistres-tensorboard/tests` once the plugin i
 
 from __future__ import annotations
 
-import gzip
 import json
-import struct
 from pathlib import Path
 
 import pytest
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 from typer.testing import CliRunner
 
 from mnistres.cli import app
 from mnistres.registry import callbacks
+from mnistres.testing import write_synthetic_dataset
 
 runner = CliRunner()
-
-
-def _write_idx(folder: Path, prefix: str, count: int, seed: int) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (count, 28, 28), generator=generator, dtype=torch.uint8)
-    labels = (torch.arange(count) % 10).to(torch.uint8)
-    for stem, payload, shape, magic in ((f"{prefix}-images-idx3-ubyte", images, (count, 28, 28), 2051),
-                                        (f"{prefix}-labels-idx1-ubyte", labels, (count,), 2049)):
-        header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in shape)
-        (folder / f"{stem}.gz").write_bytes(gzip.compress(header + payload.numpy().tobytes()))
 
 
 @pytest.fixture
 def run_options(tmp_path, monkeypatch) -> list[str]:
     monkeypatch.chdir(tmp_path)
-    raw = tmp_path / "data" / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    _write_idx(raw, "train", 200, 1)
-    _write_idx(raw, "t10k", 50, 2)
+    write_synthetic_dataset(tmp_path / "data", train_images=200, test_images=50)
     return ["--data-dir", str(tmp_path / "data"), "--no-download", "--device", "cpu", "--epochs", "3",
             "--batch-size", "20", "--set", "width=8", "--set", "blocks=1", "--set", "precise_bn=40",
             "--threads", "1"]
