@@ -130,7 +130,8 @@ def layered(file_data: Mapping[str, Any], origin: str, options: Mapping[str, Any
     file_preset = file_data.pop("preset", None)
     chosen = preset if preset is not None else file_preset
     merged: dict[str, Any] = preset_values(chosen) if chosen is not None else {}
-    from_preset = set(merged)  # keys still holding the preset's value, for the hint below
+    # Keys still holding a value the preset chose (not one typed in its spec, `fast:lr=0.1`), for the hint below.
+    from_preset = set(merged) - set(_spec_options(chosen)) if chosen is not None else set()
     for key, value in file_data.items():
         merged[check_key(key, origin)] = value
         from_preset.discard(check_key(key, origin))
@@ -161,6 +162,13 @@ def layered(file_data: Mapping[str, Any], origin: str, options: Mapping[str, Any
         fix = f"--set {error.key}={shown}" if isinstance(default, (int, float, str)) else f"--set {error.key}=..."
         raise ConfigError(f"{error}; the value comes from preset '{chosen}': replace it, e.g. {fix} "
                           f"(mnistres's default)", key=error.key) from None
+
+
+def _spec_options(spec: str) -> list[str]:
+    """The keys typed in a preset spec (`fast:lr=0.1` -> lr), as RunConfig spells them."""
+    from mnistres.registry import presets
+
+    return [str(key).replace("-", "_") for key in presets.parse(spec).options]
 
 
 def preset_values(spec: Any) -> dict[str, Any]:

@@ -93,6 +93,9 @@ def test_a_preset_value_that_clashes_with_a_typed_one_says_where_it_came_from(tm
         with pytest.raises(ConfigError, match="low_res_batch_size=64 is out of range") as caught:
             config_module.layered(*layers)
         assert "preset" not in str(caught.value)
+    with pytest.raises(ConfigError, match="low_res_batch_size=64 is out of range") as caught:  # typed in the spec
+        config_module.layered({}, "test", {"batch_size": 48}, preset="fast:low_res_batch_size=64")
+    assert "comes from preset" not in str(caught.value)
 
 
 def test_preset_is_not_a_set_key_nor_a_sweep_axis():
