@@ -41,6 +41,7 @@ from speed import machine, mnistres_train, time_to_accuracy  # noqa: E402  (the 
 
 from mnistres import data as data_module, metrics, model as model_module  # noqa: E402
 from mnistres.config import RunConfig  # noqa: E402
+from mnistres.testing import write_synthetic_dataset  # noqa: E402
 
 BATCH_SIZES = (32, 128, 512)
 COMPILED_BATCH_SIZES = (128, 512)  # compilation takes tens of seconds each: the sizes that matter most
@@ -48,23 +49,6 @@ SEEDS = (0, 1, 2)
 # The fast preset until 2026-12-01 (benchmarks/README.md), as changes to today's.
 PREVIOUS_FAST = {"batch_size": 128, "lr": 0.2, "schedule": "onecycle", "label_smoothing": 0.1, "low_res": 0,
                  "low_res_epochs": 0.0, "low_res_batch_size": 0}
-
-
-def write_tiny_mnist(root: Path, train: int = 640, test: int = 256) -> Path:
-    """Random images in MNIST's files, for --dry-run (the figures mean nothing; the script runs)."""
-    import gzip
-
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    generator = torch.Generator().manual_seed(0)
-    for prefix, count in (("train", train), ("t10k", test)):
-        images = torch.randint(0, 256, (count, 28, 28), dtype=torch.uint8, generator=generator)
-        labels = torch.arange(count, dtype=torch.uint8) % 10
-        header = (2051).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in (count, 28, 28))
-        (raw / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + images.numpy().tobytes()))
-        header = (2049).to_bytes(4, "big") + count.to_bytes(4, "big")
-        (raw / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(header + labels.numpy().tobytes()))
-    return root
 
 
 def synchronize(device: torch.device) -> None:
@@ -102,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
 
     scratch = Path(tempfile.mkdtemp(prefix="mnistres-gpu-"))
     if args.dry_run:
-        device, data_dir, images, train_size, rounds = torch.device("cpu"), write_tiny_mnist(scratch / "data"), 512, 512, 1
+        # Synthetic digits (the figures mean nothing; the script runs).
+        data_dir = write_synthetic_dataset(scratch / "data", train_images=640, test_images=256)
+        device, images, train_size, rounds = torch.device("cpu"), 512, 512, 1
         compiled_sizes: tuple[int, ...] = ()
         small = {"width": 8, "blocks": 1, "epochs": 2}  # the script's every step, in seconds
     else:
