@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -85,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(highlight=False)
 
     scratch = Path(tempfile.mkdtemp(prefix="mnistres-gpu-"))
+    try:
+        return measure(args, console, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # its runs (and the dry run's data); the figures are in --out
+
+
+def measure(args: argparse.Namespace, console: Console, scratch: Path) -> int:
+    """Every figure, in `scratch` (runs, and the dry run's data); writes gpu.json and gpu.md to args.out."""
     if args.dry_run:
         # Synthetic digits (the figures mean nothing; the script runs).
         data_dir = write_synthetic_dataset(scratch / "data", train_images=640, test_images=256)

@@ -86,11 +86,14 @@ def test_the_gpu_script_runs_its_cpu_safe_parts(tmp_path):
     with tiny data, its files written; figures are not checked (they mean nothing there)."""
     import os
 
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    scratch = tmp_path / "tmp"  # the system's temporary folder, for this test: the script cleans up after itself
+    scratch.mkdir()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(scratch)}
     out = tmp_path / "figures"
     completed = subprocess.run(["bash", str(GPU_SCRIPT), str(out), "--dry-run"], capture_output=True, text=True,
                                timeout=600, env=env)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("mnistres-gpu-")] == []
     tests_log = (out / "gpu-tests.log").read_text()
     assert "skipped" in tests_log and "needs a CUDA GPU" in tests_log
     results = json.loads((out / "gpu.json").read_text())
