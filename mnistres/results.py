@@ -133,10 +133,21 @@ def study_of(title: str, path: Optional[Path], runs: list[Run], varied: Optional
         values = {key: run.config.get(key) for key in varied}
         key = tuple(_hashable(value) for value in values.values())
         if key not in variants:
-            label = ", ".join(f"{k}={text(v)}" for k, v in values.items()) if varied else run.name
-            variants[key] = Variant(label, values)
+            variants[key] = Variant(", ".join(f"{k}={text(v)}" for k, v in values.items()), values)
         variants[key].runs.append(run)
+    if not varied:  # one variant: named by its run, or by its seeds (not by its first run's name alone)
+        variants = {key: Variant(_unvaried_label(variant.runs), {}, variant.runs) for key, variant in variants.items()}
     return Study(title, path, varied, list(variants.values()))
+
+
+def _unvaried_label(runs: list[Run]) -> str:
+    """The label of runs that share every setting but the seed: `a` for one run, `seeds 0, 1` for several."""
+    if len(runs) == 1:
+        return runs[0].name
+    seeds = [run.config.get("seed") for run in runs]
+    if None in seeds or len(set(seeds)) < len(seeds):
+        return f"{len(runs)} runs"
+    return "seeds " + ", ".join(str(seed) for seed in sorted(seeds))
 
 
 def _hashable(value: Any) -> Any:

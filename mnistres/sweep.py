@@ -127,7 +127,7 @@ def make_plan(base: RunConfig, axes: Mapping[str, Sequence[Any]], seeds: int = 1
                 parts.append(f"seed={seed}")
             name = rundir.point_name(",".join(parts), names)
             names.add(name)
-            point_config = base.replace(**values, seed=seed, name=name, out_dir=str(directory))
+            point_config = base.replace(**{**values, "seed": seed}, name=name, out_dir=str(directory))
             points.append(Point(name, values, seed, resolve(point_config)))
     return Plan(directory, base, typed, seed_list or typed["seed"], points)
 

@@ -51,6 +51,14 @@ def test_plan_is_the_product_of_axes_and_seeds():
     assert all(":" not in p.name for p in plan.points)  # folder names stay portable
 
 
+def test_seed_as_an_axis_gives_each_point_its_seed():
+    # It used to stop with a TypeError (the seed passed twice to the point's config).
+    plan = sweep.make_plan(RunConfig(), sweep.merge_axes({}, [("lr", ["0.1", "0.01"]), ("seed", ["3", "5"])]))
+    assert [(p.name, p.config.lr, p.config.seed) for p in plan.points] == [
+        ("lr=0.1,seed=3", 0.1, 3), ("lr=0.1,seed=5", 0.1, 5), ("lr=0.01,seed=3", 0.01, 3), ("lr=0.01,seed=5", 0.01, 5)]
+    assert plan.seeds == [3, 5]
+
+
 def test_grid_values_keep_registry_options_together():
     assert sweep.parse_grid("optimizer=adam,sgd:momentum=0.9,nesterov=true") == (
         "optimizer", ["adam", "sgd:momentum=0.9,nesterov=true"])
@@ -118,6 +126,16 @@ def test_yaml_axes_and_seeds(fast, tmp_path):
 
 
 # --- running ---------------------------------------------------------------------------------
+
+
+def test_a_sweep_of_seeds_alone_is_one_variant_named_by_its_seeds(fast):
+    result = invoke("sweep", "seed", "3", "5", *fast, "--train-size", "64", "--epochs", "1", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    root = Path("runs/seed-sweep")
+    assert [yaml.safe_load((root / name / "config.yaml").read_text())["seed"] for name in ("seed=3", "seed=5")] == [3, 5]
+    # One variant over both runs, labelled by their seeds (it was labelled by its first run, "seed=3").
+    assert "│ seeds 3, 5 " in result.output and "seed=3 " not in result.output
+    assert "| seeds 3, 5 |" in (root / "report.md").read_text()
 
 
 def test_two_values_two_seeds_then_rerun_trains_nothing(fast):
