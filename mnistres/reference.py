@@ -45,6 +45,9 @@ class Reference:
     source: str  # where the figures come from, e.g. "course report, section 3"
     path: Path
     entries: list[Entry] = field(default_factory=list)
+    # How the source trained every variant beyond the entry's values (`epochs: 10`): a run set up otherwise
+    # is not compared like with like, and the report says so.
+    setup: dict[str, Any] = field(default_factory=dict)
 
     def match(self, values: dict[str, Any]) -> Optional[Entry]:
         """The entry whose every setting a variant has, with the same value (`values`: the variant's
@@ -52,6 +55,18 @@ class Reference:
         fitting = [entry for entry in self.entries
                    if all(key in values and text(values[key]) == text(value) for key, value in entry.values.items())]
         return fitting[0] if len(fitting) == 1 else None
+
+    def unlike(self, configs: list[dict[str, Any]], varied: list[str]) -> list[tuple[str, list[str], str]]:
+        """The setup keys (not varied in the study) where runs with these `configs` differ from the source:
+        (key, our values as typed, the source's value)."""
+        found = []
+        for key, theirs in self.setup.items():
+            if key in varied:
+                continue
+            ours = sorted({text(config.get(key)) for config in configs})
+            if ours and ours != [text(theirs)]:
+                found.append((key, ours, text(theirs)))
+        return found
 
 
 def load(path: str | Path) -> Reference:
@@ -64,16 +79,23 @@ def load(path: str | Path) -> Reference:
 
     if not isinstance(document, dict):
         raise bad("expected a mapping with title, source and variants")
-    unknown = sorted(set(document) - {"title", "source", "variants"})
+    unknown = sorted(set(document) - {"title", "source", "variants", "setup"})
     if unknown:
-        raise bad(f"unknown key {echo(unknown[0])} (expected title, source, variants)")
+        raise bad(f"unknown key {echo(unknown[0])} (expected title, source, setup, variants)")
     title, source, variants = document.get("title"), document.get("source"), document.get("variants")
     for key, value in (("title", title), ("source", source)):
         if not isinstance(value, str) or not value.strip():
             raise bad(f"{key} must be a non-empty text")
     if not isinstance(variants, list) or not variants:
         raise bad("variants must be a non-empty list")
-    reference = Reference(title.strip(), source.strip(), path)
+    setup = document.get("setup") or {}
+    if not isinstance(setup, dict) or not all(isinstance(key, str) for key in setup):
+        raise bad("setup must map setting names to values, e.g. {epochs: 10}")
+    known = set(RunConfig.__dataclass_fields__)
+    for key in setup:
+        if key not in known:
+            raise bad(f"setup: {echo(key)} is not a setting (a key of RunConfig)")
+    reference = Reference(title.strip(), source.strip(), path, setup=dict(setup))
     for number, item in enumerate(variants, start=1):
         reference.entries.append(_entry(item, f"variant {number}", bad))
     labels = [entry.label for entry in reference.entries]

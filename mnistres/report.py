@@ -310,10 +310,25 @@ def reference_section(study: Study, reference: Reference, h: str) -> list[str]:
                 f"No variant of this study has an entry in {reference.path.name} (matched on the varied settings: "
                 f"{', '.join(study.varied) or 'none'}).", ""]
     notes = [f"- {variant.label}: {entry.note}" for variant, entry in matched(study, reference) if entry.note]
+    unlike = unlike_sentence(study, reference)
     return ([f"{h} Beside {reference.title}", "",
              f"Our runs' figures (mean ± sample standard deviation over completed runs) beside {reference.title}'s "
              f"({reference.source}; read from `{reference.path.name}`); — where it gives none.", ""]
+            + ([f"**{unlike}**", ""] if unlike else [])
             + _table(headers, rows) + (["Notes from the reference:", ""] + notes + [""] if notes else []))
+
+
+def unlike_sentence(study: Study, reference: Reference) -> str:
+    """Where the compared runs were set up otherwise than the reference's (its `setup:`), in one sentence; ''."""
+    configs = [run.config for variant, _ in matched(study, reference) for run in variant.usable]
+    found = reference.unlike(configs, study.varied)
+    if not found:
+        return ""
+    ours = ", ".join(f"{key}={' / '.join(values)}" for key, values, _ in found)
+    theirs = ", ".join(f"{key}={value}" for key, _, value in found)
+    it = "it" if len(found) == 1 else "them"
+    return (f"Not like for like: these runs have {ours}, {reference.title} had {theirs}; the figures that depend "
+            f"on {it} (for epochs: the final and the best) compare runs set up differently.")
 
 
 def reference_observations(study: Study, reference: Reference) -> list[str]:
@@ -322,7 +337,8 @@ def reference_observations(study: Study, reference: Reference) -> list[str]:
     pairs = matched(study, reference)
     if not pairs:
         return [f"No variant matches an entry of {reference.title} ({reference.path.name})."]
-    found, within, without = [], [], []
+    unlike = unlike_sentence(study, reference)
+    found, within, without = [unlike] if unlike else [], [], []
     for variant, entry in pairs:
         differing = []
         compared = 0

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from mnistres import figures, report, results
+from mnistres import figures, reference, report, results
 from mnistres.cli import app
 from mnistres.config import RunConfig
 
@@ -46,13 +46,13 @@ def make_run(root: Path, name: str, val_accs: list[float], *, status: str = "com
     return path
 
 
-def make_sweep(root: Path, key: str, variants: dict, runs: dict[str, list[list[float]]]) -> Path:
-    """A sweep directory: sweep.yaml plus one run per (value, seed)."""
+def make_sweep(root: Path, key: str, variants: dict, runs: dict[str, list[list[float]]], **config: object) -> Path:
+    """A sweep directory: sweep.yaml plus one run per (value, seed), each with `config`'s settings too."""
     points = []
     for value, seeds in runs.items():
         for seed, accs in enumerate(seeds):
             name = f"{key}={value},seed={seed}"
-            make_run(root, name, accs, seed=seed, **{key: variants[value]})
+            make_run(root, name, accs, seed=seed, **{**config, key: variants[value]})
             points.append({"name": name, "values": {key: variants[value]}, "seed": seed})
     (root / "sweep.yaml").write_text(yaml.safe_dump({"axes": {key: list(variants.values())}, "points": points}))
     return root
@@ -251,6 +251,27 @@ def test_report_puts_the_reference_beside_the_runs_and_names_the_differences(tmp
     assert "optimizer=sgd differs from the course report" in " ".join(result.output.split())
 
 
+def test_runs_set_up_otherwise_than_the_reference_are_said_not_to_be_like_for_like(tmp_path):
+    # The course report trained 10 epochs at a constant rate (its `setup:`); runs of 2 epochs get the line,
+    # runs of 10 do not.
+    short = make_sweep(tmp_path / "short", "optimizer", {"adam": "adam"}, {"adam": [[0.94, 0.99]]}, schedule="constant")
+    full = make_sweep(tmp_path / "full", "optimizer", {"adam": "adam"}, {"adam": [[0.94] + [0.99] * 9]},
+                      schedule="constant")
+    line = "Not like for like: these runs have epochs=2, the course report had epochs=10;"
+    for sweep_dir, expected in ((short, True), (full, False)):
+        output = sweep_dir / "r.md"
+        result = runner.invoke(app, ["report", str(sweep_dir), "-o", str(output), "--reference", str(COURSE_REPORT)])
+        assert result.exit_code == 0, result.output
+        section, observed = output.read_text().split("## Beside the course report", 1)[1].split("## Observations", 1)
+        assert (line in section and line in observed) is expected and ("like for like" in section) is expected
+    # A key the study varies is what it compares, not a difference of set-up.
+    course = reference.load(COURSE_REPORT)
+    runs = [{"epochs": 2, "schedule": "cosine", "batch_size": 32, "activation": "relu"},
+            {"epochs": 10, "schedule": "constant", "batch_size": 32, "activation": "relu"}]
+    assert course.unlike(runs, varied=[]) == [("epochs", ["10", "2"], "10"), ("schedule", ["constant", "cosine"], "constant")]
+    assert course.unlike(runs, varied=["epochs"]) == [("schedule", ["constant", "cosine"], "constant")]
+
+
 def test_a_variant_the_reference_only_notes_is_not_called_within_range(tmp_path):
     """The report names batches of 64 and 128 but gives no figure for them: nothing to agree with."""
     make_sweep(tmp_path / "sweep", "batch_size", {"32": 32, "64": 64}, {"32": [[0.95, 0.99]], "64": [[0.95, 0.99]]})
@@ -275,6 +296,9 @@ def test_a_study_the_reference_does_not_cover_says_so(tmp_path):
 @pytest.mark.parametrize("content, fragment", [
     ("- 1\n", "expected a mapping with title, source and variants"),
     ("title: t\nsource: s\nvariants: []\n", "variants must be a non-empty list"),
+    ("title: t\nsource: s\nsetup: {colour: 1}\nvariants:\n  - {values: {lr: 0.1}, note: x}\n",
+     "setup: 'colour' is not a setting"),
+    ("title: t\nsource: s\nsetup: [epochs]\nvariants:\n  - {values: {lr: 0.1}, note: x}\n", "setup must map"),
     ("title: t\nsource: s\nvariants:\n  - {values: {colour: red}, note: x}\n", "'colour' is not a setting"),
     ("title: t\nsource: s\nvariants:\n  - {values: {lr: 0.1}, val_acc: {final: 99.1}}\n",
      "val_acc.final=99.1 must be an accuracy between 0 and 1"),
