@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mnistres import yamlfile
-from mnistres.config import RunConfig
+from mnistres.config import RunConfig, coerce
 from mnistres.errors import ConfigError
 from mnistres.values import echo, text
 
@@ -95,7 +95,11 @@ def load(path: str | Path) -> Reference:
     for key in setup:
         if key not in known:
             raise bad(f"setup: {echo(key)} is not a setting (a key of RunConfig)")
-    reference = Reference(title.strip(), source.strip(), path, setup=dict(setup))
+    try:
+        setup = {key: coerce(key, value) for key, value in setup.items()}  # typed as a run records it
+    except ConfigError as error:
+        raise bad(f"setup: {error}") from None
+    reference = Reference(title.strip(), source.strip(), path, setup=setup)
     for number, item in enumerate(variants, start=1):
         reference.entries.append(_entry(item, f"variant {number}", bad))
     labels = [entry.label for entry in reference.entries]

@@ -327,8 +327,9 @@ def unlike_sentence(study: Study, reference: Reference) -> str:
     ours = ", ".join(f"{key}={' / '.join(values)}" for key, values, _ in found)
     theirs = ", ".join(f"{key}={value}" for key, _, value in found)
     it = "it" if len(found) == 1 else "them"
+    epochs = " (for epochs: the final and the best ones)" if any(key == "epochs" for key, _, _ in found) else ""
     return (f"Not like for like: these runs have {ours}, {reference.title} had {theirs}; the figures that depend "
-            f"on {it} (for epochs: the final and the best) compare runs set up differently.")
+            f"on {it}{epochs} compare runs set up differently.")
 
 
 def reference_observations(study: Study, reference: Reference) -> list[str]:

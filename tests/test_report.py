@@ -299,6 +299,8 @@ def test_a_study_the_reference_does_not_cover_says_so(tmp_path):
     ("title: t\nsource: s\nsetup: {colour: 1}\nvariants:\n  - {values: {lr: 0.1}, note: x}\n",
      "setup: 'colour' is not a setting"),
     ("title: t\nsource: s\nsetup: [epochs]\nvariants:\n  - {values: {lr: 0.1}, note: x}\n", "setup must map"),
+    ("title: t\nsource: s\nsetup: {epochs: ten}\nvariants:\n  - {values: {lr: 0.1}, note: x}\n",
+     "setup: epochs='ten': expected a whole number"),
     ("title: t\nsource: s\nvariants:\n  - {values: {colour: red}, note: x}\n", "'colour' is not a setting"),
     ("title: t\nsource: s\nvariants:\n  - {values: {lr: 0.1}, val_acc: {final: 99.1}}\n",
      "val_acc.final=99.1 must be an accuracy between 0 and 1"),
