@@ -63,10 +63,17 @@ class Reference:
         for key, theirs in self.setup.items():
             if key in varied:
                 continue
-            ours = sorted({text(config.get(key)) for config in configs})
+            distinct = {text(config.get(key)): config.get(key) for config in configs}
+            ours = sorted(distinct, key=lambda shown: _in_order(distinct[shown]))
             if ours and ours != [text(theirs)]:
                 found.append((key, ours, text(theirs)))
         return found
+
+
+def _in_order(value: Any) -> tuple:
+    """Sort key: numbers by size (2 before 10), then anything else by its text."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return (0, value, "") if number else (1, 0, text(value))
 
 
 def load(path: str | Path) -> Reference:

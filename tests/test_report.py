@@ -268,7 +268,7 @@ def test_runs_set_up_otherwise_than_the_reference_are_said_not_to_be_like_for_li
     course = reference.load(COURSE_REPORT)
     runs = [{"epochs": 2, "schedule": "cosine", "batch_size": 32, "activation": "relu"},
             {"epochs": 10, "schedule": "constant", "batch_size": 32, "activation": "relu"}]
-    assert course.unlike(runs, varied=[]) == [("epochs", ["10", "2"], "10"), ("schedule", ["constant", "cosine"], "constant")]
+    assert course.unlike(runs, varied=[]) == [("epochs", ["2", "10"], "10"), ("schedule", ["constant", "cosine"], "constant")]
     assert course.unlike(runs, varied=["epochs"]) == [("schedule", ["constant", "cosine"], "constant")]
 
 
