@@ -132,13 +132,15 @@ def layered(file_data: Mapping[str, Any], origin: str, options: Mapping[str, Any
     merged: dict[str, Any] = preset_values(chosen) if chosen is not None else {}
     # Keys still holding a value the preset chose (not one typed in its spec, `fast:lr=0.1`), for the hint below.
     from_preset = set(merged) - set(_spec_options(chosen)) if chosen is not None else set()
-    for key, value in file_data.items():
-        merged[check_key(key, origin)] = value
-        from_preset.discard(check_key(key, origin))
-    for key, value in (options or {}).items():
+    for raw, value in file_data.items():
+        key = check_key(raw, origin)
+        merged[key] = value
+        from_preset.discard(key)
+    for raw, value in (options or {}).items():
         if value is not None:
-            merged[check_key(key, "option")] = value
-            from_preset.discard(check_key(key, "option"))
+            key = check_key(raw, "option")
+            merged[key] = value
+            from_preset.discard(key)
     added = list(callbacks)
     if added:
         try:

@@ -136,7 +136,8 @@ def study_of(title: str, path: Optional[Path], runs: list[Run], varied: Optional
             variants[key] = Variant(", ".join(f"{k}={text(v)}" for k, v in values.items()), values)
         variants[key].runs.append(run)
     if not varied:  # one variant: named by its run, or by its seeds (not by its first run's name alone)
-        variants = {key: Variant(_unvaried_label(variant.runs), {}, variant.runs) for key, variant in variants.items()}
+        for variant in variants.values():
+            variant.label = _unvaried_label(variant.runs)
     return Study(title, path, varied, list(variants.values()))
 
 
