@@ -161,7 +161,8 @@ def layered(file_data: Mapping[str, Any], origin: str, options: Mapping[str, Any
         # A value the user never typed (a preset's, clashing with one they did): say where it came from.
         default = RunConfig.__dataclass_fields__[error.key].default
         shown = str(default).lower() if isinstance(default, bool) else default
-        fix = f"--set {error.key}={shown}" if isinstance(default, (int, float, str)) else f"--set {error.key}=..."
+        fix = (f"--set {error.key}=none" if default is None else
+               f"--set {error.key}={shown}" if isinstance(default, (int, float, str)) else f"--set {error.key}=...")
         raise ConfigError(f"{error}; the value comes from preset '{chosen}': replace it, e.g. {fix} "
                           f"(mnistres's default)", key=error.key) from None
 
@@ -271,6 +272,7 @@ def split_specs(value: Any) -> list[str]:
 # Whole-number keys and the range a run can use: beyond these a run would not fit in memory or
 # time, or the number would overflow where torch uses it (seeds feed 64-bit generators after an offset).
 IMAGE_SIDE = 28  # both datasets' images are 28x28
+TRAIN_IMAGES = 60_000  # both datasets' training files hold 60,000 images
 LOW_RES_MIN = 8  # below this the stem and its pooling leave a 2x2 map
 
 INT_RANGES: dict[str, tuple[int, int, str]] = {
@@ -284,6 +286,21 @@ INT_RANGES: dict[str, tuple[int, int, str]] = {
     # Any machine's limit; the machine a run is on allows fewer (devices.set_threads says how many).
     "threads": (0, 4096, "CPU threads; 0 is torch's default"),
 }
+
+
+def check_subset(train_size: int | None, val_split: float, total: int) -> tuple[int, int]:
+    """(held out, left to train on) of `total` training images; a ConfigError when `val_split`
+    holds out none or `train_size` asks for more than are left. The one statement of that rule:
+    `validate` applies it before a run starts, `data.prepare` to the files it read."""
+    held = int(round(val_split * total))
+    if val_split > 0 and held < 1:
+        raise ConfigError(f"val_split={val_split} holds out no image of the {total:,} training images", key="val_split")
+    available = total - held
+    if train_size is not None and train_size > available:
+        raise ConfigError(f"train_size={train_size:,} is more than the {available:,} training images available"
+                          + (f" after holding out {held:,}" if held else "") + f"; use --train-size {available} or less",
+                          key="train_size")
+    return held, available
 
 
 def validate(config: RunConfig) -> None:
@@ -302,6 +319,7 @@ def validate(config: RunConfig) -> None:
             raise bad(key, f"from {low:,} to {high:,} ({meaning})")
     if not 0.0 <= config.val_split < 1.0:
         raise bad("val_split", "0 (use the test set) or a fraction between 0 and 1")
+    check_subset(config.train_size, config.val_split, TRAIN_IMAGES)
     if not config.lr > 0:
         raise bad("lr", "a positive number")
     if config.weight_decay is not None and not config.weight_decay >= 0:

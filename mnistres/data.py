@@ -20,8 +20,9 @@ from typing import Iterator
 import torch
 
 from mnistres import places
+from mnistres.config import check_subset
 from mnistres.distributed import World, share
-from mnistres.errors import ConfigError, DataError
+from mnistres.errors import DataError
 
 # dataset -> (folder under the data dir as torchvision names it, torchvision class name)
 FOLDERS = {"mnist": ("MNIST", "MNIST"), "fashion-mnist": ("FashionMNIST", "FashionMNIST")}
@@ -190,13 +191,7 @@ def prepare(dataset: str, root: Path, *, download: bool, train_size: int | None,
     train_images, train_labels = load_split(dataset, root, "train", download)
     total = len(train_labels)
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
-    held = int(round(val_split * total))
-    if val_split > 0 and held < 1:
-        raise ConfigError(f"val_split={val_split} holds out no image of the {total:,} training images")
-    available = total - held
-    if train_size is not None and train_size > available:
-        raise ConfigError(f"train_size={train_size:,} is more than the {available:,} training images available"
-                          + (f" after holding out {held:,}" if held else "") + f"; use --train-size {available} or less")
+    held, available = check_subset(train_size, val_split, total)
     train_index = order[held:held + (train_size or available)]
     val_positions = order[:held] if held else None
     if held:

@@ -98,6 +98,24 @@ def test_a_preset_value_that_clashes_with_a_typed_one_says_where_it_came_from(tm
     assert "comes from preset" not in str(caught.value)
 
 
+def test_a_preset_subset_too_big_for_the_held_out_split_is_refused_before_any_data_loads(tmp_path):
+    # fast trains on 44,000 images; holding out 30 % leaves 42,000. The check needs no dataset
+    # (the data folder here is empty), and it says the 44,000 came from the preset.
+    taken = presets.get("fast").options["train_size"]
+    result = invoke("train", "--preset", "fast", "--val-split", "0.3", "--data-dir", str(tmp_path / "empty"),
+                    "--out-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (f"train_size={taken:,} is more than the 42,000 training images available after holding out 18,000; "
+            f"use --train-size 42000 or less; the value comes from preset 'fast': replace it, e.g. "
+            f"--set train_size=none") in " ".join(result.output.split())
+    assert not (tmp_path / "runs").exists()
+    # The hint's fix works, and the same size typed by the user gets no hint.
+    assert config_module.layered({}, "test", {"val_split": 0.3}, ["train_size=none"], preset="fast").train_size is None
+    with pytest.raises(ConfigError, match="42,000 training images available") as caught:
+        config_module.layered({}, "test", {"val_split": 0.3, "train_size": taken})
+    assert "preset" not in str(caught.value)
+
+
 def test_preset_is_not_a_set_key_nor_a_sweep_axis():
     with pytest.raises(ConfigError, match="chosen with --preset"):
         config_module.build(None, {}, ["preset=fast"])
