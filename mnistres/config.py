@@ -10,14 +10,13 @@ second, not an epoch.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Tuple
 
-from mnistres import rundir, values
+from mnistres import rundir, values, wording
 from mnistres.errors import ConfigError
 from mnistres.registry import normalise
 
@@ -216,8 +215,7 @@ def check_key(key: Any, origin: str) -> str:
         return name
     if name == "preset":
         raise ConfigError(f"'preset' in {origin}: a preset is chosen with --preset NAME, or preset: in a config file")
-    close = difflib.get_close_matches(name, KEYS, n=1, cutoff=0.6) if len(name) <= 100 else []
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    hint = wording.did_you_mean(name, KEYS) or "."
     raise ConfigError(f"unknown key {values.echo(name)} in {origin}{hint} Keys: {', '.join(KEYS)}")
 
 
@@ -310,8 +308,7 @@ def validate(config: RunConfig) -> None:
         return ConfigError(f"{key}={values.echo(getattr(config, key))} is out of range: {allowed}", key=key)
 
     if config.dataset not in DATASETS:
-        close = difflib.get_close_matches(config.dataset.lower(), DATASETS, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = wording.did_you_mean(config.dataset.lower(), DATASETS) or "."
         raise ConfigError(f"unknown dataset {values.echo(config.dataset)}{hint} Available: {', '.join(DATASETS)}")
     for key, (low, high, meaning) in INT_RANGES.items():
         number = getattr(config, key)
@@ -341,14 +338,14 @@ def validate(config: RunConfig) -> None:
     if config.low_res and (config.low_res_batch_size % config.batch_size or not 0 <= config.low_res_batch_size <= 65_536):
         raise bad("low_res_batch_size", f"0 (batch_size) or a multiple of batch_size={config.batch_size}, up to 65,536")
     if config.low_res_mode not in LOW_RES_MODES:
-        raise bad("low_res_mode", " | ".join(LOW_RES_MODES))
+        raise bad("low_res_mode", " | ".join(LOW_RES_MODES) + wording.did_you_mean(config.low_res_mode, LOW_RES_MODES))
     if not 0.0 <= config.low_res_epochs < config.epochs:
         raise bad("low_res_epochs", f"from 0 up to (not including) epochs={config.epochs}: the last part of training "
                                     f"is at full size, the size the model is evaluated at")
     if not 0.0 <= config.ema < 1.0:
         raise bad("ema", "from 0 (off) up to (not including) 1, e.g. 0.999")
     if config.amp not in AMP_MODES:
-        raise bad("amp", " | ".join(AMP_MODES))
+        raise bad("amp", " | ".join(AMP_MODES) + wording.did_you_mean(config.amp, AMP_MODES))
     if config.name is not None and rundir.name_problem(config.name):
         raise bad("name", rundir.name_problem(config.name))
     if not config.out_dir.strip():

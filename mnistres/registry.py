@@ -18,7 +18,6 @@ look-up, so ``--help`` never pays for them.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import os
@@ -30,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from mnistres import values
+from mnistres import values, wording
 from mnistres.errors import ConfigError, MnistresError, PluginError, UnknownNameError
 
 ENTRY_POINT_GROUP = "mnistres.plugins"
@@ -57,8 +56,7 @@ class Option:
     def problem(self, value: Any) -> str | None:
         """Why `value` is not accepted, or None."""
         if self.choices and value not in self.choices:
-            close = difflib.get_close_matches(str(value), list(map(str, self.choices)), n=1) if len(str(value)) < 100 else []
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            hint = wording.did_you_mean(str(value), map(str, self.choices))
             return f"expected one of {', '.join(map(str, self.choices))}{hint}"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
@@ -217,9 +215,7 @@ class Registry:
     def _unknown_message(self, key: str) -> str:
         available = sorted(self._entries)
         message = f"unknown {self.kind} {values.echo(key)}"
-        close = difflib.get_close_matches(key, available, n=1, cutoff=0.5) if len(key) <= 100 else []
-        if close:
-            message += f"; did you mean '{close[0]}'?"
+        message += wording.did_you_mean(key, available, cutoff=0.5) or "."
         listing = ", ".join(available) if available else "none (no plugins loaded)"
         if autoload_disabled():
             listing += f" (installed plugins were not loaded: {DISABLE_ENV} is set)"

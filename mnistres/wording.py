@@ -1,6 +1,10 @@
-"""Small helpers for sentences that count things: "1 epoch", "3 epochs", "an interrupted run", "21m29s"."""
+"""Small helpers for sentences: counts ("1 epoch", "3 epochs"), "an interrupted run", "21m29s", and the
+"did you mean" hint every unknown name gets."""
 
 from __future__ import annotations
+
+import difflib
+from typing import Iterable
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:
@@ -20,3 +24,10 @@ def duration(seconds: float) -> str:
     minutes, rest = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
+
+
+def did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
+    """"; did you mean 'width'?" when one of `choices` is close to `word`, else "" (long words are not
+    compared: difflib's cost grows with the square of their length)."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff) if len(word) <= 100 else []
+    return f"; did you mean '{close[0]}'?" if close else ""

@@ -162,6 +162,12 @@ def test_yaml_config_and_set_precedence(fast, tmp_path):
     (["--set", "callbacks=progres"], "did you mean 'progress'"),
     (["--dataset", "mnsit"], "did you mean 'mnist'"),
     (["--set", "lrr=0.1"], "did you mean 'lr'"),
+    (["--set", "amp=bf61"], "did you mean 'bf16'"),
+    (["--set", "low_res=20", "--set", "low_res_mode=crp"], "did you mean 'crop'"),
+    # With nothing close, the sentence ends before the list of what there is.
+    (["--activation", "zzzz"], "unknown activation 'zzzz'. Available: "),
+    (["--set", "zzzz=1"], "unknown key 'zzzz' in --set. Keys: "),
+    (["--dataset", "zzzz"], "unknown dataset 'zzzz'. Available: "),
     (["--train-size", "999999"], "train_size=999,999"),
     (["--batch-size", "100000"], "batch_size=100000"),
     (["--optimizer", "sgd:nesterovv=true"], "has no option 'nesterovv'"),
