@@ -19,12 +19,13 @@ import typer
 from typer.core import TyperGroup
 
 from mnistres import __version__
-from mnistres import config as config_module
+from mnistres import config as config_module, interrupts
 from mnistres.errors import MnistresError
+from mnistres.interrupts import OutputClosed
 from mnistres.values import text
 from mnistres.wording import plural
 
-EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+EXIT_USAGE, EXIT_INTERRUPTED, EXIT_OUTPUT_CLOSED = 2, 130, 141  # 141: as a shell reports a process SIGPIPE ended
 
 
 def _debug() -> bool:
@@ -115,6 +116,10 @@ class _Group(TyperGroup):
             if not getattr(error, "quiet", False):  # a torchrun process whose error rank 0 reports
                 _error_line(f"Error: {error}")
             raise typer.Exit(EXIT_USAGE) from None
+        except BrokenPipeError:  # a write outside Rich (--json) whose reader went away
+            return _output_closed()
+        except OutputClosed:  # a command that only prints (runs, plugins, predict): stop quietly, like `ls | head`
+            return _output_closed()
         except KeyboardInterrupt as interrupt:
             if _debug():
                 raise
@@ -123,9 +128,21 @@ class _Group(TyperGroup):
 
             hint = getattr(interrupt, "hint", "")
             if is_main_process():  # under torchrun every process stops; rank 0 says so
-                console(stderr=True).print(f"Interrupted: {hint}." if hint else "Interrupted.", style="yellow",
-                                           highlight=False, soft_wrap=True)
+                try:
+                    console(stderr=True).print(f"Interrupted: {hint}." if hint else "Interrupted.", style="yellow",
+                                               highlight=False, soft_wrap=True)
+                except OutputClosed:  # stderr went to the same closed pipe
+                    pass
             raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _output_closed() -> None:
+    """End with nothing more said: the reader of our output has gone (see interrupts.OutputClosed)."""
+    try:
+        interrupts.output_closed(sys.stdout)
+    except OutputClosed:
+        pass
+    raise typer.Exit(EXIT_OUTPUT_CLOSED)
 
 
 def _error_line(line: str) -> None:

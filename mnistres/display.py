@@ -16,16 +16,25 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mnistres import values
+from mnistres import interrupts, values
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # Rich exits with status 1 here, which a run in progress would record as its failure; we stop
+        # as an interrupted run does (state saved, resumable), and print nothing more to this file.
+        self.quiet = True
+        interrupts.output_closed(self.file)
 
 
 def console(*, stderr: bool = False, wide: bool = False, file: Any = None, width: int | None = None,
             no_color: bool | None = None) -> Console:
     """The console mnistres prints to: no markup in printed text. `wide`: off a terminal (a log
-    file, a pipe), 160 columns unless COLUMNS says otherwise, so that wide tables keep every column."""
-    made = Console(stderr=stderr, file=file, width=width, markup=False, no_color=no_color)
+    file, a pipe), 160 columns unless COLUMNS says otherwise, so that wide tables keep every column.
+    When what it prints has no reader any more (`| head`), the work stops as interrupted."""
+    made = _Console(stderr=stderr, file=file, width=width, markup=False, no_color=no_color)
     if wide and width is None and not made.is_terminal and not os.environ.get("COLUMNS"):
-        made = Console(stderr=stderr, file=file, width=160, markup=False, no_color=no_color)
+        made = _Console(stderr=stderr, file=file, width=160, markup=False, no_color=no_color)
     return made
 
 

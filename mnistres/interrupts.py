@@ -23,6 +23,35 @@ class Interrupted(KeyboardInterrupt):
         self.hint = hint
 
 
+class OutputClosed(KeyboardInterrupt):
+    """What we print has no reader any more (`mnistres sweep ... | head`, or `| less` quit early).
+
+    Unix tools stop when that happens, and so do we, but as an interruption, not a failure: a run or a
+    sweep saves its state, marks itself interrupted and can be resumed (`display.console` raises it)."""
+
+
+WHY_OUTPUT_CLOSED = "its output was closed (the program reading it ended)"
+
+
+def output_closed(stream: Any) -> None:
+    """`stream`'s reader went away: from now on what is written to it goes nowhere (so neither later
+    writes nor the flush at exit fail), and the work stops as if interrupted. Inside `signals_as_flag`
+    (a run on several processes) only the flag is raised, for every process to stop together at the
+    next epoch's end; elsewhere OutputClosed is raised here."""
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's capture): nothing to redirect
+        descriptor = None
+    if descriptor is not None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, descriptor)
+        os.close(devnull)
+    if _flags:
+        _flags[-1].raised = True
+        return
+    raise OutputClosed(WHY_OUTPUT_CLOSED)
+
+
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM raises KeyboardInterrupt in the main thread, as Ctrl-C does.
@@ -44,9 +73,12 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 class Flag:
-    """Set when a signal came (see `signals_as_flag`)."""
+    """Set when a signal came, or the output closed (see `signals_as_flag`)."""
 
     raised = False
+
+
+_flags: list[Flag] = []  # the flags of the `signals_as_flag` blocks now open, innermost last
 
 
 @contextmanager
@@ -66,9 +98,11 @@ def signals_as_flag() -> Iterator[Flag]:
         flag.raised = True
 
     previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _flags.append(flag)
     try:
         yield flag
     finally:
+        _flags.remove(flag)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

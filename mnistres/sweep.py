@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from mnistres import atomic, config as config_module, rundir, yamlfile
 from mnistres.config import RunConfig
 from mnistres.errors import ConfigError, WriteError, reason
-from mnistres.interrupts import Interrupted, deferred, shielded, sigterm_as_interrupt
+from mnistres.interrupts import Interrupted, OutputClosed, deferred, shielded, sigterm_as_interrupt
 from mnistres.lock import Lock
 from mnistres.registry import requested
 from mnistres.resolve import Resolved, canonical, meaning, resolve
@@ -289,8 +289,9 @@ def _run_locked(plan: Plan, states: list[PointState], pending: list[PointState],
                     _run_here(pending, devices[0] if devices else None, view)
                 else:
                     _run_children(pending, jobs, devices, view)
-        except KeyboardInterrupt:
-            raise Interrupted("finished points are kept; run the same sweep again to go on with the others") \
+        except KeyboardInterrupt as stop:
+            why = f"{stop}; " if isinstance(stop, OutputClosed) else ""
+            raise Interrupted(f"{why}finished points are kept; run the same sweep again to go on with the others") \
                 from None
         finally:  # also after Ctrl-C: the record says which points finished and why others did not
             with shielded():

@@ -289,11 +289,14 @@ class Trainer:
                         break
                 if status == "completed" and main:
                     self.record_mistakes(run_dir)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as stop:
                 # last.pt keeps the last completed epoch: a consistent point to go on from.
                 error_in_flight = True
                 status, message = "interrupted", f"interrupted during epoch {self.epoch}"
-                raise Interrupted(rundir.resume_hint(run_dir)) from None
+                hint = rundir.resume_hint(run_dir)
+                if isinstance(stop, interrupts.OutputClosed):
+                    message, hint = f"{message}: {stop}", f"{stop}; {hint}"
+                raise Interrupted(hint) from None
             except WriteError as error:
                 error_in_flight = True
                 status, message = "failed", str(error)

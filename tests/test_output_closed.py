@@ -1,0 +1,83 @@
+"""When what mnistres prints loses its reader (`mnistres train ... | head`, `| less` quit early), a run stops
+as an interrupted one (saved, resumable), not as a failure, and commands that only print end quietly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mnistres import display, interrupts
+
+
+class _ClosedPipe:
+    """A file whose reader has gone: every write fails as a pipe's does."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_console_whose_reader_left_raises_output_closed_once_then_stays_quiet():
+    console = display.console(file=_ClosedPipe())
+    with pytest.raises(interrupts.OutputClosed, match="its output was closed"):
+        console.print("epoch 1/3")
+    console.print("epoch 2/3")  # nothing more is written, and nothing raised
+
+
+def test_in_a_run_on_several_processes_it_only_raises_the_flag():
+    # Every process must stop at the same point (the end of an epoch), so there the console only raises
+    # the flag they all look at; outside the block it raises again.
+    with interrupts.signals_as_flag() as flag:
+        display.console(file=_ClosedPipe()).print("epoch 1/3")
+        assert flag.raised
+    with pytest.raises(interrupts.OutputClosed):
+        display.console(file=_ClosedPipe()).print("epoch 1/3")
+
+
+def _mnistres(args: list[str], cwd) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mnistres", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "MNISTRES_DEBUG": ""})
+
+
+def test_a_run_whose_output_is_closed_stops_interrupted_and_resumes(fast, tmp_path):
+    options = [a for i, a in enumerate(fast) if a != "--epochs" and fast[i - 1] != "--epochs"]
+    process = _mnistres(["train", *options, "--epochs", "40", "--name", "t"], tmp_path)
+    try:
+        first = process.stdout.readline()  # the first epoch's line; then the reader goes, as `head -1` does
+        assert first.startswith("epoch 1/40"), first
+        process.stdout.close()
+        errors = process.stderr.read()
+        assert process.wait(timeout=120) == 130, errors
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "Interrupted: its output was closed" in errors and "mnistres train --resume runs/t" in errors
+    assert "Traceback" not in errors
+    summary = json.loads((tmp_path / "runs" / "t" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "its output was closed" in summary["message"]
+    assert summary["epochs_completed"] < 40
+    resumed = subprocess.run([sys.executable, "-m", "mnistres", "train", "--resume", "runs/t"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert json.loads((tmp_path / "runs" / "t" / "summary.json").read_text())["epochs_completed"] == 40
+
+
+def test_a_listing_whose_reader_left_ends_quietly_with_141(tmp_path):
+    # `mnistres plugins | head -0`: the reader is gone before the first write.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        process = subprocess.run([sys.executable, "-m", "mnistres", "plugins"], cwd=tmp_path, stdout=write_end,
+                                 stderr=subprocess.PIPE, text=True, timeout=120,
+                                 env={**os.environ, "MNISTRES_DEBUG": ""})
+    finally:
+        os.close(write_end)
+    assert process.returncode == 141, process.stderr
+    assert process.stderr == ""
