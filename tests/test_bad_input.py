@@ -100,7 +100,7 @@ def test_bad_config_files(fast, tmp_path, text, fragment):
 
 
 BILLION_LAUGHS = "".join(
-    [f'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n']
+    ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n']
     + [f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")]
     + ["seed: *i\n"])
 
