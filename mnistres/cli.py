@@ -189,13 +189,27 @@ def _default(key: str) -> str:
 # --- shell completion: names from the registries and RunConfig's keys, never importing torch ---------
 
 
+# Characters of an entry's help that zsh and fish show beside it. Typer renders that help with Rich at
+# the width of the terminal (80 columns when the shell captures it) and a longer one comes out in two
+# lines, which fish takes for two candidates (`0.01` after `sgd`) and zsh shows broken.
+COMPLETION_HELP = 60
+
+
+def _completion_help(help: str) -> str:
+    """`help` on one line, cut at a word to COMPLETION_HELP characters ("..." where cut), Rich markup escaped."""
+    line = " ".join(help.split())
+    if len(line) > COMPLETION_HELP:
+        line = line[:COMPLETION_HELP - 3].rsplit(" ", 1)[0].rstrip(" ,;:") + "..."
+    return line.replace("[", "\\[")
+
+
 def _names(kind: str) -> Any:
     """Completes a registry name (`relu` after `--activation r`), with its help line where the shell shows one."""
     def complete(incomplete: str) -> list[tuple[str, str]]:
         from mnistres.registry import completion_names, normalise
 
         typed = normalise(incomplete)
-        return [(name, help) for name, help in completion_names(kind) if name.startswith(typed)]
+        return [(name, _completion_help(help)) for name, help in completion_names(kind) if name.startswith(typed)]
 
     return complete
 
