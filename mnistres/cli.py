@@ -116,8 +116,6 @@ class _Group(TyperGroup):
             if not getattr(error, "quiet", False):  # a torchrun process whose error rank 0 reports
                 _error_line(f"Error: {error}")
             raise typer.Exit(EXIT_USAGE) from None
-        except BrokenPipeError:  # a write outside Rich (--json) whose reader went away
-            return _output_closed()
         except OutputClosed:  # a command that only prints (runs, plugins, predict): stop quietly, like `ls | head`
             return _output_closed()
         except KeyboardInterrupt as interrupt:
@@ -741,7 +739,11 @@ def _print_json(result: Any) -> None:
     """--json: one JSON object on stdout and nothing else (NaN as null, like every file mnistres writes)."""
     from mnistres.atomic import to_json
 
-    sys.stdout.write(to_json(result) + "\n")
+    try:
+        sys.stdout.write(to_json(result) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `mnistres runs --json | head -c 100`: as the consoles do (display.console)
+        interrupts.output_closed(sys.stdout)
 
 
 def main() -> None:

@@ -69,12 +69,13 @@ def test_a_run_whose_output_is_closed_stops_interrupted_and_resumes(fast, tmp_pa
     assert json.loads((tmp_path / "runs" / "t" / "summary.json").read_text())["epochs_completed"] == 40
 
 
-def test_a_listing_whose_reader_left_ends_quietly_with_141(tmp_path):
+@pytest.mark.parametrize("args", [["plugins"], ["plugins", "--json"]])  # through Rich, and a plain write
+def test_a_listing_whose_reader_left_ends_quietly_with_141(tmp_path, args):
     # `mnistres plugins | head -0`: the reader is gone before the first write.
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        process = subprocess.run([sys.executable, "-m", "mnistres", "plugins"], cwd=tmp_path, stdout=write_end,
+        process = subprocess.run([sys.executable, "-m", "mnistres", *args], cwd=tmp_path, stdout=write_end,
                                  stderr=subprocess.PIPE, text=True, timeout=120,
                                  env={**os.environ, "MNISTRES_DEBUG": ""})
     finally:
