@@ -127,7 +127,13 @@ def make_plan(base: RunConfig, axes: Mapping[str, Sequence[Any]], seeds: int = 1
                 parts.append(f"seed={seed}")
             name = rundir.point_name(",".join(parts), names)
             names.add(name)
-            point_config = base.replace(**{**values, "seed": seed}, name=name, out_dir=str(directory))
+            try:
+                point_config = base.replace(**{**values, "seed": seed}, name=name, out_dir=str(directory))
+            except ConfigError as error:
+                if error.key in values:  # the swept value itself is wrong: the message names it
+                    raise
+                # It clashes with another setting (`val_split 0.3` with a preset's train_size): say where.
+                raise ConfigError(f"point {name}: {error}", key=error.key) from None
             points.append(Point(name, values, seed, resolve(point_config)))
     return Plan(directory, base, typed, seed_list or typed["seed"], points)
 

@@ -87,6 +87,17 @@ def test_bad_axes_are_refused_before_anything_runs(axes, seeds, fragment):
         sweep.make_plan(RunConfig(), axes, seeds)
 
 
+def test_a_point_whose_value_clashes_with_another_setting_is_named():
+    # 30 % held out leaves 42,000 training images, fewer than the 44,000 asked for; 10 % leaves enough.
+    with pytest.raises(ConfigError) as caught:
+        sweep.make_plan(RunConfig(train_size=44000), {"val_split": ["0.1", "0.3"]}, 1)
+    assert str(caught.value).startswith("point val_split=0.3,seed=0: train_size=44,000 is more than the 42,000 "
+                                        "training images available after holding out 18,000")
+    with pytest.raises(ConfigError) as caught:  # a bad swept value is named by its own message already
+        sweep.make_plan(RunConfig(), {"lr": ["-1"]}, 1)
+    assert str(caught.value).startswith("lr=-1.0 is out of range")
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["lr", "0.1", "abc"], "lr='abc'"),
     (["lr"], "give the values"),
