@@ -35,9 +35,9 @@ WHY_OUTPUT_CLOSED = "its output was closed (the program reading it ended)"
 
 def output_closed(stream: Any) -> None:
     """`stream`'s reader went away: from now on what is written to it goes nowhere (so neither later
-    writes nor the flush at exit fail), and the work stops as if interrupted. Inside `signals_as_flag`
-    (a run on several processes) only the flag is raised, for every process to stop together at the
-    next epoch's end; elsewhere OutputClosed is raised here."""
+    writes nor the flush at exit fail), and the work stops as if interrupted. Inside a run
+    (`output_as_flag`, `signals_as_flag`) only its flag is raised, for the run to stop at the end of the
+    epoch (every process together, under torchrun); elsewhere OutputClosed is raised here."""
     try:
         descriptor = stream.fileno()
     except (OSError, ValueError, AttributeError):  # not a real file (a test's capture): nothing to redirect
@@ -47,9 +47,14 @@ def output_closed(stream: Any) -> None:
         os.dup2(devnull, descriptor)
         os.close(devnull)
     if _flags:
-        _flags[-1].raised = True
+        _flags[-1].raised = _flags[-1].output_closed = True
         return
     raise OutputClosed(WHY_OUTPUT_CLOSED)
+
+
+def stop(flag: "Flag") -> KeyboardInterrupt:
+    """What a raised flag stops the work with: OutputClosed when the output closed, else a plain interrupt."""
+    return OutputClosed(WHY_OUTPUT_CLOSED) if flag.output_closed else KeyboardInterrupt()
 
 
 @contextmanager
@@ -73,9 +78,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 class Flag:
-    """Set when a signal came, or the output closed (see `signals_as_flag`)."""
+    """Set when a signal came, or the output closed (see `signals_as_flag`, `output_as_flag`)."""
 
     raised = False
+    output_closed = False  # raised because the output closed (see `output_closed`)
 
 
 _flags: list[Flag] = []  # the flags of the `signals_as_flag` blocks now open, innermost last
@@ -105,6 +111,17 @@ def signals_as_flag() -> Iterator[Flag]:
         _flags.remove(flag)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def output_as_flag(flag: Flag) -> Iterator[Flag]:
+    """Within the block, output that loses its reader only raises `flag` (see `output_closed`): a run reads
+    it at the end of the epoch, once the epoch is saved, instead of losing the epoch it was printing."""
+    _flags.append(flag)
+    try:
+        yield flag
+    finally:
+        _flags.remove(flag)
 
 
 @contextmanager

@@ -495,7 +495,8 @@ def require_last(run_dir: Path) -> Path:
 
 def check_resume(run_dir: Path, stored: Mapping[str, Any], done: int, wanted: Mapping[str, Any], epochs: int) -> None:
     """May the run whose last.pt holds epoch `done`, trained with `stored` settings, go on with
-    `wanted` to `epochs` epochs? Only execution keys may differ, and it must be unfinished."""
+    `wanted` to `epochs` epochs? Only execution keys may differ, and it must not be recorded as completed
+    (one whose last epoch is saved but whose end was not recorded is finished by resuming it)."""
     stored = with_added(stored)
     changed = sorted(k for k in wanted if k not in PLACE_KEYS + EXECUTION_KEYS and stored.get(k) != wanted[k])
     if changed:
@@ -504,8 +505,10 @@ def check_resume(run_dir: Path, stored: Mapping[str, Any], done: int, wanted: Ma
     status = stored_status(run_dir)
     if status == "diverged":
         raise ConfigError(f"{run_dir} diverged; resuming would diverge again. Start anew with other settings")
-    if status == "completed" or done >= epochs:
+    if status == "completed":
         raise ConfigError(f"{run_dir} has already completed: nothing to resume")
+    # done >= epochs and not completed: stopped after its last epoch was saved, before the run's end was
+    # recorded; resuming trains nothing and finishes it (its mistakes, its summary).
 
 
 def _earlier_status(run_dir: Path, config: Mapping[str, Any]) -> Optional[str]:

@@ -255,8 +255,8 @@ class Trainer:
         error_in_flight = False
         self._emit("on_train_begin")
         # SIGTERM stops the run like Ctrl-C; several processes stop together, at a step they agree on.
-        with interrupts.signals_as_flag() if world.several else sigterm_as_interrupt() as flag:
-            self.interrupt_flag = flag or interrupts.Flag()
+        with interrupts.signals_as_flag() if world.several else sigterm_as_interrupt() as flag, \
+                interrupts.output_as_flag(flag or interrupts.Flag()) as self.interrupt_flag:
             try:
                 for epoch in range(len(history) + 1, config.epochs + 1):
                     self.epoch = epoch
@@ -282,8 +282,10 @@ class Trainer:
                             if main:
                                 self.copy_to_best(run_dir)
                     self.stop_reason = distributed.first_text(self.stop_reason, world)  # stop early together
-                    if distributed.any_flag(self.interrupt_flag.raised, world):
-                        raise KeyboardInterrupt
+                    # After the last epoch nothing is left to save for later: a flag raised now (the output
+                    # closed while its line was printed) lets the run complete.
+                    if epoch < config.epochs and distributed.any_flag(self.interrupt_flag.raised, world):
+                        raise interrupts.stop(self.interrupt_flag)
                     if self.stop_reason:
                         message = self.stop_reason
                         break
@@ -292,7 +294,8 @@ class Trainer:
             except KeyboardInterrupt as stop:
                 # last.pt keeps the last completed epoch: a consistent point to go on from.
                 error_in_flight = True
-                status, message = "interrupted", f"interrupted during epoch {self.epoch}"
+                saved = 0 < self.epoch <= len(history)  # stopped at the end of an epoch, once it was saved
+                status, message = "interrupted", f"interrupted {'after' if saved else 'during'} epoch {self.epoch}"
                 hint = rundir.resume_hint(run_dir)
                 if isinstance(stop, interrupts.OutputClosed):
                     message, hint = f"{message}: {stop}", f"{stop}; {hint}"
@@ -512,7 +515,7 @@ class Trainer:
         flag = torch.tensor(float(self.interrupt_flag.raised), device=self.loss_sum.device)
         shared = distributed.all_sum(torch.stack([self.loss_sum.float(), flag]), self.world).tolist()
         if shared[1] > 0:
-            raise KeyboardInterrupt
+            raise interrupts.stop(self.interrupt_flag)
         return math.isfinite(shared[0])
 
     def refresh_batches(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:

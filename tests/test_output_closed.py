@@ -11,6 +11,9 @@ import sys
 import pytest
 
 from mnistres import display, interrupts
+from mnistres.config import RunConfig
+from mnistres.interrupts import Interrupted
+from mnistres.trainer import resume_config, train
 
 
 class _ClosedPipe:
@@ -62,7 +65,9 @@ def test_a_run_whose_output_is_closed_stops_interrupted_and_resumes(fast, tmp_pa
     assert "Traceback" not in errors
     summary = json.loads((tmp_path / "runs" / "t" / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "its output was closed" in summary["message"]
-    assert summary["epochs_completed"] < 40
+    # The epoch whose line found no reader was saved before the run stopped.
+    assert 2 <= summary["epochs_completed"] < 40
+    assert summary["message"].startswith(f"interrupted after epoch {summary['epochs_completed']}")
     resumed = subprocess.run([sys.executable, "-m", "mnistres", "train", "--resume", "runs/t"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -82,3 +87,32 @@ def test_a_listing_whose_reader_left_ends_quietly_with_141(tmp_path, args):
         os.close(write_end)
     assert process.returncode == 141, process.stderr
     assert process.stderr == ""
+
+
+def _config(data_dir, tmp_path, epochs: int) -> RunConfig:
+    return RunConfig(data_dir=str(data_dir), download=False, device="cpu", epochs=epochs, width=8, blocks=1,
+                     precise_bn=64, threads=1, lr=0.01, out_dir=str(tmp_path), name="r", callbacks=["progress"])
+
+
+def test_output_closed_in_the_last_epoch_lets_the_run_complete(data_dir, tmp_path):
+    # Nothing is left to save for later: the run completes (its mistakes too), and prints no more.
+    result = train(_config(data_dir, tmp_path, 1), console=display.console(file=_ClosedPipe()))
+    assert result.status == "completed" and (tmp_path / "r" / "mistakes.npz").is_file()
+    with pytest.raises(Interrupted, match="its output was closed"):  # before the last epoch, it stops
+        train(_config(data_dir, tmp_path, 2), console=display.console(file=_ClosedPipe()), overwrite=True)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs_completed"] == 1
+
+
+def test_a_run_stopped_after_its_last_epoch_was_saved_is_finished_by_resuming(data_dir, tmp_path):
+    # Stopped between saving its last epoch and recording its end (a signal at that moment): resuming
+    # trains nothing and records what the end records. It used to be refused as "already completed".
+    run = tmp_path / "r"
+    train(_config(data_dir, tmp_path, 1))
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
+    (run / "mistakes.npz").unlink()
+    resumed = train(resume_config(run), resume=True)
+    assert resumed.status == "completed" and resumed.summary["epochs_completed"] == 1
+    assert (run / "mistakes.npz").is_file()
+    assert resumed.summary["final"] == summary["final"]
