@@ -84,7 +84,7 @@ class Flag:
     output_closed = False  # raised because the output closed (see `output_closed`)
 
 
-_flags: list[Flag] = []  # the flags of the `signals_as_flag` blocks now open, innermost last
+_flags: list[Flag] = []  # the flags of the `signals_as_flag` and `output_as_flag` blocks now open, innermost last
 
 
 @contextmanager

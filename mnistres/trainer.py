@@ -282,8 +282,9 @@ class Trainer:
                             if main:
                                 self.copy_to_best(run_dir)
                     self.stop_reason = distributed.first_text(self.stop_reason, world)  # stop early together
-                    # After the last epoch nothing is left to save for later: a flag raised now (the output
-                    # closed while its line was printed) lets the run complete.
+                    # After the last epoch nothing is left to save for later: a flag raised now (a signal
+                    # after the last step, the output closed while the epoch's line was printed) lets the run
+                    # complete. Every process knows the epoch, so they all decide alike.
                     if epoch < config.epochs and distributed.any_flag(self.interrupt_flag.raised, world):
                         raise interrupts.stop(self.interrupt_flag)
                     if self.stop_reason:
