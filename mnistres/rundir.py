@@ -493,10 +493,10 @@ def require_last(run_dir: Path) -> Path:
     return run_dir / LAST
 
 
-def check_resume(run_dir: Path, stored: Mapping[str, Any], done: int, wanted: Mapping[str, Any], epochs: int) -> None:
-    """May the run whose last.pt holds epoch `done`, trained with `stored` settings, go on with
-    `wanted` to `epochs` epochs? Only execution keys may differ, and it must not be recorded as completed
-    (one whose last epoch is saved but whose end was not recorded is finished by resuming it)."""
+def check_resume(run_dir: Path, stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:
+    """May the run whose last.pt was trained with `stored` settings go on with `wanted`? Only execution
+    keys may differ, and it must not be recorded as completed (one whose last epoch is saved but whose
+    end was not recorded is finished by resuming it)."""
     stored = with_added(stored)
     changed = sorted(k for k in wanted if k not in PLACE_KEYS + EXECUTION_KEYS and stored.get(k) != wanted[k])
     if changed:
@@ -507,8 +507,8 @@ def check_resume(run_dir: Path, stored: Mapping[str, Any], done: int, wanted: Ma
         raise ConfigError(f"{run_dir} diverged; resuming would diverge again. Start anew with other settings")
     if status == "completed":
         raise ConfigError(f"{run_dir} has already completed: nothing to resume")
-    # done >= epochs and not completed: stopped after its last epoch was saved, before the run's end was
-    # recorded; resuming trains nothing and finishes it (its mistakes, its summary).
+    # Not completed though its last epoch is saved: stopped before the run's end was recorded; resuming
+    # trains nothing and finishes it (its mistakes, its summary).
 
 
 def _earlier_status(run_dir: Path, config: Mapping[str, Any]) -> Optional[str]:

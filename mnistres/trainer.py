@@ -351,8 +351,7 @@ class Trainer:
     def resume_point(self, run_dir: Path) -> dict[str, Any]:
         """The checkpoint to go on from: last.pt of this very config, not yet finished."""
         document = checkpoint.load(rundir.require_last(run_dir))
-        rundir.check_resume(run_dir, dict(document.get("config", {})), int(document["epoch"]),
-                            self.config.to_dict(), self.config.epochs)
+        rundir.check_resume(run_dir, dict(document.get("config", {})), self.config.to_dict())
         for key in ("optimizer", "scheduler", "rng", "global_step") + (("trained_model",) if self.config.ema > 0 else ()):
             if key not in document:
                 raise CheckpointError(f"{run_dir}/{rundir.LAST} lacks '{key}'; it cannot be resumed")
