@@ -117,7 +117,7 @@ class _Group(TyperGroup):
                 _error_line(f"Error: {error}")
             raise typer.Exit(EXIT_USAGE) from None
         except OutputClosed:  # a command that only prints (runs, plugins, predict): stop quietly, like `ls | head`
-            return _output_closed()
+            raise typer.Exit(EXIT_OUTPUT_CLOSED) from None  # what fed the closed pipe already writes nowhere
         except KeyboardInterrupt as interrupt:
             if _debug():
                 raise
@@ -132,15 +132,6 @@ class _Group(TyperGroup):
                 except OutputClosed:  # stderr went to the same closed pipe
                     pass
             raise typer.Exit(EXIT_INTERRUPTED) from None
-
-
-def _output_closed() -> None:
-    """End with nothing more said: the reader of our output has gone (see interrupts.OutputClosed)."""
-    try:
-        interrupts.output_closed(sys.stdout)
-    except OutputClosed:
-        pass
-    raise typer.Exit(EXIT_OUTPUT_CLOSED)
 
 
 def _error_line(line: str) -> None:

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mnistres import yamlfile
-from mnistres.config import RunConfig, coerce
+from mnistres.config import KEYS, coerce
 from mnistres.errors import ConfigError
 from mnistres.values import echo, text
+from mnistres.wording import did_you_mean
 
 METRICS = ("train_acc", "val_acc")  # the curves a reference may give figures for
 POINTS = ("first", "final", "best")  # after epoch 1, after the last epoch, the highest named
@@ -98,10 +99,7 @@ def load(path: str | Path) -> Reference:
     setup = document.get("setup") or {}
     if not isinstance(setup, dict) or not all(isinstance(key, str) for key in setup):
         raise bad("setup must map setting names to values, e.g. {epochs: 10}")
-    known = set(RunConfig.__dataclass_fields__)
-    for key in setup:
-        if key not in known:
-            raise bad(f"setup: {echo(key)} is not a setting (a key of RunConfig)")
+    _check_settings(setup, "setup", bad)
     try:
         setup = {key: coerce(key, value) for key, value in setup.items()}  # typed as a run records it
     except ConfigError as error:
@@ -116,6 +114,13 @@ def load(path: str | Path) -> Reference:
     return reference
 
 
+def _check_settings(keys: Any, where: str, bad: Any) -> None:
+    """Every key a setting of RunConfig (the keys `config.KEYS` lists), else `bad` naming it and the closest."""
+    for key in keys:
+        if key not in KEYS:
+            raise bad(f"{where}: {echo(key)} is not a setting (a key of RunConfig){did_you_mean(key, KEYS)}")
+
+
 def _entry(item: Any, where: str, bad: Any) -> Entry:
     if not isinstance(item, dict):
         raise bad(f"{where} must be a mapping")
@@ -125,10 +130,7 @@ def _entry(item: Any, where: str, bad: Any) -> Entry:
     values = item.get("values")
     if not isinstance(values, dict) or not values or not all(isinstance(key, str) for key in values):
         raise bad(f"{where}: values must map setting names to values, e.g. {{activation: relu}}")
-    known = set(RunConfig.__dataclass_fields__)
-    for key in values:
-        if key not in known:
-            raise bad(f"{where}: {echo(key)} is not a setting (a key of RunConfig)")
+    _check_settings(values, where, bad)
     figures: dict[str, dict[str, float]] = {}
     for metric in METRICS:
         given = item.get(metric)

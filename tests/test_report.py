@@ -298,6 +298,8 @@ def test_a_study_the_reference_does_not_cover_says_so(tmp_path):
     ("title: t\nsource: s\nvariants: []\n", "variants must be a non-empty list"),
     ("title: t\nsource: s\nsetup: {colour: 1}\nvariants:\n  - {values: {lr: 0.1}, note: x}\n",
      "setup: 'colour' is not a setting"),
+    ("title: t\nsource: s\nsetup: {epoch: 10}\nvariants:\n  - {values: {lr: 0.1}, note: x}\n",
+     "setup: 'epoch' is not a setting (a key of RunConfig); did you mean 'epochs'?"),
     ("title: t\nsource: s\nsetup: [epochs]\nvariants:\n  - {values: {lr: 0.1}, note: x}\n", "setup must map"),
     ("title: t\nsource: s\nsetup: {epochs: ten}\nvariants:\n  - {values: {lr: 0.1}, note: x}\n",
      "setup: epochs='ten': expected a whole number"),
