@@ -97,7 +97,7 @@ def test_the_gpu_script_runs_its_cpu_safe_parts(tmp_path):
     tests_log = (out / "gpu-tests.log").read_text()
     assert "skipped" in tests_log and "needs a CUDA GPU" in tests_log
     results = json.loads((out / "gpu.json").read_text())
-    assert results["dry_run"] is True
+    assert results["dry_run"] is True and results["skipped"] == []
     assert [(row["variant"], row["batch_size"]) for row in results["training"]] == [
         ("eager", 32), ("eager", 128), ("eager", 512), ("eager, cuDNN benchmark off", 128)]
     assert all(row["median"] > 0 for row in results["training"]) and results["evaluation"]["median"] > 0
@@ -111,6 +111,21 @@ def test_the_gpu_script_runs_its_cpu_safe_parts(tmp_path):
 
     refused = subprocess.run(["bash", str(GPU_SCRIPT), "--fast"], capture_output=True, text=True, timeout=60, env=env)
     assert refused.returncode == 2 and "unknown option --fast" in refused.stderr
+
+
+def test_the_gpu_script_keeps_to_its_budget(tmp_path):
+    """Past --budget seconds no measurement starts: each is listed as skipped in both files, which are
+    written all the same (a lent GPU's time may end before the script does)."""
+    out = tmp_path / "figures"
+    completed = subprocess.run([sys.executable, str(SCRIPT.parent / "gpu.py"), "--dry-run", "--budget", "0",
+                                "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    results = json.loads((out / "gpu.json").read_text())
+    assert results["training"] == [] and results["evaluation"] is None and results["time_to_99"] == []
+    assert results["skipped"][0] == "training images/s, batch 32, eager" and len(results["skipped"]) == 12
+    assert "time to 99 %, --preset fast, seed 2" in results["skipped"]
+    table = (out / "gpu.md").read_text()
+    assert "Not measured (past the 0 s budget): training images/s, batch 32, eager;" in table
 
 
 def test_step_cost_benchmark_prices_each_side(tmp_path):
