@@ -128,6 +128,27 @@ def test_the_gpu_script_keeps_to_its_budget(tmp_path):
     assert "Not measured (past the 0 s budget): training images/s, batch 32, eager;" in table
 
 
+def test_the_gpu_script_takes_the_figures_when_a_cuda_test_fails(tmp_path):
+    """gpu.sh in a stand-in tree (a failing cuda-marked test, a gpu.py that only notes it ran): the figures
+    are still taken, and the script ends with pytest's exit code, saying why."""
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "benchmarks" / "gpu.sh").write_text(GPU_SCRIPT.read_text())
+    (tmp_path / "benchmarks" / "gpu.py").write_text(
+        "import sys, pathlib\n"
+        "out = pathlib.Path(sys.argv[sys.argv.index('--out') + 1])\n"
+        "(out / 'gpu.md').write_text('figures\\n')\n")
+    (tmp_path / "tests" / "test_stand_in.py").write_text(
+        "import pytest\n\n\n@pytest.mark.cuda\ndef test_fails():\n    assert False\n")
+    out = tmp_path / "figures"
+    completed = subprocess.run(["bash", str(tmp_path / "benchmarks" / "gpu.sh"), str(out)], capture_output=True,
+                               text=True, timeout=300, cwd=tmp_path,
+                               env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+    assert completed.returncode == 1, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert (out / "gpu.md").read_text() == "figures\n" and "1 failed" in (out / "gpu-tests.log").read_text()
+    assert "the CUDA tests failed (exit 1" in completed.stderr
+
+
 def test_step_cost_benchmark_prices_each_side(tmp_path):
     script = SCRIPT.parent / "step_cost.py"
     out = tmp_path / "cost.json"
