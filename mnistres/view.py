@@ -79,11 +79,15 @@ class SweepView:
         if not self.live:
             accuracy = f"val_acc {state.val_acc:.4f}, " if isinstance(state.val_acc, float) else ""
             reason = f": {state.message}" if state.message and state.status != "completed" else ""
-            self._line(state, f"{state.status} ({accuracy}{duration(state.seconds)}){reason}")
+            done = sum(s.status not in ("pending", "running") for s in self.states)
+            self._line(state, f"{state.status} ({accuracy}{duration(state.seconds)}; "
+                              f"{done} of {len(self.states)} done){reason}")
 
     def _line(self, state: PointState, text: str) -> None:
-        done = sum(s.status not in ("pending", "running") for s in self.states)
-        self.console.print(f"[{done}/{len(self.states)}] {state.point.name}: {text}",
+        """One line for a log: tagged with the point's own place in the sweep, so that with --jobs (points
+        starting and ending out of order) each end can be matched to its start."""
+        place = next(i for i, s in enumerate(self.states, 1) if s is state)
+        self.console.print(f"[{place}/{len(self.states)}] {state.point.name}: {text}",
                            markup=False, highlight=False, soft_wrap=True)
 
     def __rich__(self) -> Table:

@@ -238,6 +238,11 @@ def test_failed_and_diverged_points_do_not_stop_the_sweep(fast):
 def test_parallel_jobs_write_logs_and_keep_the_sweeps_thread_count(fast):
     result = invoke("sweep", "activation", "relu", "tanh", "--jobs", "2", *fast, "--no-report")
     assert result.exit_code == 0, result.output
+    # Each line carries the point's own place, so that a start and its end match however they interleave.
+    for tag in ("[1/2] activation=relu,seed=0: ", "[2/2] activation=tanh,seed=0: "):
+        assert f"{tag}started on cpu" in result.output and f"{tag}completed (val_acc " in result.output
+    ends = [line for line in result.output.splitlines() if ": completed (" in line]
+    assert [line.endswith(f"; {k} of 2 done)") for k, line in enumerate(ends, 1)] == [True, True], ends
     root = Path("runs/activation-sweep")
     for name in ("activation=relu,seed=0", "activation=tanh,seed=0"):
         assert summary(root / name)["status"] == "completed"
