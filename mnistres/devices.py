@@ -9,6 +9,7 @@ import re
 import torch
 
 from mnistres.errors import DeviceError
+from mnistres.wording import plural
 
 _SPEC = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
 
@@ -111,7 +112,7 @@ def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
+        return f"cpu ({plural(torch.get_num_threads(), 'thread')})"
     return str(device)
 
 

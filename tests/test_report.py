@@ -38,7 +38,7 @@ def make_run(root: Path, name: str, val_accs: list[float], *, status: str = "com
                  for i in range(10)]
     summary = {"status": status, "message": "", "final": history[-1] if history else {}, "val_set": "test",
                "train_images": 600, "val_images": 100, "per_class": per_class, "confusion_matrix": confusion,
-               "parameters": 2818, "device": "cpu (1 threads)", "versions": {"mnistres": "0.1.0"},
+               "parameters": 2818, "device": "cpu (1 thread)", "versions": {"mnistres": "0.1.0"},
                "started": "2026-11-30T06:00:00+00:00", "finished": "2026-11-30T06:01:00+00:00"}
     if status == "diverged":
         summary["diverged_at"] = {"epoch": len(val_accs) + 1, "step": 7, "lr": 0.1}

@@ -295,6 +295,7 @@ def test_threads_zero_means_torchs_default_even_after_another_run_changed_it():
     from mnistres import devices
 
     devices.set_threads(1)
+    assert devices.describe(torch.device("cpu")) == "cpu (1 thread)"  # as summary.json and reports give it
     devices.set_threads(0)
     assert torch.get_num_threads() == devices.default_threads()
 
