@@ -13,6 +13,7 @@ from typing import Any, Iterable
 import os
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -20,6 +21,21 @@ from mnistres import interrupts, values
 
 
 class _Console(Console):
+    fit_tables = False  # widen to each table's full width (a log or pipe, where nobody resizes a window)
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        unbounded = self.options.update_width(10_000)  # a measurement never exceeds the width it is given
+        needed = max((Measurement.get(self, unbounded, o).maximum for o in objects if isinstance(o, Table)),
+                     default=0) if self.fit_tables else 0
+        if needed <= self.width:
+            return super().print(*objects, **kwargs)
+        # `mnistres runs | grep completed`: a cell cut to "comple…" would hide the row from grep.
+        width, self.width = self.width, needed
+        try:
+            return super().print(*objects, **kwargs)
+        finally:
+            self.width = width
+
     def on_broken_pipe(self) -> None:
         # Rich exits with status 1 here, which a run in progress would record as its failure; we stop
         # as an interrupted run does (state saved, resumable), and print nothing more to this file.
@@ -30,11 +46,13 @@ class _Console(Console):
 def console(*, stderr: bool = False, wide: bool = False, file: Any = None, width: int | None = None,
             no_color: bool | None = None) -> Console:
     """The console mnistres prints to: no markup in printed text. `wide`: off a terminal (a log
-    file, a pipe), 160 columns unless COLUMNS says otherwise, so that wide tables keep every column.
-    When what it prints has no reader any more (`| head`), the work stops as interrupted."""
+    file, a pipe), unless COLUMNS says otherwise, 160 columns for text and as many as each table
+    needs to show every cell whole. When what it prints has no reader any more (`| head`), the work
+    stops as interrupted."""
     made = _Console(stderr=stderr, file=file, width=width, markup=False, no_color=no_color)
     if wide and width is None and not made.is_terminal and not os.environ.get("COLUMNS"):
         made = _Console(stderr=stderr, file=file, width=160, markup=False, no_color=no_color)
+        made.fit_tables = True
     return made
 
 
@@ -139,6 +157,7 @@ def runs_table(title: str, listed: Iterable[Any], keys: list[str]) -> Table:
     from mnistres.values import text
     from mnistres.wording import duration
 
+    keys = [key for key in keys if key != "epochs"]  # the epochs column gives the planned ones (done/planned)
     table = Table(title=Text(title), title_justify="left")
     for header in ("run", "status", "epochs", "best val %", "final val %", *keys, "started (UTC)", "time", "size"):
         table.add_column(header, justify="right" if header in ("epochs", "best val %", "final val %", "time", "size")

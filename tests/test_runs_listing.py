@@ -138,3 +138,32 @@ def test_runs_reads_no_checkpoint_and_imports_no_torch(folder):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["runs"]) == 8
+
+
+def test_a_piped_listing_keeps_every_cell_whole(data_dir):
+    """Off a terminal (`mnistres runs | grep completed`) the table is as wide as its cells: none is cut to
+    "comple…", however many settings differ; and the planned epochs are not a second `epochs` column."""
+    import yaml
+
+    config = RunConfig(data_dir=str(data_dir), download=False, device="cpu", epochs=1, batch_size=32, width=8,
+                       blocks=1, precise_bn=64, threads=1, out_dir="runs")
+    train(config.replace(name="first"))
+    changes = {"epochs": 3, "optimizer": "sgd:nesterov=true", "lr": 0.123456, "schedule": "onecycle",
+               "label_smoothing": 0.15, "rotate": 12.5, "zoom": 0.125, "translate": 2.5, "weight_decay": 0.00025,
+               "callbacks": ["per_class_accuracy", "progress", "early_stopping:patience=3"]}
+    shutil.copytree("runs/first", "runs/second-with-a-long-name")
+    settings = yaml.safe_load(Path("runs/second-with-a-long-name/config.yaml").read_text())
+    Path("runs/second-with-a-long-name/config.yaml").write_text(yaml.safe_dump({**settings, **changes}, sort_keys=False))
+    _restamp(Path("runs/second-with-a-long-name"), epochs_planned=3)  # as a 3-epoch run stopped after one says
+
+    result = runner.invoke(app, ["runs"], env={"COLUMNS": None})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(line for line in lines if line.startswith("┃"))
+    assert [cell.strip() for cell in header.split("┃")[1:-1]] == [
+        "run", "status", "epochs", "best val %", "final val %", "optimizer", "lr", "weight_decay", "schedule",
+        "label_smoothing", "rotate", "zoom", "translate", "callbacks", "started (UTC)", "time", "size"]
+    rows = {line.split("│")[1].strip(): line for line in lines if line.startswith("│")}
+    assert set(rows) == {"first", "second-with-a-long-name"} and "…" not in result.output
+    assert "│ completed │" in rows["first"] and "│    1/3 │" in rows["second-with-a-long-name"]
+    assert "per_class_accuracy,progress,early_stopping:patience=3" in rows["second-with-a-long-name"]
