@@ -82,6 +82,7 @@ class RunConfig:
 
 
 KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunConfig))
+_DEFAULT = RunConfig()
 _TYPES = typing.get_type_hints(RunConfig)
 
 
@@ -133,6 +134,11 @@ def layered(file_data: Mapping[str, Any], origin: str, options: Mapping[str, Any
     from_preset = set(merged) - set(_spec_options(chosen)) if chosen is not None else set()
     for raw, value in file_data.items():
         key = check_key(raw, origin)
+        if isinstance(value, list) and not isinstance(getattr(_DEFAULT, key), tuple):
+            # `lr: [0.1, 0.01]`: a list where a run takes one value means a sweep was meant.
+            raise ConfigError(f"{origin}: {key} is a list ({values.echo(value)}), and a run takes one value; for "
+                              f"one run per value put it under axes: (axes: {{{key}: [...]}}) and run "
+                              f"mnistres sweep --config {origin}", key=key)
         merged[key] = value
         from_preset.discard(key)
     for raw, value in (options or {}).items():

@@ -87,7 +87,8 @@ def test_bad_run_options(fast, args, fragment):
 
 @pytest.mark.parametrize("text, fragment", [
     ("seed: [1, 2\n", "is not valid YAML (line"),
-    ("seed: [1, 2]\n", "seed=[1, 2]"),
+    ("seed: [1, 2]\n", "run.yaml: seed is a list ([1, 2]), and a run takes one value; for one run per value put "
+                        "it under axes: (axes: {seed: [...]}) and run mnistres sweep --config "),
     ("label_smoothing: lots\n", "label_smoothing='lots'"),
     ("- just\n- a list\n", "must hold a mapping"),
     ("learning_rate: 0.1\n", "unknown key 'learning_rate'"),

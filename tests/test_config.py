@@ -82,9 +82,15 @@ def test_yaml_must_be_a_mapping(tmp_path):
 
 def test_yaml_wrong_type_names_key(tmp_path):
     path = tmp_path / "t.yaml"
-    path.write_text("epochs: [1, 2]\n")
+    path.write_text("epochs: {a: 1}\n")
     with pytest.raises(ConfigError, match="epochs="):
         config.build(path)
+    path.write_text("epochs: [1, 2]\n")  # a list: a sweep was probably meant
+    with pytest.raises(ConfigError, match=r"epochs is a list \(\[1, 2\]\).*mnistres sweep --config") as raised:
+        config.build(path)
+    assert raised.value.key == "epochs"
+    path.write_text("callbacks: [progress]\n")  # the one setting that is a list
+    assert config.build(path).callbacks == ("progress",)
 
 
 def test_round_trip_through_yaml(tmp_path):

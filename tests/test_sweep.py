@@ -134,6 +134,10 @@ def test_yaml_axes_and_seeds(fast, tmp_path):
     config.write_text("axes: [lr]\n")
     with pytest.raises(ConfigError, match="axes must map"):
         sweep.load_file(config)
+    config.write_text("epochs: 1\nbatch_size: [32, 64]\naxes:\n  lr: [0.1]\n")  # a list outside axes:
+    result = invoke("sweep", "--config", str(config), *fast)
+    assert result.exit_code == 2 and "batch_size is a list ([32, 64]), and a run takes one value" in result.output
+    assert "put it under axes: (axes: {batch_size: [...]})" in result.output and not Path("runs").exists()
 
 
 # --- running ---------------------------------------------------------------------------------
