@@ -310,8 +310,8 @@ def check_subset(train_size: int | None, val_split: float, total: int) -> tuple[
 def validate(config: RunConfig) -> None:
     """Range checks that need no registry and no torch."""
 
-    def bad(key: str, allowed: str) -> ConfigError:
-        return ConfigError(f"{key}={values.echo(getattr(config, key))} is out of range: {allowed}", key=key)
+    def bad(key: str, allowed: str, problem: str = "is out of range") -> ConfigError:
+        return ConfigError(f"{key}={values.echo(getattr(config, key))} {problem}: {allowed}", key=key)
 
     if config.dataset not in DATASETS:
         hint = wording.did_you_mean(config.dataset.lower(), DATASETS) or "."
@@ -344,18 +344,19 @@ def validate(config: RunConfig) -> None:
     if config.low_res and (config.low_res_batch_size % config.batch_size or not 0 <= config.low_res_batch_size <= 65_536):
         raise bad("low_res_batch_size", f"0 (batch_size) or a multiple of batch_size={config.batch_size}, up to 65,536")
     if config.low_res_mode not in LOW_RES_MODES:
-        raise bad("low_res_mode", " | ".join(LOW_RES_MODES) + wording.did_you_mean(config.low_res_mode, LOW_RES_MODES))
+        raise bad("low_res_mode", " | ".join(LOW_RES_MODES) + wording.did_you_mean(config.low_res_mode, LOW_RES_MODES),
+                  "is not one of the choices")
     if not 0.0 <= config.low_res_epochs < config.epochs:
         raise bad("low_res_epochs", f"from 0 up to (not including) epochs={config.epochs}: the last part of training "
                                     f"is at full size, the size the model is evaluated at")
     if not 0.0 <= config.ema < 1.0:
         raise bad("ema", "from 0 (off) up to (not including) 1, e.g. 0.999")
     if config.amp not in AMP_MODES:
-        raise bad("amp", " | ".join(AMP_MODES) + wording.did_you_mean(config.amp, AMP_MODES))
+        raise bad("amp", " | ".join(AMP_MODES) + wording.did_you_mean(config.amp, AMP_MODES), "is not one of the choices")
     if config.name is not None and rundir.name_problem(config.name):
-        raise bad("name", rundir.name_problem(config.name))
+        raise bad("name", rundir.name_problem(config.name), "cannot name a run directory")
     if not config.out_dir.strip():
-        raise bad("out_dir", "a folder path")
+        raise bad("out_dir", "a folder path", "is empty")
     for key in ("data_dir", "out_dir"):
         if "\0" in (getattr(config, key) or ""):
             raise bad(key, "a folder path (this one holds a NUL character)")

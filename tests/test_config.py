@@ -45,8 +45,9 @@ def test_set_values_are_typed_by_key(pair, key, value):
     ("lr=fast", "expected a number"),
     ("augment=maybe", "expected true or false"),
     ("batch_size=0", "batch_size=0"),
-    ("amp=fp8", "amp='fp8'"),
-    ("name=a/b", "name='a/b'"),
+    ("amp=fp8", "amp='fp8' is not one of the choices: auto | off | bf16 | fp16"),
+    (("low_res=20", "low_res_mode=zoom"), "low_res_mode='zoom' is not one of the choices: shrink | crop"),
+    ("name=a/b", "name='a/b' cannot name a run directory: up to 200 letters"),
     ("label_smoothing=1", "label_smoothing=1.0"),
     ("momentum=1", "momentum=1.0"),
     ("lr=nan", "lr='nan': expected a finite number"),
@@ -69,7 +70,7 @@ def test_set_values_are_typed_by_key(pair, key, value):
 ])
 def test_bad_values_are_rejected_with_the_key(pair, fragment):
     with pytest.raises(ConfigError, match=None) as caught:
-        config.build(None, {}, [pair])
+        config.build(None, {}, [pair] if isinstance(pair, str) else pair)
     assert fragment in str(caught.value)
 
 
