@@ -359,4 +359,4 @@ def validate(config: RunConfig) -> None:
         raise bad("out_dir", "a folder path", "is empty")
     for key in ("data_dir", "out_dir"):
         if "\0" in (getattr(config, key) or ""):
-            raise bad(key, "a folder path (this one holds a NUL character)")
+            raise bad(key, "a folder path (this one holds a NUL character)", "is not a usable path")

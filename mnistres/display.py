@@ -24,9 +24,10 @@ class _Console(Console):
     fit_tables = False  # widen to each table's full width (a log or pipe, where nobody resizes a window)
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
+        if not self.fit_tables:
+            return super().print(*objects, **kwargs)
         unbounded = self.options.update_width(10_000)  # a measurement never exceeds the width it is given
-        needed = max((Measurement.get(self, unbounded, o).maximum for o in objects if isinstance(o, Table)),
-                     default=0) if self.fit_tables else 0
+        needed = max((Measurement.get(self, unbounded, o).maximum for o in objects if isinstance(o, Table)), default=0)
         if needed <= self.width:
             return super().print(*objects, **kwargs)
         # `mnistres runs | grep completed`: a cell cut to "comple…" would hide the row from grep.

@@ -67,6 +67,7 @@ def test_set_values_are_typed_by_key(pair, key, value):
     ("name=", "name='': expected a value, got empty text"),
     ("out_dir=", "out_dir='': expected a value"),
     ("data_dir=  ", "data_dir='  ': expected a value"),
+    ("data_dir=a\0b", "is not a usable path: a folder path (this one holds a NUL character)"),
 ])
 def test_bad_values_are_rejected_with_the_key(pair, fragment):
     with pytest.raises(ConfigError, match=None) as caught:
