@@ -325,7 +325,8 @@ def unlike_sentence(study: Study, reference: Reference) -> str:
     if not found:
         return ""
     ours = ", ".join(f"{key}={' / '.join(values)}" for key, values, _ in found)
-    theirs = ", ".join(f"{key}={value}" for key, _, value in found)
+    theirs = ", ".join(f"{key}={value}" + (" (all images)" if (key, value) == ("train_size", "none") else "")
+                       for key, _, value in found)
     it = "it" if len(found) == 1 else "them"
     epochs = " (for epochs: the final and the best ones)" if any(key == "epochs" for key, _, _ in found) else ""
     return (f"Not like for like: these runs have {ours}, {reference.title} had {theirs}; the figures that depend "

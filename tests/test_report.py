@@ -270,6 +270,15 @@ def test_runs_set_up_otherwise_than_the_reference_are_said_not_to_be_like_for_li
             {"epochs": 10, "schedule": "constant", "batch_size": 32, "activation": "relu"}]
     assert course.unlike(runs, varied=[]) == [("epochs", ["2", "10"], "10"), ("schedule", ["constant", "cosine"], "constant")]
     assert course.unlike(runs, varied=["epochs"]) == [("schedule", ["constant", "cosine"], "constant")]
+    # The report trained on all 60,000 images: a quick study on a subset is not like for like either.
+    subset = [{**runs[1], "train_size": 1000}]
+    assert course.unlike(subset, varied=[]) == [("train_size", ["1000"], "none")]
+    quick = make_sweep(tmp_path / "quick", "optimizer", {"adam": "adam"}, {"adam": [[0.94] + [0.99] * 9]},
+                       schedule="constant", train_size=1000)
+    result = runner.invoke(app, ["report", str(quick), "-o", str(quick / "r.md"), "--reference", str(COURSE_REPORT)])
+    assert result.exit_code == 0, result.output
+    assert ("Not like for like: these runs have train_size=1000, the course report had train_size=none (all images); "
+            "the figures that depend on it compare runs set up differently.") in (quick / "r.md").read_text()
 
 
 def test_a_variant_the_reference_only_notes_is_not_called_within_range(tmp_path):
