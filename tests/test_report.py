@@ -270,9 +270,13 @@ def test_runs_set_up_otherwise_than_the_reference_are_said_not_to_be_like_for_li
             {"epochs": 10, "schedule": "constant", "batch_size": 32, "activation": "relu"}]
     assert course.unlike(runs, varied=[]) == [("epochs", ["2", "10"], "10"), ("schedule", ["constant", "cosine"], "constant")]
     assert course.unlike(runs, varied=["epochs"]) == [("schedule", ["constant", "cosine"], "constant")]
-    # The report trained on all 60,000 images: a quick study on a subset is not like for like either.
+    # Keys these configs lack count as their defaults (an older config.yaml); the report trained on all 60,000
+    # images, unaugmented, without extras: a quick study on a subset, or warped digits, is not like for like.
     subset = [{**runs[1], "train_size": 1000}]
     assert course.unlike(subset, varied=[]) == [("train_size", ["1000"], "none")]
+    warped = [{**runs[1], "rotate": 10.0, "label_smoothing": 0.1, "ema": 0.999}]
+    assert course.unlike(warped, varied=[]) == [("rotate", ["10.0"], "0.0"), ("label_smoothing", ["0.1"], "0.0"),
+                                                ("ema", ["0.999"], "0.0")]
     quick = make_sweep(tmp_path / "quick", "optimizer", {"adam": "adam"}, {"adam": [[0.94] + [0.99] * 9]},
                        schedule="constant", train_size=1000)
     result = runner.invoke(app, ["report", str(quick), "-o", str(quick / "r.md"), "--reference", str(COURSE_REPORT)])
