@@ -19,12 +19,14 @@ for arg in "$@"; do
 done
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
+# python3, which every Python on Linux provides (a bare `python` may be missing or another one); $PYTHON overrides it.
+python="${PYTHON:-python3}"
 # The CUDA tests; pytest exits 5 if none were collected, which fails this script as it should. A
 # failure still lets the figures be taken (a lent GPU may not come back soon); the script then
 # ends with the tests' exit code.
 tests_rc=0
-python -m pytest -q -p no:cacheprovider -m cuda tests 2>&1 | tee "$out/gpu-tests.log" || tests_rc=$?
-python benchmarks/gpu.py --out "$out" "${dry_run[@]}"
+"$python" -m pytest -q -p no:cacheprovider -m cuda tests 2>&1 | tee "$out/gpu-tests.log" || tests_rc=$?
+"$python" benchmarks/gpu.py --out "$out" "${dry_run[@]}"
 if [ "$tests_rc" -ne 0 ]; then
   echo "benchmarks/gpu.sh: the CUDA tests failed (exit $tests_rc; $out/gpu-tests.log); the figures were taken" >&2
   exit "$tests_rc"
