@@ -7,8 +7,8 @@
 #
 # --dry-run checks the script on the CPU with tiny synthetic data (the CUDA tests skip there).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-out=benchmarks/results
+root="$(cd "$(dirname "$0")/.." && pwd)"
+out="$root/benchmarks/results"
 dry_run=()
 for arg in "$@"; do
   case "$arg" in
@@ -17,7 +17,14 @@ for arg in "$@"; do
     *) out="$arg" ;;
   esac
 done
+# OUT_DIR and MNISTRES_DATA_DIR as given from where the script was started, before it moves to the checkout.
 mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+if [ -n "${MNISTRES_DATA_DIR:-}" ] && [ -d "$MNISTRES_DATA_DIR" ]; then
+  MNISTRES_DATA_DIR="$(cd "$MNISTRES_DATA_DIR" && pwd)"
+  export MNISTRES_DATA_DIR
+fi
+cd "$root"
 export PYTHONUNBUFFERED=1
 # python3, which every Python on Linux provides (a bare `python` may be missing or another one); $PYTHON overrides it.
 python="${PYTHON:-python3}"

@@ -89,9 +89,9 @@ def test_the_gpu_script_runs_its_cpu_safe_parts(tmp_path):
     scratch = tmp_path / "tmp"  # the system's temporary folder, for this test: the script cleans up after itself
     scratch.mkdir()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(scratch)}
-    out = tmp_path / "figures"
-    completed = subprocess.run(["bash", str(GPU_SCRIPT), str(out), "--dry-run"], capture_output=True, text=True,
-                               timeout=600, env=env)
+    out = tmp_path / "figures"  # given as a relative path: from where the script is started, not the checkout
+    completed = subprocess.run(["bash", str(GPU_SCRIPT), "figures", "--dry-run"], capture_output=True, text=True,
+                               timeout=600, env=env, cwd=tmp_path)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert [p.name for p in scratch.iterdir() if p.name.startswith("mnistres-gpu-")] == []
     tests_log = (out / "gpu-tests.log").read_text()
