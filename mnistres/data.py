@@ -123,7 +123,23 @@ def _missing_message(dataset: str, root: Path, why: str) -> str:
             f"Point --data-dir (or MNISTRES_DATA_DIR) at the folder that holds {FOLDERS[dataset][0]}/raw/")
 
 
+def _misplaced(dataset: str, root: Path) -> str:
+    """Where `root` itself (or its raw/) holds the four files, torchvision's layout one level off (`--data-dir
+    data/MNIST`): the one line that says which folder to give instead; '' otherwise. Without it a download
+    would fetch a second copy into data/MNIST/MNIST/raw/."""
+    name = FOLDERS[dataset][0]
+    for folder in (root, root / "raw"):
+        if all(_find(folder, stem) for pair in FILES.values() for stem in pair):
+            above = folder.parent.parent if folder.name == "raw" and folder.parent.name == name else None
+            fix = f"give --data-dir {above}" if above is not None else f"move them into {raw_dir(dataset, root)}/"
+            return f"{folder} holds the {dataset} files, but --data-dir takes the folder that holds {name}/raw/: {fix}"
+    return ""
+
+
 def _download(dataset: str, root: Path, allowed: bool) -> None:
+    misplaced = _misplaced(dataset, root)
+    if misplaced:
+        raise DataError(misplaced)
     if not allowed:
         raise DataError(_missing_message(dataset, root, "downloads are off"))
     import torchvision

@@ -168,6 +168,22 @@ def test_no_data_while_offline(fast, tmp_path):
     refused(["train", *fast, "--data-dir", str(empty), "--no-download"], f"mnist not found in {empty}")
 
 
+def test_a_data_dir_one_level_off_names_the_right_one(fast, tmp_path):
+    """`--data-dir data/MNIST` (or .../raw): said at once, downloads on or off; before, a download fetched a
+    second copy into data/MNIST/MNIST/raw/."""
+    import shutil
+
+    root = write_dataset(tmp_path / "data")
+    raw = root / "MNIST" / "raw"
+    for given in (root / "MNIST", raw):
+        for download in ("--download", "--no-download"):
+            refused(["train", *fast, "--data-dir", str(given), download],
+                    f"{raw} holds the mnist files, but --data-dir takes the folder that holds MNIST/raw/: "
+                    f"give --data-dir {root}")
+    flat = shutil.copytree(raw, tmp_path / "flat")
+    refused(["train", *fast, "--data-dir", str(flat)], f"move them into {flat / 'MNIST' / 'raw'}/")
+
+
 @pytest.mark.parametrize("damage, fragment", [
     (lambda b: b"\x00\x00\x08\x04" + b[4:], "magic number 2052, expected 2051"),
     (lambda b: b[:-100], "is truncated or padded"),
