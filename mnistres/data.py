@@ -124,16 +124,24 @@ def _missing_message(dataset: str, root: Path, why: str) -> str:
 
 
 def _misplaced(dataset: str, root: Path) -> str:
-    """Where `root` itself (or its raw/) holds the four files, torchvision's layout one level off (`--data-dir
-    data/MNIST`): the one line that says which folder to give instead; '' otherwise. Without it a download
-    would fetch a second copy into data/MNIST/MNIST/raw/."""
+    """Where `root` is torchvision's layout one level off (`--data-dir data/MNIST`, or .../MNIST/raw), or holds
+    the four files loose: the one line that says which folder to give instead; '' otherwise. Without it a
+    download would fetch a second copy into data/MNIST/MNIST/raw/. Folder names decide, since MNIST's and
+    Fashion-MNIST's files have the same names."""
     name = FOLDERS[dataset][0]
-    for folder in (root, root / "raw"):
-        if all(_find(folder, stem) for pair in FILES.values() for stem in pair):
-            above = folder.parent.parent if folder.name == "raw" and folder.parent.name == name else None
-            fix = f"give --data-dir {above}" if above is not None else f"move them into {raw_dir(dataset, root)}/"
-            return f"{folder} holds the {dataset} files, but --data-dir takes the folder that holds {name}/raw/: {fix}"
-    return ""
+
+    def holds(folder: Path) -> bool:
+        return all(_find(folder, stem) for pair in FILES.values() for stem in pair)
+
+    if root.name == name and holds(root / "raw"):
+        folder, fix = root / "raw", f"give --data-dir {root.parent}"
+    elif root.name == "raw" and root.parent.name == name and holds(root):
+        folder, fix = root, f"give --data-dir {root.parent.parent}"
+    elif root.name != "raw" and holds(root):  # another dataset's raw/ is not loose files
+        folder, fix = root, f"move them into {raw_dir(dataset, root)}/"
+    else:
+        return ""
+    return f"{folder} holds the {dataset} files, but --data-dir takes the folder that holds {name}/raw/: {fix}"
 
 
 def _download(dataset: str, root: Path, allowed: bool) -> None:

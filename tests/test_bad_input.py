@@ -182,6 +182,10 @@ def test_a_data_dir_one_level_off_names_the_right_one(fast, tmp_path):
                     f"give --data-dir {root}")
     flat = shutil.copytree(raw, tmp_path / "flat")
     refused(["train", *fast, "--data-dir", str(flat)], f"move them into {flat / 'MNIST' / 'raw'}/")
+    # Fashion-MNIST's files have MNIST's names: MNIST's folders are not taken for misplaced Fashion-MNIST ones.
+    for given in (root / "MNIST", raw):
+        refused(["train", *fast, "--data-dir", str(given), "--dataset", "fashion-mnist", "--no-download"],
+                f"fashion-mnist not found in {given / 'FashionMNIST' / 'raw'}")
 
 
 @pytest.mark.parametrize("damage, fragment", [
