@@ -111,9 +111,13 @@ def ensure_files(dataset: str, root: Path, download: bool) -> None:
     A sweep calls this once before its points start, so that they neither fail one by one
     nor download side by side into the same folder.
     """
-    folder = raw_dir(dataset, root)
-    if any(_find(folder, stem) is None for pair in FILES.values() for stem in pair):
+    if not _holds_all(raw_dir(dataset, root)):
         _download(dataset, root, download)
+
+
+def _holds_all(folder: Path) -> bool:
+    """Whether `folder` holds the four files (each plain or gzipped)."""
+    return all(_find(folder, stem) for pair in FILES.values() for stem in pair)
 
 
 def _missing_message(dataset: str, root: Path, why: str) -> str:
@@ -129,15 +133,11 @@ def _misplaced(dataset: str, root: Path) -> str:
     download would fetch a second copy into data/MNIST/MNIST/raw/. Folder names decide, since MNIST's and
     Fashion-MNIST's files have the same names."""
     name = FOLDERS[dataset][0]
-
-    def holds(folder: Path) -> bool:
-        return all(_find(folder, stem) for pair in FILES.values() for stem in pair)
-
-    if root.name == name and holds(root / "raw"):
+    if root.name == name and _holds_all(root / "raw"):
         folder, fix = root / "raw", f"give --data-dir {root.parent}"
-    elif root.name == "raw" and root.parent.name == name and holds(root):
+    elif root.name == "raw" and root.parent.name == name and _holds_all(root):
         folder, fix = root, f"give --data-dir {root.parent.parent}"
-    elif root.name != "raw" and holds(root):  # another dataset's raw/ is not loose files
+    elif root.name != "raw" and _holds_all(root):  # another dataset's raw/ is not loose files
         folder, fix = root, f"move them into {raw_dir(dataset, root)}/"
     else:
         return ""
