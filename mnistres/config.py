@@ -82,7 +82,6 @@ class RunConfig:
 
 
 KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunConfig))
-DEFAULTS = RunConfig()  # every setting at its default, e.g. for a key an older config.yaml lacks
 _TYPES = typing.get_type_hints(RunConfig)
 
 
@@ -134,7 +133,7 @@ def layered(file_data: Mapping[str, Any], origin: str, options: Mapping[str, Any
     from_preset = set(merged) - set(_spec_options(chosen)) if chosen is not None else set()
     for raw, value in file_data.items():
         key = check_key(raw, origin)
-        if isinstance(value, list) and not isinstance(getattr(DEFAULTS, key), tuple):
+        if isinstance(value, list) and typing.get_origin(_TYPES[key]) is not tuple:
             # `lr: [0.1, 0.01]`: a list where a run takes one value means a sweep was meant.
             raise ConfigError(f"{origin}: {key} is a list ({values.echo(value)}), and a run takes one value; for "
                               f"one run per value put it under axes: (axes: {{{key}: [...]}}) and run "

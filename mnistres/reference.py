@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from mnistres import yamlfile
-from mnistres.config import DEFAULTS, KEYS, coerce
+from mnistres import rundir, yamlfile
+from mnistres.config import KEYS, coerce
 from mnistres.errors import ConfigError
 from mnistres.values import echo, text
 from mnistres.wording import did_you_mean
@@ -64,8 +64,8 @@ class Reference:
         for key, theirs in self.setup.items():
             if key in varied:
                 continue
-            # A key a run's config.yaml lacks (written by an older mnistres) had its default.
-            used = [config.get(key, getattr(DEFAULTS, key)) for config in configs]
+            # A setting an older run's config.yaml lacks ran at the value rundir.with_added gives it.
+            used = [rundir.with_added(config).get(key) for config in configs]
             distinct = {text(value): value for value in used}
             ours = sorted(distinct, key=lambda shown: _in_order(distinct[shown]))
             if ours and ours != [text(theirs)]:
