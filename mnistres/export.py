@@ -52,6 +52,7 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike, *, data_dir
         raise ConfigError(f"-o {target}: the file name must end in .pt2 (torch.export) or .onnx (ONNX)")
     if kind == "ONNX":
         _require("onnx", "onnxscript")
+        _require_dynamo_exporter()
     if target.is_dir():
         raise ConfigError(f"-o {target} is a folder; give a file path ending in {target.suffix}")
     atomic.check_place(target.parent, "output folder")  # a file in the way, or no permission: before the work
@@ -107,6 +108,16 @@ def _require(*modules: str) -> None:
     if missing:
         raise ConfigError(f"ONNX export needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''}: "
                           f"pip install {' '.join(missing)}")
+
+
+def _require_dynamo_exporter() -> None:
+    """The dynamo exporter (`torch.onnx.export(..., dynamo=True)`) came with PyTorch 2.5; mnistres
+    accepts 2.4, whose export would fail on the unknown keyword with a traceback."""
+    import inspect
+
+    if "dynamo" not in inspect.signature(torch.onnx.export).parameters:
+        raise ConfigError(f"ONNX export needs PyTorch 2.5 or later (this is {torch.__version__}); "
+                          f"-o FILE.pt2 (torch.export) works with this one")
 
 
 def _check_inputs(trained: Any, data_dir: str | None, count: int) -> tuple[torch.Tensor, str]:

@@ -92,3 +92,19 @@ def test_onnx_without_the_package_says_what_to_install(checkpoint, monkeypatch):
     result = invoke("export", str(checkpoint), "-o", "model.onnx")
     assert result.exit_code == 2 and "pip install onnxscript" in result.output
     assert not Path("model.onnx").exists()
+
+
+def test_onnx_on_a_torch_without_the_dynamo_exporter_is_one_line(checkpoint, monkeypatch):
+    import torch
+
+    pytest.importorskip("onnx")  # without them the missing package is said first
+    pytest.importorskip("onnxscript")
+
+    def export_of_torch_2_4(model, args, f=None, export_params=True, verbose=False, input_names=None):
+        raise AssertionError("must not be called")
+
+    monkeypatch.setattr(torch.onnx, "export", export_of_torch_2_4)
+    result = invoke("export", str(checkpoint), "-o", "model.onnx")
+    assert result.exit_code == 2, result.output
+    assert "ONNX export needs PyTorch 2.5 or later" in result.output and "FILE.pt2" in result.output
+    assert not Path("model.onnx").exists()
