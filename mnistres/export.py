@@ -51,8 +51,8 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike, *, data_dir
     if kind is None:
         raise ConfigError(f"-o {target}: the file name must end in .pt2 (torch.export) or .onnx (ONNX)")
     if kind == "ONNX":
+        _require_dynamo_exporter()  # first: on an older torch, installing the packages would not help
         _require("onnx", "onnxscript")
-        _require_dynamo_exporter()
     if target.is_dir():
         raise ConfigError(f"-o {target} is a folder; give a file path ending in {target.suffix}")
     atomic.check_place(target.parent, "output folder")  # a file in the way, or no permission: before the work
