@@ -80,7 +80,8 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike, *, data_dir
     result = {"checkpoint": trained.path, "output": str(target), "format": kind, "checked_on": source,
               "input": "float32 (N, 1, 28, 28), pixel values 0-1, white digit on black", "output_values": "logits (N, 10)"}
     if produced is None:
-        result.update(checked_images=0, note="onnxruntime is not installed: the ONNX file was not run")
+        result.update(checked_images=0, note="onnxruntime is not installed (or cannot be imported): the ONNX file "
+                                             "was not run")
         return result
     difference = float((produced - expected).abs().max())
     agreement = float((produced.argmax(1) == expected.argmax(1)).float().mean())
@@ -95,9 +96,16 @@ def _onnx_bytes(model: nn.Module, example: torch.Tensor, batch: Any) -> bytes:
     """The ONNX model with its weights inside, as bytes (the dynamo exporter's program, serialised)."""
     import contextlib
 
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports its progress on stdout
-        program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},),
-                                    input_names=["images"], output_names=["logits"], verbose=False)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports its progress on stdout
+            program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},),
+                                        input_names=["images"], output_names=["logits"], verbose=False)
+    except ImportError as error:
+        # torch's exporter imports the onnxscript API of its own version (torch 2.11+: onnxscript 0.6 or later)
+        # and onnx_ir: an onnxscript too old for this torch lacks one of them.
+        missing = getattr(error, "name", None) or str(error)
+        raise ConfigError(f"ONNX export needs {missing}, which torch {torch.__version__}'s exporter imports: "
+                          f"pip install --upgrade onnx onnxscript") from None
     return program.model_proto.SerializeToString()
 
 

@@ -107,3 +107,19 @@ def test_onnx_on_a_torch_without_the_dynamo_exporter_is_one_line(checkpoint, mon
     assert result.exit_code == 2, result.output
     assert "ONNX export needs PyTorch 2.5 or later" in result.output and "FILE.pt2" in result.output
     assert not Path("model.onnx").exists()
+
+
+def test_an_onnxscript_too_old_for_this_torch_is_one_line(checkpoint, monkeypatch):
+    import torch
+
+    pytest.importorskip("onnx")  # without the packages, their absence is said first
+    pytest.importorskip("onnxscript")
+
+    def export_missing_a_module(model, args, f=None, *, dynamo=False, **options):  # torch 2.14 beside onnxscript 0.1
+        raise ModuleNotFoundError("No module named 'onnx_ir'", name="onnx_ir")
+
+    monkeypatch.setattr(torch.onnx, "export", export_missing_a_module)
+    result = invoke("export", str(checkpoint), "-o", "model.onnx")
+    assert result.exit_code == 2, result.output
+    assert "ONNX export needs onnx_ir" in result.output and "pip install --upgrade onnx onnxscript" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not Path("model.onnx").exists()
