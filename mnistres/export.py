@@ -103,7 +103,7 @@ def _onnx_bytes(model: nn.Module, example: torch.Tensor, batch: Any) -> bytes:
     except ImportError as error:
         # torch's exporter imports the onnxscript API of its own version (torch 2.11+: onnxscript 0.6 or later)
         # and onnx_ir: an onnxscript too old for this torch lacks one of them.
-        missing = getattr(error, "name", None) or str(error)
+        missing = error.name or str(error)
         raise ConfigError(f"ONNX export needs {missing}, which torch {torch.__version__}'s exporter imports: "
                           f"pip install --upgrade onnx onnxscript") from None
     return program.model_proto.SerializeToString()

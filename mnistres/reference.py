@@ -61,12 +61,12 @@ class Reference:
         """The setup keys (not varied in the study) where runs with these `configs` differ from the source:
         (key, our values as typed, the source's value)."""
         found = []
+        # A setting an older run's config.yaml lacks ran at the value rundir.with_added gives it.
+        filled = [rundir.with_added(config) for config in configs]
         for key, theirs in self.setup.items():
             if key in varied:
                 continue
-            # A setting an older run's config.yaml lacks ran at the value rundir.with_added gives it.
-            used = [rundir.with_added(config).get(key) for config in configs]
-            distinct = {text(value): value for value in used}
+            distinct = {text(config.get(key)): config.get(key) for config in filled}
             ours = sorted(distinct, key=lambda shown: _in_order(distinct[shown]))
             if ours and ours != [text(theirs)]:
                 found.append((key, ours, text(theirs)))
