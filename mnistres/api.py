@@ -45,14 +45,29 @@ class TrainerState(Protocol):
     stop_reason: str  # set to a sentence to end the run after the current epoch
     world: Any  # the run's processes (mnistres.distributed.World): .rank, .size, .main; under torchrun every
     #             process runs the hooks, and only the one with .main true should write files or print
+    history: list[dict[str, Any]]  # the epochs logged so far, one dict each as in metrics.jsonl; at
+    #             on_train_begin a resumed run's earlier epochs (empty for a new run): a callback that keeps
+    #             state or files across epochs picks up from there, so a resumed run ends as an uninterrupted one
 
     def running_metrics(self) -> tuple[float, float, int]:
         """Loss, accuracy and images seen so far in this epoch (waits for the device)."""
         ...
 
+    def open_run_file(self, name: str, mode: str = "w") -> Any:
+        """A text file (UTF-8, newline="") in the run directory, opened with `mode` "r", "w" or "a"; a
+        link, folder or FIFO in its place is refused, never followed. Declare what you write in
+        `Callback.outputs`, so that --overwrite clears it."""
+        ...
+
 
 class Callback:
     """Base class of callbacks: every hook is a no-op; override the ones you need."""
+
+    def outputs(self) -> tuple[str, ...]:
+        """The files and folders this callback writes inside the run directory (names relative to it).
+        --overwrite removes them with the run's own files, and they are recorded in summary.json, so a
+        later --overwrite removes them even if it runs other callbacks."""
+        return ()
 
     def on_train_begin(self, trainer: TrainerState) -> None: ...
 

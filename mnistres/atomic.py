@@ -14,6 +14,7 @@ import glob
 import json
 import math
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,6 +74,93 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
     with replacing(path) as temp:
         temp.write_bytes(data)
+
+
+# Opening without following a link (a `.lock` or a log replaced by a link to someone's file must not
+# write into that file) and without waiting (a FIFO in a file's place would hang the open for ever).
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def open_own(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int:
+    """Open a file that mnistres keeps inside a run or sweep directory (a lock, a log), with `flags`
+    (os.O_*; never O_TRUNC: see `open_log`), as a descriptor. A link, a folder, a FIFO or a device
+    in its place is refused with a `WriteError` naming the path and what is there, never followed,
+    written through or waited on."""
+    path = Path(path)
+    try:
+        handle = os.open(path, flags | _NO_FOLLOW, mode)
+    except OSError as error:
+        raise WriteError(f"cannot use {path}: {_not_a_file(path) or reason(error)}") from None
+    kind = os.fstat(handle).st_mode
+    if not stat.S_ISREG(kind):
+        os.close(handle)
+        raise WriteError(f"cannot use {path}: {_not_a_file(path) or 'it is not a regular file; remove it and try again'}")
+    os.set_blocking(handle, True)
+    return handle
+
+
+def check_own(path: str | os.PathLike) -> None:
+    """Refuse (`WriteError`) when something other than a regular file stands where mnistres will write
+    `path` with `open_own`; nothing there is fine."""
+    problem = _not_a_file(Path(path))
+    if problem:
+        raise WriteError(f"cannot use {path}: {problem}")
+
+
+def _not_a_file(path: Path) -> str:
+    """What stands at `path` instead of a regular file ("" if a regular file or nothing)."""
+    try:
+        kind = os.lstat(path).st_mode
+    except OSError:
+        return ""
+    if stat.S_ISLNK(kind):
+        return "it is a symbolic link (mnistres does not write through links); remove it and try again"
+    if stat.S_ISDIR(kind):
+        return "it is a folder, not a file; remove it and try again"
+    if stat.S_ISFIFO(kind):
+        return "it is a FIFO (named pipe), not a file; remove it and try again"
+    if not stat.S_ISREG(kind):
+        return "it is a device or socket, not a file; remove it and try again"
+    return ""
+
+
+def open_log(path: str | os.PathLike, *, append: bool, newline: str | None = None) -> Any:
+    """A text file for a process's output inside a run or sweep directory (`open_own`'s rules): added to
+    with `append`, else emptied (only once it is known to be a regular file)."""
+    handle = open_own(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else 0))
+    try:
+        if not append:
+            os.ftruncate(handle, 0)
+        return os.fdopen(handle, "a" if append else "w", encoding="utf-8", newline=newline)
+    except OSError as error:
+        os.close(handle)
+        raise WriteError(f"cannot write {path}: {reason(error)}") from None
+
+
+def open_text(path: str | os.PathLike, mode: str) -> Any:
+    """`open_own`'s rules for a text file (UTF-8, newline=""): "r" reads it, "w" empties it, "a" adds to it."""
+    if mode == "r":
+        return os.fdopen(open_own(path, os.O_RDONLY), "r", encoding="utf-8", newline="")
+    if mode not in ("w", "a"):
+        raise ValueError(f"mode {mode!r}: expected 'r', 'w' or 'a'")
+    return open_log(path, append=mode == "a", newline="")
+
+
+def read_own(path: str | os.PathLike, limit: int = 1 << 16) -> bytes:
+    """Up to `limit` bytes of a small file mnistres keeps (a lock record) without following a link or
+    waiting on a FIFO: b"" when there is no regular file to read."""
+    try:
+        handle = os.open(path, os.O_RDONLY | _NO_FOLLOW)
+    except OSError:
+        return b""
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            return b""
+        return os.read(handle, limit)
+    except OSError:
+        return b""
+    finally:
+        os.close(handle)
 
 
 def remove_leftovers(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:

@@ -46,6 +46,13 @@ class EarlyStopping(Callback):
         self.best: float | None = None
         self.waited = 0
 
+    def on_train_begin(self, trainer: TrainerState) -> None:
+        # A resumed run's earlier epochs count, so that it stops where an uninterrupted run would.
+        self.best, self.waited = None, 0
+        for logs in trainer.history:
+            if self.monitor in logs:
+                self._see(float(logs[self.monitor]))
+
     def on_epoch_end(self, trainer: TrainerState, epoch: int, logs: dict[str, Any]) -> None:
         from mnistres.errors import ConfigError
 
@@ -54,18 +61,21 @@ class EarlyStopping(Callback):
                 f"early_stopping monitors '{self.monitor}', which the epoch log lacks "
                 f"(it has: {', '.join(logs)})"
             )
-        value = float(logs[self.monitor])
+        if self._see(float(logs[self.monitor])):
+            trainer.stop_reason = (
+                f"early stopping: {self.monitor} did not improve on {self.best:.4f} for {self.patience} epochs"
+            )
+
+    def _see(self, value: float) -> bool:
+        """Take one epoch's value; True once it has not improved for `patience` epochs."""
         improved = self.best is None or (
             value > self.best + self.min_delta if self.mode == "max" else value < self.best - self.min_delta
         )
         if improved:
             self.best, self.waited = value, 0
-            return
+            return False
         self.waited += 1
-        if self.waited >= self.patience:
-            trainer.stop_reason = (
-                f"early stopping: {self.monitor} did not improve on {self.best:.4f} for {self.patience} epochs"
-            )
+        return self.waited >= self.patience
 
 
 @callbacks.register(

@@ -70,7 +70,9 @@ def run_point_task(point_file: str, attempt: str, plugins: Sequence[str], log_fi
     host = socket.gethostname()
     if stop.is_set():
         return {"host": host, "started": False}
-    with open(log_file, "a", encoding="utf-8") as log:
+    from mnistres import atomic
+
+    with atomic.open_log(log_file, append=True) as log:
         process = worker.child(Path(point_file), attempt, plugins, log)
     try:
         while process.poll() is None:

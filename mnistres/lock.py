@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from mnistres.errors import ConfigError
+from mnistres import atomic
+from mnistres.errors import ConfigError, WriteError
 
 LOCK_FILE = ".lock"
 
@@ -47,9 +48,9 @@ def _alive(pid: int) -> bool:
 
 
 def _read_holder(path: Path) -> dict[str, Any]:
-    try:
-        holder = json.loads(path.read_text(encoding="utf-8") or "{}")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    try:  # never through a link, never waiting on a FIFO put in its place
+        holder = json.loads(atomic.read_own(path).decode("utf-8") or "{}")
+    except (UnicodeDecodeError, json.JSONDecodeError):
         return {}
     return holder if isinstance(holder, dict) else {}
 
@@ -65,7 +66,7 @@ def holder_state(directory: Path) -> str:
     """Who holds `directory`'s lock, without taking it: "none" (no lock file, or its holder on this host
     is gone), "alive" (a live process on this host) or "elsewhere" (another host: cannot be checked)."""
     path = Path(directory) / LOCK_FILE
-    if not path.exists():
+    if not os.path.lexists(path):
         return "none"
     holder = _read_holder(path)
     if holder.get("host") not in (None, socket.gethostname()):
@@ -84,8 +85,8 @@ class Lock:
 
     # A writer checks early (before loading data) and takes the lock later (before writing).
     def check(self) -> None:
-        """Refuse now if someone is writing there; takes nothing."""
-        if not self.path.exists():
+        """Refuse now if someone is writing there (or the lock file is not one); takes nothing."""
+        if not os.path.lexists(self.path):
             return
         self.acquire()
         self.release()
@@ -93,10 +94,14 @@ class Lock:
     def acquire(self) -> None:
         host, pid = socket.gethostname(), os.getpid()
         for _ in range(10):  # a holder may remove the file between our open and our lock: try again
-            handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:  # a link, folder or FIFO in the lock's place is refused, never followed or waited on
+                handle = atomic.open_own(self.path, os.O_RDWR | os.O_CREAT)
+            except WriteError as error:
+                raise LockedError(f"{self.directory} cannot be locked: {str(error).removeprefix('cannot use ')}") \
+                    from None
             try:
                 locked_by_kernel = self._lock(handle)
-                if os.fstat(handle).st_ino != os.stat(self.path).st_ino:
+                if os.fstat(handle).st_ino != os.lstat(self.path).st_ino:
                     raise FileNotFoundError  # the file we locked was removed: not the lock any more
             except FileNotFoundError:
                 os.close(handle)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
 from mnistres import atomic, yamlfile
-from mnistres.errors import ConfigError, MnistresError, reason
+from mnistres.errors import ConfigError, MnistresError, WriteError, reason
 from mnistres.values import echo
 from mnistres.wording import article
 
@@ -222,7 +222,7 @@ def _summary_problem(summary: Any) -> str:
         "confusion_matrix": (list,), "diverged_at": (dict,), "device": (str,), "versions": (dict,),
         "started": (str,), "finished": (str,), "val_set": (str,), "train_images": (int,), "val_images": (int,),
         "parameters": (int,), "plugins": (dict,), "numerics": (dict,), "host": (str,), "pid": (int,),
-        "attempt": (str,),
+        "attempt": (str,), "outputs": (list,),
     }
     for key, kinds in expected.items():
         if key in summary and summary[key] is not None and not isinstance(summary[key], kinds):
@@ -421,13 +421,42 @@ def record_failure(run_dir: Path, message: str, record: Mapping[str, Any]) -> No
                             "final": history[-1] if history else {}, **record})
 
 
-def clear(run_dir: Path, *, earlier_run: bool) -> None:
+def output_problem(name: Any) -> str:
+    """What makes `name` unusable as a file or folder a callback declares it writes in a run directory
+    ("" if nothing): it must be a relative path that stays inside, and not one of the run's own files."""
+    if not isinstance(name, str) or not name.strip() or "\0" in name:
+        return f"{echo(name)} is not a file name"
+    parts = Path(name).parts
+    if Path(name).is_absolute() or ".." in parts or not parts or parts[0] in (*RUN_FILES, ".lock", "."):
+        return f"{echo(name)} is not a name inside the run directory (relative, without '..', not a file of the run's own)"
+    return ""
+
+
+def clear(run_dir: Path, *, earlier_run: bool, outputs: Iterable[str] = ()) -> None:
     """Before a run writes: remove the temporary files of writes a crash cut short, and with
-    `earlier_run` (--overwrite) the earlier run's files too. Only the lock's holder may call this."""
+    `earlier_run` (--overwrite) the earlier run's files too: its own, and those its callbacks wrote
+    (the `outputs` its summary.json recorded, and `outputs`, this run's callbacks'). Nothing else in
+    the folder is touched. Only the lock's holder may call this."""
+    import shutil
+
+    run_dir = Path(run_dir)
     atomic.remove_leftovers(run_dir, RUN_FILES)
-    if earlier_run:
-        for name in RUN_FILES:
-            (Path(run_dir) / name).unlink(missing_ok=True)
+    if not earlier_run:
+        return
+    recorded = stored_summary(run_dir).get("outputs") or []
+    for name in sorted({*recorded, *outputs}):
+        if output_problem(name):
+            continue  # never a path that leads outside the run directory, whatever a summary says
+        path = run_dir / name
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                path.unlink()
+        except OSError as error:
+            raise WriteError(f"cannot remove the earlier run's {path}: {reason(error)}") from None
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
 
 
 # --- what may be done with a directory ---------------------------------------------------------------

@@ -283,6 +283,8 @@ def _run_locked(plan: Plan, states: list[PointState], pending: list[PointState],
     except OSError as error:
         raise WriteError(f"cannot create sweep directory {plan.directory}: {reason(error)}") from None
     with lock:
+        for state in pending:  # a link or a FIFO put in a log's place: refused before any point starts
+            atomic.check_own(point_log(state.point))
         atomic.remove_leftovers(plan.directory, [rundir.SWEEP_FILE, rundir.REPORT])
         atomic.remove_leftovers(plan.directory / rundir.LOGS,
                                 [rundir.point_config_file(plan.directory, p.name).name for p in plan.points])
@@ -374,10 +376,7 @@ def new_attempt() -> str:
 
 
 def _open_log(path: Path, *, append: bool) -> Any:
-    try:
-        return open(path, "a" if append else "w", encoding="utf-8")
-    except OSError as error:
-        raise WriteError(f"cannot write {path}: {reason(error)}") from None
+    return atomic.open_log(path, append=append)  # never through a link put in its place
 
 
 def point_log(point: Point) -> Path:

@@ -101,6 +101,7 @@ class Trainer:
         self.batch_loss: torch.Tensor | None = None
         self.world = distributed.World()  # the processes of the run (one, unless torchrun started several)
         self.average: WeightAverage | None = None  # the weights' moving average, when `ema` is on
+        self.history: list[dict[str, Any]] = []  # the epochs logged so far (a resumed run's earlier ones too)
 
     # --- the run, top to bottom ---------------------------------------------------------
 
@@ -227,6 +228,23 @@ class Trainer:
         self.callback_names = [f"callback '{spec}' (from {callback_registry.get(spec.name).source})"
                                for spec in resolved.callbacks] + [type(c).__name__ for c in self.extra_callbacks]
         self.provenance = resolved.provenance()
+        self.outputs = self.declared_outputs()
+
+    def declared_outputs(self) -> list[str]:
+        """The files and folders the callbacks say they write in the run directory (`Callback.outputs`)."""
+        names: set[str] = set()
+        for callback, name in zip(self.callbacks, self.callback_names):
+            declared = getattr(callback, "outputs", None)
+            for output in declared() if callable(declared) else ():
+                problem = rundir.output_problem(output)
+                if problem:
+                    raise PluginError(f"{name} declares an output mnistres will not clear: {problem}")
+                names.add(str(output))
+        return sorted(names)
+
+    def open_run_file(self, name: str, mode: str = "w") -> Any:
+        """A text file in the run directory for a callback (`api.TrainerState.open_run_file`)."""
+        return atomic.open_text(self.run_dir / name, mode)
 
     def _run(self, run_dir: Path, document: dict[str, Any] | None, started: datetime, clock: float) -> RunResult:
         """The loop, with the run directory locked: files, epochs, summary."""
@@ -238,9 +256,10 @@ class Trainer:
             if main:
                 if document is None and not self.overwrite:
                     rundir.refuse_earlier_run(run_dir)  # another writer may have finished a run here while we loaded data
-                rundir.clear(run_dir, earlier_run=self.overwrite)
+                rundir.clear(run_dir, earlier_run=self.overwrite, outputs=self.outputs)
             if document is not None:
                 history, best = self.restore(document)
+            self.history = history  # what callbacks see: a resumed run's earlier epochs, then each new one
             if main:
                 rundir.write_config(run_dir, config.to_dict())
                 # Until it ends, the run says that it runs, and where: a summary still saying so later, with nobody
@@ -249,7 +268,8 @@ class Trainer:
                                                "epochs_planned": config.epochs,
                                                "started": started.isoformat(timespec="seconds"),
                                                "device": devices.describe(self.device),
-                                               "distributed": world.describe(), **rundir.writer(self.attempt)})
+                                               "distributed": world.describe(), "outputs": self.outputs,
+                                               **rundir.writer(self.attempt)})
 
         status, message = "completed", ""
         error_in_flight = False
@@ -586,6 +606,7 @@ class Trainer:
             "numerics": devices.numerics(self.device, self.amp),
             "plugins": self.provenance,
             "distributed": {**self.world.describe(), "sync_bn": self.config.sync_bn},
+            "outputs": self.outputs,  # what the callbacks wrote here: --overwrite clears it
         }
         if status == "diverged":
             epoch, step, lr = self.diverged_at

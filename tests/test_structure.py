@@ -67,8 +67,8 @@ def test_the_callback_api_is_a_leaf_that_everyone_shares():
     assert imports_of(PACKAGE / "api.py") == set()
     assert callbacks.Callback is api.Callback  # plugins written against mnistres.callbacks keep working
     assert trainer.Callback is api.Callback
-    hooks = {name for name, _ in inspect.getmembers(api.Callback, inspect.isfunction)}
-    assert hooks == {"on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end", "on_train_end"}
+    methods = {name for name, _ in inspect.getmembers(api.Callback, inspect.isfunction)}
+    assert methods == {"on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end", "on_train_end", "outputs"}
 
 
 def test_the_trainer_offers_every_attribute_the_api_promises(data_dir, tmp_path):
@@ -77,7 +77,7 @@ def test_the_trainer_offers_every_attribute_the_api_promises(data_dir, tmp_path)
     from mnistres.api import Callback, TrainerState
     from mnistres.trainer import train
 
-    promised = [name for name in TrainerState.__annotations__] + ["running_metrics"]
+    promised = [name for name in TrainerState.__annotations__] + ["running_metrics", "open_run_file"]
     missing: set[str] = set()
 
     class Inspect(Callback):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from mnistres.api import Callback
-from mnistres.errors import ConfigError
+from mnistres.errors import ConfigError, MnistresError
 from mnistres.registry import Option, activations, callbacks, optimizers, schedulers
 
 __version__ = "0.1.0"
@@ -112,24 +112,55 @@ def warmup_linear(optimizer, *, lr, epochs, steps_per_epoch, warmup_epochs):
     options={"every": Option(10, low=1)},
 )
 class BatchCSV(Callback):
+    FILE = "batches.csv"
+    HEADER = ["epoch", "step", "global_step", "loss", "lr"]
+
     def __init__(self, *, every: int) -> None:
         self.every = every
         self._file: Any = None
         self._writer: Any = None
 
+    def outputs(self) -> tuple[str, ...]:
+        return (self.FILE,)  # --overwrite removes it with the run's own files
+
     def on_train_begin(self, trainer: Any) -> None:
-        self._file = open(trainer.run_dir / "batches.csv", "w", newline="", encoding="utf-8")
+        if not trainer.world.main:  # under torchrun every process runs the hooks; one writes
+            return
+        # A resumed run keeps the rows of the epochs it resumes after (`trainer.history`) and adds to them;
+        # rows of the epoch that was cut short are dropped (it is trained again).
+        keep = self._kept_bytes(trainer, len(trainer.history)) if trainer.history else 0
+        self._file = trainer.open_run_file(self.FILE, "a")
+        self._file.truncate(keep)
         self._writer = csv.writer(self._file)
-        self._writer.writerow(["epoch", "step", "global_step", "loss", "lr"])
+        if keep == 0:
+            self._writer.writerow(self.HEADER)
+
+    def _kept_bytes(self, trainer: Any, epochs: int) -> int:
+        """How many bytes of the earlier batches.csv hold its header and the rows of epochs 1..`epochs`."""
+        try:
+            earlier = trainer.open_run_file(self.FILE, "r")
+        except MnistresError:  # none (it may have been deleted): start it again
+            return 0
+        kept = 0
+        with earlier:
+            for number, line in enumerate(earlier):
+                epoch = line.split(",", 1)[0]
+                if number == 0 and epoch != self.HEADER[0]:
+                    return 0  # not a file this callback wrote
+                if number > 0 and not (epoch.isdigit() and int(epoch) <= epochs and line.endswith("\n")):
+                    break
+                kept += len(line.encode("utf-8"))
+        return kept
 
     def on_batch_end(self, trainer: Any, step: int) -> None:
-        if trainer.global_step % self.every == 0:  # reading the loss waits for the device: only every N steps
+        if self._writer is not None and trainer.global_step % self.every == 0:  # reading the loss waits for the device
             lr = trainer.optimizer.param_groups[0]["lr"]
             self._writer.writerow([trainer.epoch, step, trainer.global_step, f"{trainer.batch_loss.item():.6g}",
                                    f"{lr:.6g}"])
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
-        self._file.flush()
+        if self._file is not None:
+            self._file.flush()
 
     def on_train_end(self, trainer: Any, status: str) -> None:
         if self._file is not None:

@@ -84,3 +84,41 @@ def test_a_run_with_all_four_entries_writes_the_csv(tmp_path):
     assert all(math.isfinite(float(r["loss"])) for r in rows)
     assert {key: result.summary["plugins"][key]["source"].split()[0] for key in ("activation", "optimizer", "schedule")} \
         == {"activation": "mnistres-extras", "optimizer": "mnistres-extras", "schedule": "mnistres-extras"}
+
+
+def _csv_config(tmp_path, name: str) -> RunConfig:
+    write_synthetic_dataset(tmp_path / "data", train_images=200, test_images=50)
+    return RunConfig(data_dir=str(tmp_path / "data"), download=False, device="cpu", epochs=3, batch_size=20,
+                     width=8, blocks=1, precise_bn=40, threads=1, callbacks=("batch_csv:every=5",),
+                     out_dir=str(tmp_path / "runs"), name=name)
+
+
+def test_batch_csv_keeps_its_rows_across_a_resume(tmp_path):
+    """It opened batches.csv with "w" on every start: a resumed run lost the rows of its earlier epochs."""
+    from mnistres.api import Callback
+    from mnistres.trainer import resume_config
+
+    class CtrlCInEpochTwo(Callback):
+        def on_batch_end(self, trainer, step):
+            if trainer.epoch == 2 and step == 7:
+                raise KeyboardInterrupt
+
+    whole = train(_csv_config(tmp_path, "whole"))
+    with pytest.raises(KeyboardInterrupt):
+        train(_csv_config(tmp_path, "cut"), extra_callbacks=[CtrlCInEpochTwo()])
+    cut = tmp_path / "runs" / "cut"
+    assert "2,5,15," in (cut / "batches.csv").read_text()  # a row of the epoch cut short, dropped on resume
+    resumed = train(resume_config(cut), resume=True)
+    assert resumed.status == "completed"
+    rows = list(csv.DictReader((cut / "batches.csv").open()))
+    expected = list(csv.DictReader((whole.run_dir / "batches.csv").open()))
+    assert [(r["epoch"], r["global_step"]) for r in rows] == [(r["epoch"], r["global_step"]) for r in expected]
+    assert [int(r["global_step"]) for r in rows] == list(range(5, 31, 5))
+
+
+def test_overwrite_removes_the_earlier_batch_csv(tmp_path):
+    first = train(_csv_config(tmp_path, "again"))
+    assert (first.run_dir / "batches.csv").is_file()
+    plain = _csv_config(tmp_path, "again").replace(callbacks=())
+    second = train(plain, overwrite=True)
+    assert second.status == "completed" and not (second.run_dir / "batches.csv").exists()

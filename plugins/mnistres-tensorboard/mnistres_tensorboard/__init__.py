@@ -41,13 +41,20 @@ class TensorBoard(Callback):
         self.writer: Any = None
         self.history: list[dict[str, Any]] = []
 
+    def outputs(self) -> tuple[str, ...]:
+        return () if self.log_dir else (LOG_FOLDER,)  # in the run directory: --overwrite removes it
+
     def on_train_begin(self, trainer: TrainerState) -> None:
         if not trainer.world.main:  # under torchrun every process runs the hooks; one writes
             return
         from torch.utils.tensorboard import SummaryWriter
 
         folder = Path(self.log_dir) if self.log_dir else Path(trainer.run_dir) / LOG_FOLDER
-        self.writer = SummaryWriter(log_dir=str(folder))
+        resumed = len(trainer.history)  # epochs a resumed run had done: TensorBoard hides the earlier
+        # attempt's events from the next epoch on (those of the epoch cut short), so no epoch shows twice
+        self.writer = SummaryWriter(log_dir=str(folder), purge_step=resumed + 1 if resumed else None)
+        if resumed:
+            return  # the config is there since the run began
         settings = trainer.config.to_dict()
         rows = "\n".join(f"| {key} | {_cell(value)} |" for key, value in settings.items())
         self.writer.add_text("config", f"| setting | value |\n|---|---|\n{rows}", global_step=0)
@@ -85,15 +92,9 @@ class TensorBoard(Callback):
 
 
 def _whole_history(trainer: TrainerState, seen: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every epoch of the run, a resumed one's earlier epochs included: its metrics.jsonl (one JSON
-    object per epoch), else the epochs this process saw."""
-    import json
-
-    try:
-        lines = (Path(trainer.run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()] or seen
-    except (OSError, ValueError):
-        return seen
+    """Every epoch of the run, a resumed one's earlier epochs included (`trainer.history`), else the
+    epochs this process saw."""
+    return list(getattr(trainer, "history", None) or seen)
 
 
 def _cell(value: Any) -> str:

@@ -108,3 +108,16 @@ def test_a_resumed_run_continues_its_curves(run_options):
     assert [e.step for e in events.Scalars("accuracy/val")] == [1, 2, 3]
     assert [e.value for e in events.Scalars("accuracy/val")] == pytest.approx([r["val_acc"] for r in history])
     assert events.Scalars("hparam/best_val_acc")[-1].value == pytest.approx(max(r["val_acc"] for r in history))
+
+
+def test_overwrite_starts_the_curves_anew(run_options):
+    """--overwrite used to leave the earlier run's event files: TensorBoard then showed two runs as one."""
+    first = runner.invoke(app, ["train", *run_options, "--name", "ow", "--callback", "tensorboard"])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, ["train", *run_options, "--name", "ow", "--epochs", "2", "--callback", "tensorboard",
+                                "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert [e.step for e in _events(Path("runs/ow/tensorboard")).Scalars("accuracy/val")] == [1, 2]
+    plain = runner.invoke(app, ["train", *run_options, "--name", "ow", "--overwrite"])
+    assert plain.exit_code == 0, plain.output
+    assert not Path("runs/ow/tensorboard").exists()  # the earlier run's summary.json said it was there
