@@ -457,20 +457,34 @@ def sweep(
     study = results.load_sweep(plan.directory)
     if study.runs:
         console.print(display.results_table(f"Sweep {plan.directory}", results.result_rows(study)))
-    counts = ", ".join(f"{outcome.count(s)} {s}" for s in ("completed", "diverged", "failed") if outcome.count(s))
+    statuses = ("completed", "diverged", "failed", "interrupted", "running", "pending")
+    counts = ", ".join(f"{outcome.count(s)} {s}" for s in statuses if outcome.count(s))
     kept = sum(state.kept for state in outcome.states)
     console.print(f"{plural(len(outcome.states), 'point')}: {counts}" + (f" ({kept} kept from an earlier run)" if kept else ""),
                   markup=False, highlight=False)
-    for state in outcome.states:
-        if state.status == "failed":
-            console.print(f"  {state.point.name}: {state.message}", style="red", markup=False, soft_wrap=True)
+    # Every point without a result is named, with why, and the sweep does not end as a success.
+    unfinished = [state for state in outcome.states if state.status not in rundir.FINISHED]
+    for state in unfinished:
+        console.print(f"  {state.point.name}: {state.message or state.status}", style="red", markup=False,
+                      soft_wrap=True)
     if not no_report and study.runs:
         from mnistres import report as report_module
 
         written = report_module.write([study], plan.directory / rundir.REPORT)
         console.print(f"Report: {written.path} ({len(written.figures)} figures beside it)", markup=False, highlight=False)
-    if outcome.count("failed"):
+    if unfinished:
+        console.print(f"{plural(len(unfinished), 'point')} did not finish; finished points are kept, and this continues "
+                      f"the others: {_this_command(drop=('--overwrite',))}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+def _this_command(drop: tuple[str, ...] = ()) -> str:
+    """The command line this process was started with, as a user would type it again (less `drop`)."""
+    import shlex
+
+    if Path(sys.argv[0]).name not in ("mnistres", "__main__.py", "mnistres.exe"):  # called as a library
+        return "the same command again"
+    return shlex.join(["mnistres", *(arg for arg in sys.argv[1:] if arg not in drop)])
 
 
 @app.command()

@@ -69,8 +69,18 @@ _TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before anything here changes
 
 
 def default_threads() -> int:
-    """What `threads: 0` means: torch's own choice for this process (one per core, or OMP_NUM_THREADS)."""
+    """What `threads: 0` means: torch's own choice for this process (one per core, or OMP_NUM_THREADS),
+    unless `use_default_threads` set it."""
     return _TORCH_DEFAULT_THREADS
+
+
+def use_default_threads(threads: int) -> None:
+    """Make `threads: 0` mean `threads` in this process. A sweep resolves it once, in its own process,
+    and hands the number to each point's process, so that a point run as a child or on a Dask worker
+    (which sets OMP_NUM_THREADS=1) computes with the count the sweep's own points use."""
+    global _TORCH_DEFAULT_THREADS
+    check_threads(threads)
+    _TORCH_DEFAULT_THREADS = max(1, threads)
 
 
 def set_threads(threads: int) -> None:

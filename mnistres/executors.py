@@ -45,23 +45,43 @@ def connect(jobs: int, scheduler: Optional[str], scheduler_file: Optional[str]) 
     if scheduler_file is not None and not Path(scheduler_file).is_file():
         raise ConfigError(f"--scheduler-file {scheduler_file}: no such file (the scheduler writes it when it starts: "
                           f"dask scheduler --scheduler-file {scheduler_file})")
+    if scheduler_file is not None:
+        address = scheduler_address(Path(scheduler_file))
     if address is None and scheduler_file is None:
         cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
                                            dashboard_address=None, silence_logs=40)
         client = distributed.Client(cluster)
         client.wait_for_workers(jobs)  # else the first points all queue on the first worker up
         return client, cluster
-    where = f"the Dask scheduler in {scheduler_file}" if scheduler_file else f"the Dask scheduler at {address}"
+    where = f"the Dask scheduler in {scheduler_file} ({address})" if scheduler_file else f"the Dask scheduler at {address}"
     try:
-        client = distributed.Client(address, scheduler_file=scheduler_file, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError, ValueError) as error:
+        client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError, AssertionError) as error:
         raise ConfigError(f"cannot reach {where} within {CONNECT_TIMEOUT_S} s: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
     return client, None
 
 
-def run_point_task(point_file: str, attempt: str, plugins: Sequence[str], log_file: str, stop_name: str) -> dict:
+def scheduler_address(path: Path) -> str:
+    """The address in a scheduler file (`dask scheduler --scheduler-file PATH` writes JSON with it)."""
+    import json
+
+    try:
+        text = path.read_text(encoding="utf-8")[:1 << 20]
+        found = json.loads(text).get("address") if text.strip().startswith("{") else None
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        found = None
+    if not isinstance(found, str) or "://" not in found:
+        raise ConfigError(f"--scheduler-file {path} is not a Dask scheduler file (JSON with the scheduler's "
+                          f"\"address\", as `dask scheduler --scheduler-file {path}` writes it)")
+    return found
+
+
+def run_point_task(point_file: str, attempt: str, plugins: Sequence[str], log_file: str, stop_name: str,
+                   threads: int = 0) -> dict:
     """One sweep point on a Dask worker: `python -m mnistres.worker` as this worker's child, stopped
-    (SIGINT, so it records itself as interrupted) once the sweep sets the Event `stop_name`."""
+    (SIGINT, so it records itself as interrupted) once the sweep sets the Event `stop_name`. `threads`
+    is the sweep's own thread count (Dask's workers set OMP_NUM_THREADS=1, which would make a point
+    compute with one thread where the sweep's own points use all the cores)."""
     from distributed import Event
 
     from mnistres import worker
@@ -73,7 +93,7 @@ def run_point_task(point_file: str, attempt: str, plugins: Sequence[str], log_fi
     from mnistres import atomic
 
     with atomic.open_log(log_file, append=True) as log:
-        process = worker.child(Path(point_file), attempt, plugins, log)
+        process = worker.child(Path(point_file), attempt, plugins, log, threads)
     try:
         while process.poll() is None:
             if stop.wait(timeout=POLL_S):

@@ -287,10 +287,17 @@ def is_sweep(path: Path) -> bool:
     return (path / SWEEP_FILE).is_file()
 
 
+MAX_POINTS = 10_000  # points in one sweep; beyond this a sweep is a mistake, not a study
+POINT_MESSAGE_LIMIT = 400  # characters of a point's message in sweep.yaml (its summary.json has it whole)
+# sweep.yaml at MAX_POINTS, each with a long name and message, is ~6 MB and ~300,000 values: read
+# back with room to spare (a person's config file is held to yamlfile's far smaller limits).
+SWEEP_FILE_BYTES, SWEEP_FILE_VALUES = 64 << 20, 200 * MAX_POINTS
+
+
 def read_sweep(path: Path) -> dict[str, Any]:
     """A sweep directory's sweep.yaml, checked: every point names a folder inside the sweep."""
     record_path = path / SWEEP_FILE
-    plan = yamlfile.load(record_path)
+    plan = yamlfile.load(record_path, "sweep file", max_bytes=SWEEP_FILE_BYTES, max_values=SWEEP_FILE_VALUES)
     return _checked(record_path, plan, _sweep_problem(plan), "a sweep file")
 
 
@@ -405,7 +412,11 @@ def read_mistakes(run_dir: Path) -> Optional["Mistakes"]:
 
 
 def write_sweep(sweep_dir: Path, record: Mapping[str, Any]) -> None:
-    atomic.write_text(Path(sweep_dir) / SWEEP_FILE, yamlfile.dump(dict(record)))
+    text = yamlfile.dump(dict(record))
+    if len(text.encode("utf-8")) > SWEEP_FILE_BYTES:  # what mnistres writes it must read back
+        raise WriteError(f"cannot write {Path(sweep_dir) / SWEEP_FILE}: {len(text):,} characters, more than "
+                         f"a sweep file may hold ({SWEEP_FILE_BYTES:,} bytes); give the axes shorter values")
+    atomic.write_text(Path(sweep_dir) / SWEEP_FILE, text)
 
 
 def record_failure(run_dir: Path, message: str, record: Mapping[str, Any]) -> None:
@@ -557,12 +568,13 @@ def kept_status(run_dir: Path, config: Mapping[str, Any]) -> Optional[str]:
 
 
 def resumable(run_dir: Path, config: Mapping[str, Any]) -> bool:
-    """An earlier run of `config` in `run_dir` stopped part-way (UNFINISHED) after at least one epoch
-    and before its last: go on from there."""
+    """An earlier run of `config` in `run_dir` stopped part-way (UNFINISHED) after at least one epoch:
+    go on from there. One stopped after its last epoch was saved but before its end was recorded is
+    resumable too: resuming trains nothing and finishes it, as `train --resume` does."""
     if _earlier_status(run_dir, config) not in UNFINISHED or not (run_dir / LAST).is_file():
         return False
     try:
         done = len(read_history(run_dir / METRICS))
     except MnistresError:
         return False
-    return 0 < done < int(config.get("epochs") or 0)
+    return 0 < done <= int(config.get("epochs") or 0)

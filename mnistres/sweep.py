@@ -29,13 +29,14 @@ from mnistres.interrupts import Interrupted, OutputClosed, deferred, shielded, s
 from mnistres.lock import Lock
 from mnistres.registry import requested
 from mnistres.resolve import Resolved, canonical, meaning, resolve
-from mnistres.values import echo, text
+from mnistres.values import clip, echo, text
 from mnistres.view import PointState
 
 SWEEP_KEYS = ("axes", "seeds")  # keys of a sweep YAML file that are not RunConfig keys
 NOT_AXES = ("name", "out_dir")  # where runs go is decided by the sweep
 POLL_S = 0.5  # how often the parallel runner looks at its children
-MAX_SEEDS, MAX_POINTS, MAX_JOBS = 1000, 10_000, 1024  # beyond these a sweep is a mistake, not a study
+MAX_SEEDS, MAX_JOBS = 1000, 1024  # beyond these a sweep is a mistake, not a study
+MAX_POINTS = rundir.MAX_POINTS  # sweep.yaml is read back with limits sized to it
 
 
 @dataclass(frozen=True)
@@ -157,8 +158,8 @@ def plan_record(plan: Plan, states: Sequence[PointState] = ()) -> dict[str, Any]
         state = known.get(point.name)
         if state is not None:
             record["status"] = state.status
-            if state.message:
-                record["message"] = state.message
+            if state.message:  # whole in the point's summary.json
+                record["message"] = clip(state.message, rundir.POINT_MESSAGE_LIMIT)
             host = rundir.stored_summary(point.run_dir).get("host") if state.status != "pending" else None
             if host:
                 record["host"] = host  # where it ran (last), as its summary.json says
@@ -241,6 +242,9 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
         for device in sorted(set(devices) or {point.config.device for point in plan.points}):
             devices_module.resolve(device)
         devices_module.check_threads(plan.base.threads)
+        # What `threads: 0` stands for, resolved here once and handed to every point's process: a Dask
+        # worker (OMP_NUM_THREADS=1) would otherwise compute a point with fewer threads than the sweep's own.
+        threads = plan.base.threads or devices_module.default_threads()
         jobs = choose_jobs(jobs, devices, plan)
         atomic.check_place(plan.directory / rundir.LOGS, "sweep directory")
         if plan.directory.exists() and not plan.directory.is_dir():
@@ -263,7 +267,7 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
 
             client, cluster = executors.connect(jobs, scheduler, scheduler_file)
         try:
-            _run_locked(plan, states, pending, lock, console, client, cluster, jobs, devices)
+            _run_locked(plan, states, pending, lock, console, client, cluster, jobs, devices, threads)
         finally:
             with shielded():
                 if client is not None:
@@ -274,7 +278,7 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
 
 
 def _run_locked(plan: Plan, states: list[PointState], pending: list[PointState], lock: Lock, console: Any,
-                client: Any, cluster: Any, jobs: int, devices: Sequence[str]) -> None:
+                client: Any, cluster: Any, jobs: int, devices: Sequence[str], threads: int) -> None:
     """The points, run while this process holds the sweep directory; sweep.yaml written before and after."""
     from mnistres import view as view_module
 
@@ -292,11 +296,11 @@ def _run_locked(plan: Plan, states: list[PointState], pending: list[PointState],
         try:
             with view_module.SweepView(states, console) as view:
                 if client is not None:
-                    _run_on_dask(client, pending, view, ask_for_gpus=cluster is None)
+                    _run_on_dask(client, pending, view, threads, ask_for_gpus=cluster is None)
                 elif jobs == 1 and len(devices) <= 1:
                     _run_here(pending, devices[0] if devices else None, view)
                 else:
-                    _run_children(pending, jobs, devices, view)
+                    _run_children(pending, jobs, devices, view, threads)
         except KeyboardInterrupt as stop:
             why = f"{stop}; " if isinstance(stop, OutputClosed) else ""
             raise Interrupted(f"{why}finished points are kept; run the same sweep again to go on with the others") \
@@ -384,7 +388,7 @@ def point_log(point: Point) -> Path:
     return rundir.point_log(Path(point.config.out_dir), point.name)
 
 
-def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], view: Any) -> None:
+def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], view: Any, threads: int) -> None:
     """`jobs` points at a time, each a child process (`python -m mnistres.worker`) with its own log and
     the sweep's thread count (or, with `devices`, one device per slot). A point's outcome is read from
     its run directory, never from the child's exit code or output.
@@ -404,7 +408,7 @@ def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], 
                     device = devices[slot % len(devices)] if devices else state.point.config.device
                     config = state.point.config.replace(device=device)
                     with deferred():  # an interrupt here waits until the child is in `running`
-                        running[slot] = (state, _start_child(config, state), point_log(state.point))
+                        running[slot] = (state, _start_child(config, state, threads), point_log(state.point))
                     view.started(state, str(devices_module.resolve(device)))
             time.sleep(POLL_S)
             for slot, (state, process, log_path) in list(running.items()):
@@ -429,26 +433,30 @@ def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], 
         raise
 
 
-def _run_on_dask(client: Any, pending: list[PointState], view: Any, *, ask_for_gpus: bool) -> None:
+def _run_on_dask(client: Any, pending: list[PointState], view: Any, threads: int, *, ask_for_gpus: bool) -> None:
     """Every pending point as a Dask task (`executors.run_point_task`). A point shows as running once
     its run directory says so under its attempt, with the machine it runs on; Ctrl-C or SIGTERM sets
     the sweep's stop Event, which each running task passes on to its point, and waits for them.
     With `ask_for_gpus` (a scheduler the user started), a CUDA point asks for the worker resource
-    GPU=1; the embedded cluster's workers declare none, and its --jobs already bounds the points."""
+    GPU=1; the embedded cluster's workers declare none, and its --jobs already bounds the points.
+    Every place a point names is made absolute first: a worker started in another folder would read a
+    relative one from there."""
     from distributed import Event, wait
 
-    from mnistres import executors
+    from mnistres import data as data_module, executors
 
     stop = Event(f"mnistres-stop-{new_attempt()}", client=client)
     tasks: dict[Any, PointState] = {}
     for state in pending:
         config = state.point.config
+        config = config.replace(out_dir=str(Path(config.out_dir).resolve()),
+                                data_dir=str(data_module.resolve_data_dir(config.data_dir).resolve()))
         point_file = _write_point_file(config, state.point)
         state.attempt = new_attempt()
         log = point_log(state.point)
         gpu = ask_for_gpus and config.device.startswith("cuda")
         tasks[client.submit(executors.run_point_task, str(point_file.resolve()), state.attempt, requested(),
-                            str(log.resolve()), stop.name, key=f"mnistres-{state.point.name}-{state.attempt}",
+                            str(log.resolve()), stop.name, threads, key=f"mnistres-{state.point.name}-{state.attempt}",
                             pure=False, resources={"GPU": 1} if gpu else None)] = state
     waiting = set(tasks)
     try:
@@ -476,13 +484,18 @@ def _run_on_dask(client: Any, pending: list[PointState], view: Any, *, ask_for_g
 
 
 def _finish_task(state: PointState, task: Any, *, stopping: bool) -> None:
+    """The point's outcome, as its run directory records it, unless Dask gave up on its task (a worker
+    that died too often: `KilledWorker`): then it failed, for that reason, whatever its last attempt
+    recorded (a child stopped with its dying worker records itself as interrupted)."""
     error = task.exception() if task.done() and task.status == "error" else None
     _finish_child(state, point_log(state.point), stopping=stopping)
-    if error is not None and state.status == "failed" and not rundir.outcome(state.point.run_dir, state.attempt):
-        state.message = f"the Dask task failed: {type(error).__name__}: {error}"
+    if error is not None and not stopping and state.status not in rundir.FINISHED:
+        recorded = f" (its last attempt: {state.message})" if state.message and state.status != "failed" else ""
+        state.status = "failed"
+        state.message = f"Dask gave up on it: {type(error).__name__}: {clip(str(error), 200)}{recorded}"
 
 
-def _start_child(config: RunConfig, state: PointState) -> subprocess.Popen:
+def _start_child(config: RunConfig, state: PointState, threads: int) -> subprocess.Popen:
     """The point as a child process: its config (with the device of its slot) in logs/<point>.yaml, run by
     the worker, which resumes it from its run directory where it stopped part-way."""
     from mnistres import worker
@@ -491,7 +504,7 @@ def _start_child(config: RunConfig, state: PointState) -> subprocess.Popen:
     state.attempt = new_attempt()
     log = _open_log(point_log(state.point), append=resumable(state.point))
     try:
-        return worker.child(point_file, state.attempt, requested(), log)
+        return worker.child(point_file, state.attempt, requested(), log, threads)
     finally:
         log.close()  # the child holds its own copy
 

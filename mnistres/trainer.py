@@ -491,6 +491,9 @@ class Trainer:
             "lr": lr,
             "seconds": seconds,
             "images_per_s": seen / seconds,
+            # On the CPU the thread count is part of the numbers: each epoch says what it ran with (a run
+            # resumed with other --threads mixes them, and its summary's numerics name only the last).
+            **({"threads": torch.get_num_threads()} if device.type == "cpu" else {}),
         }
 
     def steps(self, batches: data_module.Batches) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor, int]]:

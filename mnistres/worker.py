@@ -70,18 +70,20 @@ def _record_failure(run_dir: Path, message: str, attempt: str) -> None:
         pass  # another writer holds it, or it cannot be written: the caller says so from what it has
 
 
-def child(point_file: Path, attempt: str, plugins: Iterable[str], log: Any) -> subprocess.Popen:
+def child(point_file: Path, attempt: str, plugins: Iterable[str], log: Any, threads: int = 0) -> subprocess.Popen:
     """Start `python -m mnistres.worker` for a point, as a child of this process (a sweep, or a Dask
     worker), its output going to `log`, in a session of its own (so a Ctrl-C reaches it only when
     passed on), and tied to this process (PARENT_ENV): it stops itself, as interrupted, if this
-    process dies without stopping it."""
+    process dies without stopping it. `threads` (0: the child's own default) is what the point's
+    `threads: 0` stands for, resolved by the sweep in its own process."""
     from mnistres.interrupts import PARENT_ENV
 
     # -P: the child does not put the current folder first on sys.path, so a csv.py or yaml.py lying
     # there is never imported (mnistres/__init__.py does the same for Pythons before 3.11).
     safe_path = ["-P"] if sys.version_info >= (3, 11) else []
     command = [sys.executable, *safe_path, "-m", "mnistres.worker", str(point_file), "--attempt", attempt,
-               *[arg for plugin in plugins for arg in ("--plugin", plugin)]]
+               *[arg for plugin in plugins for arg in ("--plugin", plugin)],
+               *(["--threads", str(threads)] if threads else [])]
     env = {**os.environ, "COLUMNS": "120", PARENT_ENV: str(os.getpid())}
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                             start_new_session=True)
@@ -99,10 +101,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("point_file", type=Path, help="the point's RunConfig as YAML (written by the sweep)")
     parser.add_argument("--attempt", required=True, help="recorded in summary.json with the outcome")
     parser.add_argument("--plugin", action="append", default=[], help="a plugin to load (repeatable)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="the CPU threads `threads: 0` stands for (the sweep's own count); 0: this process's default")
     arguments = parser.parse_args(argv)
     console = make_console(wide=True)
     registry.request(arguments.plugin)
     try:
+        if arguments.threads:
+            from mnistres import devices
+
+            devices.use_default_threads(arguments.threads)
         point = config_module.build(arguments.point_file)
     except MnistresError as error:
         console.print(f"Error: {error}", markup=False, highlight=False, soft_wrap=True)

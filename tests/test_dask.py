@@ -102,7 +102,12 @@ def test_a_dask_worker_killed_mid_point_loses_nothing(fast, tmp_path):
 
 
 def test_a_scheduler_and_workers_started_apart_run_the_sweep(fast, tmp_path):
+    """The workers start in another folder than the sweep, which gives relative places (runs/): every
+    place is made absolute before a point leaves the sweep (the points were written under the workers'
+    folder, and each called failed)."""
     scheduler_file = tmp_path / "scheduler.json"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     started = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
                                  "--port", "0", "--dashboard-address", ":0", "--scheduler-file", str(scheduler_file)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
@@ -114,11 +119,14 @@ def test_a_scheduler_and_workers_started_apart_run_the_sweep(fast, tmp_path):
             started.append(subprocess.Popen(
                 [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(scheduler_file),
                  "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        result = runner.invoke(app, ["sweep", "lr", "0.01", "0.003", "0.001", *fast, "--executor", "dask",
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=elsewhere))
+        relative_data = os.path.relpath(fast[fast.index("--data-dir") + 1])
+        options = [relative_data if a == fast[fast.index("--data-dir") + 1] else a for a in fast]
+        result = runner.invoke(app, ["sweep", "lr", "0.01", "0.003", "0.001", *options, "--executor", "dask",
                                      "--scheduler-file", str(scheduler_file)])
         assert result.exit_code == 0, result.output
         assert "3 points: 3 completed" in result.output and (Path("runs/lr-sweep/report.md")).is_file()
+        assert not (elsewhere / "runs").exists()
     finally:
         for process in started:
             os.killpg(process.pid, signal.SIGTERM)
@@ -132,10 +140,17 @@ def test_a_scheduler_and_workers_started_apart_run_the_sweep(fast, tmp_path):
 
 @pytest.mark.parametrize("extra, fragment", [
     (["--scheduler-file", "missing.json"], "--scheduler-file missing.json: no such file"),
+    (["--scheduler-file", "garbage.json"], "--scheduler-file garbage.json is not a Dask scheduler file"),
+    (["--scheduler-file", "empty.json"], "--scheduler-file empty.json is not a Dask scheduler file"),
+    (["--scheduler-file", "object.json"], "--scheduler-file object.json is not a Dask scheduler file"),
     (["--scheduler", "tcp://127.0.0.1:9", "--scheduler-file", "x.json"], "give --scheduler or --scheduler-file"),
     (["--devices", "cpu,cpu"], "--devices assigns devices to local child processes"),
 ])
 def test_dask_mistakes_get_one_line_and_exit_2(fast, extra, fragment):
+    # Files that exist but are no scheduler's: each was a traceback (an AssertionError deep in Dask).
+    Path("garbage.json").write_text("garbage{")
+    Path("empty.json").write_text("")
+    Path("object.json").write_text("{}")
     result = runner.invoke(app, ["sweep", "lr", "0.01", *fast, "--executor", "dask", *extra])
     assert result.exit_code == 2 and fragment in result.output, result.output
     assert not Path("runs/lr-sweep/sweep.yaml").exists()
@@ -148,3 +163,51 @@ def test_scheduler_options_need_the_dask_executor_and_dask_needs_its_extra(fast,
     result = runner.invoke(app, ["sweep", "lr", "0.01", *fast, "--executor", "dask"])
     assert result.exit_code == 2 and 'pip install "mnistres[dask]"' in result.output
     assert not Path("runs/lr-sweep/sweep.yaml").exists()
+
+
+def test_dask_points_compute_with_the_sweeps_thread_count(fast):
+    """Dask's workers set OMP_NUM_THREADS=1: a point given `threads: 0` computed there with one thread
+    where the sweep's own points use torch's default for the machine. The sweep now resolves the count
+    once and hands it on; each epoch records what it ran with."""
+    from mnistres import devices
+
+    options = [a for i, a in enumerate(fast) if a != "--threads" and fast[i - 1] != "--threads"]
+    result = runner.invoke(app, ["sweep", "lr", "0.01", *options, "--executor", "dask", "--jobs", "1", "--no-report"])
+    assert result.exit_code == 0, result.output
+    point = Path("runs/lr-sweep/lr=0.01,seed=0")
+    expected = devices.default_threads()
+    assert json.loads((point / "summary.json").read_text())["numerics"]["threads"] == expected
+    rows = [json.loads(line) for line in (point / "metrics.jsonl").read_text().splitlines()]
+    assert [row["threads"] for row in rows] == [expected] * len(rows)
+
+
+def test_a_point_dask_gave_up_on_is_failed_with_that_reason(tmp_path):
+    """A child stopped with its dying worker records itself as interrupted; once Dask stops retrying the
+    task (KilledWorker), the point failed, and the sweep says why."""
+    from mnistres import rundir, sweep
+    from mnistres.config import RunConfig
+    from mnistres.view import PointState
+
+    plan = sweep.make_plan(RunConfig(out_dir=str(tmp_path), name="s", epochs=3), {"lr": [0.01]})
+    state = PointState(plan.points[0])
+    state.attempt = "a1"
+    state.point.run_dir.mkdir(parents=True)
+    rundir.write_summary(state.point.run_dir, {"status": "interrupted", "message": "interrupted during epoch 2",
+                                               "attempt": "a1"})
+
+    class GaveUp:  # what a Dask future looks like once the scheduler gave up on it
+        status = "error"
+
+        def done(self):
+            return True
+
+        def exception(self):
+            return RuntimeError("Attempted to run task on 4 workers; all died")
+
+    sweep._finish_task(state, GaveUp(), stopping=False)
+    assert state.status == "failed"
+    assert state.message.startswith("Dask gave up on it: RuntimeError: Attempted to run task on 4 workers")
+    assert "interrupted during epoch 2" in state.message
+    state.status = "interrupted"
+    sweep._finish_task(state, GaveUp(), stopping=True)  # the sweep itself was stopping: interrupted, resumable
+    assert state.status == "interrupted"

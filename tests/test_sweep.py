@@ -472,3 +472,59 @@ def test_the_worker_records_its_outcome_in_the_run_directory(data_dir, tmp_path)
     assert status == "failed" and "larger than the 320 training images" in message
     point_file.write_text("epochs: [")
     assert worker.main([str(point_file), "--attempt", "third"]) == 2  # nothing to record it in
+
+
+def test_a_point_interrupted_alone_makes_the_sweep_fail_and_says_how_to_go_on(fast, tmp_path):
+    """A point's process stopped by SIGINT (not the sweep): the sweep used to end with exit 0, saying
+    `2 points: 1 completed`, the interrupted point not named."""
+    args, root, long, process = _long_point_training(fast, tmp_path)
+    [child] = processes_mentioning(str(root / "logs" / "epochs=40,seed=0.yaml"))
+    os.kill(child, signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 1, output
+    assert "2 points: 1 completed, 1 interrupted" in output
+    assert "  epochs=40,seed=0: interrupted " in output
+    assert f"this continues the others: mnistres sweep epochs 1 40 --jobs 2" in output
+    again = subprocess.run([sys.executable, "-m", "mnistres", "sweep", *args], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "did not finish" not in again.stdout
+
+
+def test_a_point_killed_after_its_last_epoch_was_saved_is_finished_not_trained_again(fast):
+    """Its summary still says running (killed before the end was recorded): the rerun finishes it as
+    `train --resume` does, without training; it used to train it again from epoch 1."""
+    first = runner.invoke(app, ["sweep", "lr", "0.01", *fast, "--no-report"])
+    assert first.exit_code == 0, first.output
+    point = Path("runs/lr-sweep/lr=0.01,seed=0")
+    trained = (point / "metrics.jsonl").read_text()
+    killed = {**summary(point), "status": "running"}
+    (point / "summary.json").write_text(json.dumps(killed))
+    (point / "mistakes.npz").unlink()
+    again = runner.invoke(app, ["sweep", "lr", "0.01", *fast, "--no-report"])
+    assert again.exit_code == 0, again.output
+    assert summary(point)["status"] == "completed" and (point / "mistakes.npz").is_file()
+    assert (point / "metrics.jsonl").read_text() == trained  # timings included: no epoch ran again
+    assert "Resuming" in Path("runs/lr-sweep/logs/lr=0.01,seed=0.log").read_text()
+
+
+def test_a_sweep_file_of_the_most_points_a_sweep_may_have_reads_back(tmp_path):
+    """sweep.yaml of ~9,300 points outgrew the YAML reader's 1 MB: the rerun and `report` were refused
+    and every finished point was out of reach. Here: MAX_POINTS points with the longest names, several
+    axes and long failure messages."""
+    base = RunConfig(out_dir=str(tmp_path), name="big")
+    plan = sweep.make_plan(base, {"lr": [round(0.0001 * (i + 1), 6) for i in range(100)],
+                                  "label_smoothing": [round(0.001 * i, 6) for i in range(100)]})
+    assert len(plan.points) == sweep.MAX_POINTS
+    states = [PointState(point) for point in plan.points]
+    for state in states:
+        state.status, state.message = "failed", "cannot write runs/...: No space left on device; " * 50
+    record = sweep.plan_record(plan, states)
+    for number, point in enumerate(record["points"]):
+        point["name"] = f"{number:05d}-" + "n" * (rundir.POINT_NAME_LIMIT - 6)
+    plan.directory.mkdir()
+    rundir.write_sweep(plan.directory, record)
+    read = rundir.read_sweep(plan.directory)
+    assert len(read["points"]) == sweep.MAX_POINTS
+    assert len(read["points"][0]["message"]) <= rundir.POINT_MESSAGE_LIMIT
+    sweep.check_directory(plan, overwrite=False)  # what a rerun reads first
