@@ -197,14 +197,23 @@ def _finite(value: Any) -> Any:
 # --- places ------------------------------------------------------------------------------------
 
 
-def check_place(folder: Path, what: str = "run directory") -> None:
+DEFAULT_PATH_MAX = 4096  # bytes of a whole path (Linux), where the filesystem does not say
+
+
+def check_place(folder: Path, what: str = "run directory", room: int = 64) -> None:
     """Can `folder` be created (or used) and written in? Checked before anything heavy runs.
 
     The nearest existing ancestor must be a folder this process can create files in (probed by
-    creating and removing one), and each folder still to be made must have a name the
-    filesystem accepts.
+    creating and removing one), each folder still to be made must have a name the filesystem
+    accepts, and the whole path, with `room` bytes for the names mnistres writes inside it (its
+    files and their temporary names), must fit the system's limit on a path.
     """
     folder = Path(folder)
+    whole, limit = len(os.fsencode(str(folder))) + 1 + room, path_max()
+    if whole > limit:
+        raise WriteError(f"cannot use {what} {str(folder)[:60]}...: its path is {whole - 1 - room:,} bytes; with "
+                         f"the files inside it must stay under this system's {limit:,} (use a shorter --out-dir "
+                         f"or --name)")
     existing = folder
     while not _exists(existing) and existing != existing.parent:
         existing = existing.parent
@@ -232,6 +241,13 @@ def _exists(path: Path) -> bool:
     except OSError:
         return False
     return True
+
+
+def path_max() -> int:
+    try:
+        return int(os.pathconf("/", "PC_PATH_MAX"))
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or the filesystem will not say
+        return DEFAULT_PATH_MAX
 
 
 def name_max(folder: Path) -> int:

@@ -103,7 +103,10 @@ class _Group(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            finally:
+                _end_json_mode()
         except UsageError as error:  # an option's value that does not parse, an unknown option or command
             if _debug():
                 raise
@@ -553,6 +556,7 @@ def eval_command(
 ) -> None:
     """Measure a checkpoint on a dataset split, or on your own images; the architecture comes from the checkpoint."""
     _one_process("eval")
+    _json_mode(as_json)
     _use_plugins(plugin)
     from mnistres import display
     from mnistres.evaluate import evaluate_checkpoint, evaluate_images
@@ -614,6 +618,7 @@ def predict(
     Images that cannot be read, or hold no digit, are reported one by one (exit code 1); the others are still predicted.
     """
     _one_process("predict")
+    _json_mode(as_json)
     _use_plugins(plugin)
     from mnistres import display
     from mnistres.predict import predict as run_prediction
@@ -646,6 +651,7 @@ def export_command(
     The normalisation is built in. The file is loaded back and checked against the checkpoint on test images.
     """
     _one_process("export")
+    _json_mode(as_json)
     _use_plugins(plugin)
     from mnistres.export import export
 
@@ -694,6 +700,7 @@ def plugins(
     plugin: PluginOpt = None,
 ) -> None:
     """Every activation, optimizer, schedule, callback and preset, with options and source; plugins that failed to load."""
+    _json_mode(as_json)
     _use_plugins(plugin)
     from mnistres import display, registry
 
@@ -722,6 +729,7 @@ def runs_command(
 
     Reads only the runs' own small files (never a checkpoint). A run recorded as running whose process is gone was killed: it is listed as interrupted, with the command that resumes it.
     """
+    _json_mode(as_json)
     from mnistres import display, listing
 
     listed, keys = listing.list_runs(folder, status)
@@ -740,19 +748,39 @@ def runs_command(
                           markup=False, highlight=False, soft_wrap=True)
 
 
+# While a --json command runs, its stdout is kept here and sys.stdout is stderr: whatever else would print
+# (a plugin as it loads, a callback as it runs) goes to stderr, and stdout gets the one JSON document.
+_json_stdout: list[Any] = []
+
+
+def _json_mode(as_json: bool) -> None:
+    """With --json, from here until the command ends, everything but the JSON goes to stderr."""
+    if as_json and not _json_stdout:
+        _json_stdout.append(sys.stdout)
+        sys.stdout = sys.stderr
+
+
+def _end_json_mode() -> None:
+    if _json_stdout:
+        sys.stdout = _json_stdout.pop()
+
+
 def _print_json(result: Any) -> None:
     """--json: one JSON object on stdout and nothing else (NaN as null, like every file mnistres writes)."""
     from mnistres.atomic import to_json
 
+    out = _json_stdout[0] if _json_stdout else sys.stdout
     try:
-        sys.stdout.write(to_json(result) + "\n")
-        sys.stdout.flush()
+        out.write(to_json(result) + "\n")
+        out.flush()
     except BrokenPipeError:  # `mnistres runs --json | head -c 100`: as the consoles do (display.console)
-        interrupts.output_closed(sys.stdout)
+        interrupts.output_closed(out)
 
 
 def main() -> None:
+    from mnistres.display import degrade_output
     from mnistres.interrupts import as_started_process
 
     as_started_process()
+    degrade_output()
     app()

@@ -20,6 +20,41 @@ from rich.text import Text
 from mnistres import interrupts, values
 
 
+# Characters mnistres prints, as ASCII for a terminal or pipe that takes no more (PYTHONIOENCODING=ascii,
+# a C locale): output degrades, it never fails. Anything else (a user's path) becomes "?".
+ASCII_FORMS = {"—": "-", "–": "-", "…": "...", "±": "+/-", "×": "x", "→": "->", "←": "<-", "•": "*", "≥": ">=",
+               "≤": "<=", "·": ".", "’": "'", "‘": "'", "“": '"', "”": '"', "✓": "ok", "✗": "x", "≈": "~", "°": " deg"}
+ASCII_ERRORS = "mnistres-ascii"
+
+
+def _as_ascii(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    return "".join(ASCII_FORMS.get(c, "?") for c in error.object[error.start:error.end]), error.end
+
+
+def degrade_output() -> None:
+    """Let stdout and stderr write what their encoding cannot hold in ASCII forms instead of failing with a
+    UnicodeEncodeError (after a whole run has completed, as it did)."""
+    import codecs
+
+    try:
+        codecs.lookup_error(ASCII_ERRORS)
+    except LookupError:
+        codecs.register_error(ASCII_ERRORS, _as_ascii)
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        try:
+            "—…±é".encode(encoding)
+        except UnicodeEncodeError:
+            if hasattr(stream, "reconfigure") and getattr(stream, "errors", "strict") == "strict":
+                stream.reconfigure(errors=ASCII_ERRORS)
+        except LookupError:  # an encoding Python does not know: leave it as it is
+            pass
+
+
 class _Console(Console):
     fit_tables = False  # widen to each table's full width (a log or pipe, where nobody resizes a window)
 

@@ -203,8 +203,12 @@ def tie_to_parent() -> None:
     parent = int(wanted)
     if not _kernel_tie():
         threading.Thread(target=_watch, args=(parent,), name="mnistres-parent-watch", daemon=True).start()
-    if os.getppid() != parent:  # already gone: it cannot signal us any more
-        os.kill(os.getpid(), signal.SIGTERM)
+    if os.getppid() != parent:  # already gone (or the variable was left set): nothing to run for
+        sys.stderr.write(f"Error: {PARENT_ENV}={parent} names a process that is not this one's parent: the "
+                         f"sweep that started it has ended, or the variable was left set; unset it to run "
+                         f"mnistres yourself\n")
+        sys.stderr.flush()
+        raise SystemExit(2)
 
 
 def _kernel_tie() -> bool:

@@ -246,7 +246,8 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
         # worker (OMP_NUM_THREADS=1) would otherwise compute a point with fewer threads than the sweep's own.
         threads = plan.base.threads or devices_module.default_threads()
         jobs = choose_jobs(jobs, devices, plan)
-        atomic.check_place(plan.directory / rundir.LOGS, "sweep directory")
+        # Room for a point's folder and its files, the longest names a sweep writes inside.
+        atomic.check_place(plan.directory / rundir.LOGS, "sweep directory", room=rundir.POINT_NAME_LIMIT + 64)
         if plan.directory.exists() and not plan.directory.is_dir():
             raise ConfigError(f"{plan.directory} exists and is not a folder")
         lock = Lock(plan.directory, what="sweep")

@@ -129,6 +129,7 @@ class Trainer:
             if self.resume:
                 run_dir = Path(config.out_dir) / str(config.name)
                 if world.main:
+                    atomic.check_place(run_dir)  # as a new run's is: before any data is loaded
                     Lock(run_dir).check()
                 document = self.resume_point(run_dir)  # every rank loads last.pt
             elif world.main:

@@ -337,3 +337,96 @@ def test_damaged_sweep_files_given_to_report(tmp_path, points, fragment):
     result = runner.invoke(app, ["report", str(sweep)])
     assert result.exit_code == 2, result.output
     assert str(sweep / "sweep.yaml") in result.output and fragment in result.output, result.output
+
+
+# --- the environment: places, encodings, variables, plugins that print -------------------------------
+
+
+@pytest.mark.skipif(sys.platform == "win32" or not hasattr(os, "geteuid"), reason="chattr is Linux's")
+def test_resume_into_a_folder_that_cannot_be_written_is_one_line(fast, tmp_path):
+    """`train --resume` on a folder made immutable (chattr +i; as another user, a folder not theirs): a
+    PermissionError traceback once the data had loaded. The place is now checked first, as a new run's is."""
+    import json
+    import shutil
+    import subprocess
+
+    trained = runner.invoke(app, ["train", *fast, "--name", "r"])
+    assert trained.exit_code == 0, trained.output
+    summary = json.loads(Path("runs/r/summary.json").read_text())
+    Path("runs/r/summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
+    (Path("runs/r/metrics.jsonl")).write_text(Path("runs/r/metrics.jsonl").read_text().splitlines()[0] + "\n")
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", "runs/r"], capture_output=True).returncode:
+        pytest.skip("this filesystem does not take chattr +i")
+    try:
+        result = runner.invoke(app, ["train", "--resume", "runs/r"])
+    finally:
+        subprocess.run(["chattr", "-i", "runs/r"], check=True)
+    assert result.exit_code == 2, result.output
+    assert "cannot write in runs/r" in result.stderr and "Traceback" not in result.output
+
+
+def test_an_out_dir_past_the_systems_path_limit_is_one_line(fast, tmp_path):
+    """Each part under 255 bytes, the whole over 4096: `OSError: File name too long` from deep inside."""
+    deep = str(tmp_path / "/".join(["d" * 200] * 22))
+    for command in (["train", *fast, "--epochs", "1"], ["sweep", "lr", "0.01", *fast, "--epochs", "1"]):
+        result = runner.invoke(app, [*command, "--out-dir", deep])
+        assert result.exit_code == 2, result.output
+        assert "with the files inside it must stay under this system's" in result.stderr
+        assert "Traceback" not in result.output
+    assert not Path(tmp_path / ("d" * 200)).exists()
+
+
+def test_ascii_only_output_degrades_instead_of_failing(fast, tmp_path):
+    """PYTHONIOENCODING=ascii: a UnicodeEncodeError after a completed run ("—" in its tables), and `runs`
+    failed on a non-ASCII path."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "MNISTRES_DEBUG": ""}
+    out_dir = tmp_path / "résultats"
+    done = subprocess.run([sys.executable, "-m", "mnistres", "train", *fast, "--epochs", "1", "--name", "a",
+                           "--out-dir", str(out_dir)], env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    output = done.stdout.decode("ascii")  # nothing but ASCII
+    assert "completed: val_acc" in output and "r?sultats" in output
+    listed = subprocess.run([sys.executable, "-m", "mnistres", "runs", str(out_dir)], env=env, capture_output=True,
+                            timeout=120)
+    assert listed.returncode == 0, listed.stderr.decode(errors="replace")
+    assert "completed" in listed.stdout.decode("ascii")
+
+
+def test_a_parent_pid_that_is_not_the_parent_is_one_line(fast):
+    """MNISTRES_PARENT_PID (set by a sweep for its children) naming a dead process: `train` ended at once
+    with exit 143 and no word."""
+    import subprocess
+
+    env = {**os.environ, "MNISTRES_PARENT_PID": "999999999", "MNISTRES_DEBUG": ""}
+    done = subprocess.run([sys.executable, "-m", "mnistres", "train", *fast, "--epochs", "1"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "MNISTRES_PARENT_PID=999999999 names a process that is not this one's parent" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not Path("runs").exists()
+
+
+def test_json_output_stays_one_document_when_a_plugin_prints(fast, tmp_path):
+    """A plugin that prints as it loads (or a callback as it runs) went into --json's stdout."""
+    import json
+
+    noisy = tmp_path / "noisy_plugin.py"
+    noisy.write_text("print('hello from a plugin')\n")
+    listed = runner.invoke(app, ["plugins", "--json", "--plugin", str(noisy)])
+    assert listed.exit_code == 0, listed.output
+    assert "activations" in json.loads(listed.stdout)["registries"] and "hello from a plugin" in listed.stderr
+    trained = runner.invoke(app, ["train", *fast, "--epochs", "1", "--name", "j"])
+    assert trained.exit_code == 0, trained.output
+    image = tmp_path / "digit.npy"
+    import numpy as np
+
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[4:24, 12:16] = 255  # a "1"
+    np.save(image, digit)
+    louder = tmp_path / "louder_plugin.py"
+    louder.write_text("print('louder')\n")
+    predicted = runner.invoke(app, ["predict", "runs/j/best.pt", str(image), "--json", "--plugin", str(louder)])
+    assert predicted.exit_code == 0, predicted.output
+    json.loads(predicted.stdout)
+    assert "louder" in predicted.stderr
