@@ -13,6 +13,8 @@ Without torchrun, `World()` (one process) changes nothing.
 from __future__ import annotations
 
 import os
+import socket
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -35,6 +37,7 @@ class World:
     local_rank: int = 0
     backend: str = ""  # nccl | gloo once joined; "" for one process
     joined_here: bool = field(default=False, compare=False)  # whether `leave` ends the group (not a caller's own)
+    peers: tuple[tuple[str, int], ...] = field(default=(), compare=False)  # (host, pid) of each rank, once joined
 
     @property
     def main(self) -> bool:
@@ -111,9 +114,18 @@ def join(world: World, on: torch.device) -> World:
     if on.type == "cuda":
         torch.cuda.set_device(on)
     if dist.is_initialized():  # a script that calls `train` may have joined already
-        return World(world.rank, world.size, world.local_rank, dist.get_backend())
+        return World(world.rank, world.size, world.local_rank, dist.get_backend(), peers=_peers(world.size))
     dist.init_process_group(backend=backend)
-    return World(world.rank, world.size, world.local_rank, backend, joined_here=True)
+    return World(world.rank, world.size, world.local_rank, backend, joined_here=True, peers=_peers(world.size))
+
+
+def _peers(size: int) -> tuple[tuple[str, int], ...]:
+    """Every rank's host and pid, so that a rank that dies can be named (`lost_rank`)."""
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * size
+    dist.all_gather_object(gathered, (socket.gethostname(), os.getpid()))
+    return tuple((str(host), int(pid)) for host, pid in gathered)
 
 
 def leave(world: World) -> None:
@@ -190,6 +202,77 @@ def together(world: World) -> Iterator[None]:
     rank, (kind, message, expected) = failed[0]
     more = f" (and {len(failed) - 1} more {'rank' if len(failed) == 2 else 'ranks'})" if len(failed) > 1 else ""
     raise MnistresError(f"rank {rank}: {message if expected else kind + ': ' + message}{more}")
+
+
+def check_alike(settings: dict[str, Any], world: World) -> None:
+    """Refuse, on every process, a run whose processes were started with different settings (`--lr` on one
+    rank only): each would train its share with its own, and config.yaml would hold rank 0's."""
+    if not world.several:
+        return
+    import torch.distributed as dist
+
+    from mnistres.values import text
+
+    gathered: list[Any] = [None] * world.size
+    dist.all_gather_object(gathered, settings)
+    differing = []
+    for key in dict.fromkeys(k for found in gathered for k in found):
+        values = [found.get(key) for found in gathered]
+        others = [rank for rank, value in enumerate(values) if value != values[0]]
+        if others:
+            shown = "; ".join(f"{text(values[rank])} on rank {rank}" for rank in others[:3])
+            differing.append(f"{key} is {text(values[0])} on rank 0 but {shown}")
+    if differing:
+        more = f" (and {len(differing) - 2} more settings)" if len(differing) > 2 else ""
+        raise ConfigError(f"the processes of this run were started with different settings: {'; '.join(differing[:2])}"
+                          f"{more}; start every process with the same options")
+
+
+class RankLost(MnistresError):
+    """Another process of the run ended without a word (killed, out of memory, its machine gone)."""
+
+
+# What gloo and NCCL say when the process at the other end of a connection is gone.
+PEER_GONE = ("closed by peer", "reset by peer", "broken pipe", "connection refused", "timed out", "timeout",
+             "communicator was aborted", "connection closed")
+
+
+def lost_rank(error: BaseException, world: World) -> RankLost | None:
+    """`error`, raised by a collective operation because another rank is gone, as one line naming that rank
+    (one on this machine, found by its pid) or saying that contact was lost; None for any other error."""
+    if not world.several or not isinstance(error, RuntimeError) or isinstance(error, MnistresError):
+        return None
+    here = socket.gethostname()
+    deadline = time.monotonic() + 2.0  # the peer's process may take a moment to be gone
+    while True:
+        dead = [rank for rank, (host, pid) in enumerate(world.peers)
+                if rank != world.rank and host == here and not _running(pid)]
+        if dead or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if dead:
+        who = ", ".join(f"rank {rank} (process {world.peers[rank][1]} on {here})" for rank in dead)
+        return RankLost(f"{who} ended without a word (killed, or out of memory), so every rank stopped")
+    said = str(error).lower()
+    if any(phrase in said for phrase in PEER_GONE):
+        first = " ".join(str(error).split())[:160]
+        return RankLost(f"lost contact with another process of the run (killed, or its machine went away): {first}")
+    return None
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` is running (a zombie, dead but not yet reaped by its parent, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = open(f"/proc/{pid}/stat", encoding="ascii").read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def any_flag(flag: bool, world: World) -> bool:

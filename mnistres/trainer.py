@@ -118,6 +118,11 @@ class Trainer:
             self.console = make_console(file=io.StringIO())  # only rank 0 prints
         try:
             return self._fit()
+        except RuntimeError as error:
+            lost = distributed.lost_rank(error, world)  # a rank killed: one line, not gloo's traceback
+            if lost is None:
+                raise
+            raise lost from error
         finally:
             distributed.leave(world)
 
@@ -126,6 +131,8 @@ class Trainer:
         document: dict[str, Any] | None = None
         run_dir = Path()
         with distributed.together(world):
+            # Every rank must run what rank 0 runs (and records in config.yaml).
+            distributed.check_alike(rundir.result_settings(config.to_dict()), world)
             if self.resume:
                 run_dir = Path(config.out_dir) / str(config.name)
                 if world.main:
@@ -328,6 +335,11 @@ class Trainer:
                 raise WriteError(f"{error}; the run is marked failed: {rundir.resume_hint(run_dir)}") from error
             except BaseException as error:
                 error_in_flight = True
+                lost = distributed.lost_rank(error, world)
+                if lost is not None:  # another rank is gone: the run failed for that reason, and is resumable
+                    status, message = "failed", str(lost)
+                    raise distributed.RankLost(f"{lost}; {rundir.resume_hint(run_dir)} (under torchrun, "
+                                               f"as it was started)") from error
                 status, message = "failed", str(error) if isinstance(error, MnistresError) else \
                     f"{type(error).__name__}: {error}"
                 raise

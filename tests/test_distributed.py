@@ -232,14 +232,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_pair(args: list[str], data_dirs: tuple[Path, Path]) -> list[tuple[int, str]]:
-    """Two ranks started as torchrun starts them (its environment), each watched on its own."""
+def start_ranks(args: list[str], data_dirs: tuple[Path, Path],
+                extra: tuple[list[str], list[str]] = ([], [])) -> list[subprocess.Popen]:
+    """Two ranks started as torchrun starts them (its environment), each with its own `extra` arguments."""
     base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2",
             "OMP_NUM_THREADS": "1", "MNISTRES_DEBUG": ""}
-    processes = [subprocess.Popen([sys.executable, "-m", "mnistres", "train", *args], text=True,
-                                  env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank),
-                                       "MNISTRES_DATA_DIR": str(data_dirs[rank])},
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for rank in range(2)]
+    return [subprocess.Popen([sys.executable, "-m", "mnistres", "train", *args, *extra[rank]], text=True,
+                             env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank),
+                                  "MNISTRES_DATA_DIR": str(data_dirs[rank])},
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for rank in range(2)]
+
+
+def start_pair(args: list[str], data_dirs: tuple[Path, Path],
+               extra: tuple[list[str], list[str]] = ([], [])) -> list[tuple[int, str]]:
+    """Two ranks started as torchrun starts them (its environment), each watched on its own."""
+    processes = start_ranks(args, data_dirs, extra)
     try:
         return [finished(process) for process in processes]
     finally:
@@ -261,3 +268,40 @@ def test_a_mistake_on_one_rank_ends_both_with_one_line_and_exit_2(data_dir, tmp_
     assert out0.startswith(f"Error: rank 1: mnist not found in {tmp_path / 'empty'}") and out0.count("\n") == 1
     assert out1 == ""
     assert not (tmp_path / "runs").exists()
+
+
+def test_ranks_started_with_different_settings_are_refused_on_every_rank(data_dir, tmp_path):
+    """Rank 1 with its own --lr and --seed trained its share with them (val_acc 0.13 instead of 0.54) and
+    config.yaml held rank 0's. The ranks now compare their settings when they meet."""
+    options = ["--device", "cpu", "--no-download", "--epochs", "1", "--set", "width=8", "--set", "blocks=1",
+               "--threads", "1", "--out-dir", str(tmp_path / "runs"), "--name", "mixed"]
+    (code0, out0), (code1, out1) = start_pair(options, (data_dir, data_dir), ([], ["--lr", "0.05", "--seed", "7"]))
+    assert (code0, code1) == (2, 2), out0 + out1
+    assert out0.startswith("Error: the processes of this run were started with different settings: ")
+    assert "lr is 0.001 on rank 0 but 0.05 on rank 1" in out0 and "seed is 0 on rank 0 but 7 on rank 1" in out0
+    assert out0.count("\n") == 1 and out1 == ""
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_rank_killed_outright_is_named_in_one_line_and_the_run_resumes(data_dir, tmp_path):
+    """SIGKILL to rank 1: rank 0 printed some 60 lines of gloo's traceback."""
+    options = ["--device", "cpu", "--no-download", "--epochs", "500", "--set", "width=8", "--set", "blocks=1",
+               "--threads", "1", "--out-dir", str(tmp_path / "runs"), "--name", "k"]
+    run = tmp_path / "runs" / "k"
+    rank0, rank1 = start_ranks(options, (data_dir, data_dir))
+    try:
+        wait_for(lambda: (run / "last.pt").is_file(), rank0)
+        os.kill(rank1.pid, signal.SIGKILL)
+        code, output = finished(rank0)
+    finally:
+        for process in (rank0, rank1):
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+    assert code == 2, output
+    error = [line for line in output.splitlines() if not line.startswith("epoch ")]
+    assert len(error) == 1 and error[0].startswith(f"Error: rank 1 (process {rank1.pid} on "), output
+    assert "ended without a word" in error[0] and "mnistres train --resume" in error[0]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["message"].startswith("rank 1 (process")
+    assert (run / "last.pt").is_file()  # resumable
