@@ -16,9 +16,10 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional, Sequence
 
-from mnistres.errors import ConfigError
+from mnistres.errors import ConfigError, MnistresError
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 CONNECT_TIMEOUT_S = 10  # an unreachable scheduler is reported after this long
@@ -61,6 +62,34 @@ def connect(jobs: int, scheduler: Optional[str], scheduler_file: Optional[str]) 
     return client, None
 
 
+class SchedulerLost(MnistresError):
+    """The Dask scheduler went away while the sweep ran."""
+
+
+def lost(client: Any, tasks: Any) -> bool:
+    """Whether the sweep lost its scheduler: the client reconnecting or closed, or a task cancelled (the
+    sweep never cancels one itself: Dask cancels them all once the scheduler is gone)."""
+    return client.status not in ("running", "newly-created") or any(task.status == "cancelled" for task in tasks)
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Dask's own loggers at CRITICAL while a sweep runs on it: a lost scheduler is one line from the
+    sweep, not pages of CommClosedError tracebacks from the client's reconnecting."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name == "distributed" or name.startswith("distributed.")] + [logging.getLogger("distributed")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def scheduler_address(path: Path) -> str:
     """The address in a scheduler file (`dask scheduler --scheduler-file PATH` writes JSON with it)."""
     import json
@@ -96,7 +125,11 @@ def run_point_task(point_file: str, attempt: str, plugins: Sequence[str], log_fi
         process = worker.child(Path(point_file), attempt, plugins, log, threads)
     try:
         while process.poll() is None:
-            if stop.wait(timeout=POLL_S):
+            try:
+                stopping = stop.wait(timeout=POLL_S)
+            except Exception:  # noqa: BLE001 - the scheduler is gone: nobody can stop or read this point now,
+                stopping = True  # so it stops, recording itself as interrupted (resumable), not killed
+            if stopping:
                 process.send_signal(signal.SIGINT)
                 try:
                     process.wait(timeout=STOP_WAIT_S)

@@ -30,6 +30,7 @@ from mnistres.lock import Lock
 from mnistres.registry import requested
 from mnistres.resolve import Resolved, canonical, meaning, resolve
 from mnistres.values import clip, echo, text
+from mnistres.wording import plural
 from mnistres.view import PointState
 
 SWEEP_KEYS = ("axes", "seeds")  # keys of a sweep YAML file that are not RunConfig keys
@@ -268,14 +269,31 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
 
             client, cluster = executors.connect(jobs, scheduler, scheduler_file)
         try:
-            _run_locked(plan, states, pending, lock, console, client, cluster, jobs, devices, threads)
+            if client is not None:
+                with executors.quiet_logs():
+                    _run_locked(plan, states, pending, lock, console, client, cluster, jobs, devices, threads)
+            else:
+                _run_locked(plan, states, pending, lock, console, client, cluster, jobs, devices, threads)
         finally:
             with shielded():
-                if client is not None:
-                    client.close()
-                if cluster is not None:
-                    cluster.close()
+                _close_dask(client, cluster)
     return Outcome(plan, states)
+
+
+def _close_dask(client: Any, cluster: Any) -> None:
+    """Close the client and the embedded cluster; one whose scheduler is gone closes without a word."""
+    from mnistres import executors
+
+    if client is None and cluster is None:
+        return
+    with executors.quiet_logs():
+        for closing in (client, cluster):
+            if closing is None:
+                continue
+            try:
+                closing.close(timeout=10) if closing is client else closing.close()
+            except Exception:  # noqa: BLE001 - nothing is left to close on a scheduler that went away
+                pass
 
 
 def _run_locked(plan: Plan, states: list[PointState], pending: list[PointState], lock: Lock, console: Any,
@@ -463,6 +481,8 @@ def _run_on_dask(client: Any, pending: list[PointState], view: Any, threads: int
     try:
         while waiting:
             time.sleep(POLL_S)
+            if executors.lost(client, waiting):
+                _scheduler_lost(client, [tasks[task] for task in waiting], view)
             for task in list(waiting):
                 state = tasks[task]
                 if state.status == "pending":
@@ -482,6 +502,27 @@ def _run_on_dask(client: Any, pending: list[PointState], view: Any, threads: int
                 _finish_task(tasks[task], task, stopping=True)
                 view.finished(tasks[task])
         raise
+
+
+def _scheduler_lost(client: Any, states: list[PointState], view: Any) -> None:
+    """The scheduler is gone: each started point stops itself (its task can no longer reach the sweep) and
+    records how; a point that never started stays pending. Then one line says so; the rerun continues."""
+    from mnistres import executors
+
+    started = [state for state in states
+               if state.status != "pending" or rundir.running_on(state.point.run_dir, state.attempt) is not None]
+    deadline = time.monotonic() + executors.STOP_WAIT_S
+    while time.monotonic() < deadline and any(rundir.outcome(s.point.run_dir, s.attempt) is None for s in started):
+        time.sleep(POLL_S)
+    for state in started:
+        _finish_child(state, point_log(state.point), stopping=True)
+        view.finished(state)
+    address = getattr(getattr(client, "scheduler", None), "address", None) or "the scheduler"
+    not_started = len(states) - len(started)
+    raise executors.SchedulerLost(
+        f"lost the Dask scheduler ({address}) while the sweep ran: {plural(len(started), 'running point')} "
+        f"stopped and recorded {'itself' if len(started) == 1 else 'themselves'}, {not_started} not started "
+        f"(still pending); start a scheduler and run the same sweep again to go on")
 
 
 def _finish_task(state: PointState, task: Any, *, stopping: bool) -> None:

@@ -211,3 +211,46 @@ def test_a_point_dask_gave_up_on_is_failed_with_that_reason(tmp_path):
     state.status = "interrupted"
     sweep._finish_task(state, GaveUp(), stopping=True)  # the sweep itself was stopping: interrupted, resumable
     assert state.status == "interrupted"
+
+
+def test_a_scheduler_lost_mid_sweep_is_one_line_and_the_rerun_goes_on(fast, tmp_path):
+    """Killing the scheduler printed pages of CommClosedError tracebacks, called points that never started
+    failed, and the end table said running under "3 failed"."""
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                  "--port", "0", "--dashboard-address", ":0", "--scheduler-file", str(scheduler_file)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    started = [scheduler]
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        started.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(scheduler_file),
+             "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        args = ["epochs", "30", "31", *without_epochs(fast), "--no-report", "--out-dir", str(tmp_path / "runs"),
+                "--executor", "dask", "--scheduler-file", str(scheduler_file)]
+        root = tmp_path / "runs" / "epochs-sweep"
+        process = start_sweep(args, tmp_path)
+        wait_for(lambda: any(root.glob("*/last.pt")), process)
+        os.killpg(scheduler.pid, signal.SIGKILL)
+        output, _ = process.communicate(timeout=180)
+    finally:
+        for each in started:
+            try:
+                os.killpg(each.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            each.wait()
+    assert process.returncode == 2, output
+    assert "Traceback" not in output and "CommClosedError" not in output
+    assert output.count("Error: lost the Dask scheduler") == 1 and "1 not started (still pending)" in output, output
+    recorded = {p["name"]: p["status"] for p in yaml.safe_load((root / "sweep.yaml").read_text())["points"]}
+    assert sorted(recorded.values()) == ["interrupted", "pending"], recorded
+    again = subprocess.run([sys.executable, "-m", "mnistres", "sweep", *args[:-4], "--jobs", "1"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    [cut] = [name for name, state in recorded.items() if state == "interrupted"]
+    assert "Resuming" in (root / "logs" / f"{cut}.log").read_text()  # resumed, not redone
+    assert {status(root / name) for name in recorded} == {"completed"}
