@@ -37,8 +37,8 @@ def save(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     atomic.write_bytes(path, buffer.getbuffer())
 
 
-def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and check a checkpoint; every way it can be wrong becomes one CheckpointError line."""
+def check_file(path: str | os.PathLike) -> Path:
+    """The cheap checks of a checkpoint's path (it exists, and is a file), before anything slower is read."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -46,6 +46,12 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
         hint = (f" (did you mean {rundir.BEST} or {rundir.LAST} inside it?)"
                 if (path / rundir.BEST).exists() else "")
         raise CheckpointError(f"{path} is a folder, not a checkpoint file{hint}")
+    return path
+
+
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint; every way it can be wrong becomes one CheckpointError line."""
+    path = check_file(path)
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty")
     if not zipfile.is_zipfile(path) and not _starts_like_pickle(path):

@@ -474,7 +474,7 @@ def sweep(
         from mnistres import report as report_module
 
         written = report_module.write([study], plan.directory / rundir.REPORT)
-        console.print(f"Report: {written.path} ({len(written.figures)} figures beside it)", markup=False, highlight=False)
+        console.print(f"Report: {written.path} ({plural(len(written.figures), 'figure')} beside it)", markup=False, highlight=False)
     if unfinished:
         console.print(f"{plural(len(unfinished), 'point')} did not finish; finished points are kept, and this continues "
                       f"the others: {_this_command(drop=('--overwrite',))}", markup=False, highlight=False, soft_wrap=True)
@@ -519,7 +519,7 @@ def report(
             console.print(display.plain_table(f"{study.title} beside {published.title}", headers, rows))
         for line in observed:
             console.print(f"• {line}", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"Report: {written.path} ({len(written.figures)} figures beside it)", markup=False, highlight=False)
+    console.print(f"Report: {written.path} ({plural(len(written.figures), 'figure')} beside it)", markup=False, highlight=False)
 
 
 @app.command("eval")
@@ -783,4 +783,21 @@ def main() -> None:
 
     as_started_process()
     degrade_output()
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        if done.code == 1 and _output_closed(done):
+            raise SystemExit(EXIT_OUTPUT_CLOSED) from None
+        raise
+
+
+def _output_closed(done: SystemExit) -> bool:
+    """Whether exit code 1 means that stdout's reader went away while Typer printed help (`mnistres --help |
+    head -1`): Rich's console ends so (its on_broken_pipe), and Click does (leaving a PacifyFlushWrapper on
+    stdout). Like every command's own output, that is 141, as a shell reports SIGPIPE."""
+    if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+        return True
+    trace = done.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    return trace is not None and trace.tb_frame.f_code.co_name == "on_broken_pipe"

@@ -118,11 +118,13 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device.type, dtype=dtype)
 
 
-def describe(device: torch.device) -> str:
+def describe(device: torch.device, threads: int = 0) -> str:
+    """The device in words, as summaries and sweep lines give it: `cpu (2 threads)`, `cuda:0 (NVIDIA ...)`.
+    `threads`: the CPU threads a run there will use (0: those this process uses now)."""
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":
-        return f"cpu ({plural(torch.get_num_threads(), 'thread')})"
+        return f"cpu ({plural(threads or torch.get_num_threads(), 'thread')})"
     return str(device)
 
 

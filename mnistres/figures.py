@@ -37,8 +37,11 @@ PANELS = (("train_acc", "train accuracy (%)"), ("val_acc", "validation accuracy 
 
 
 def plot_curves(study: Study, path: Path) -> None:
+    save(curves_figure(study), path)
+
+
+def curves_figure(study: Study) -> Any:
     from matplotlib.figure import Figure  # the object API: no global state, no display needed
-    from matplotlib.ticker import FuncFormatter
 
     figure = Figure(figsize=(11, 8), layout="constrained")
     axes = figure.subplots(2, 2)
@@ -53,14 +56,30 @@ def plot_curves(study: Study, path: Path) -> None:
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        if "loss" in key:
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(FuncFormatter(_one_two_five))
-            ax.yaxis.set_minor_formatter(FuncFormatter(_one_two_five))
+        if "loss" in key and ax.has_data():
+            _log_axis(ax)
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes.flat[0].legend(fontsize="small", title="variant (runs)")
     figure.suptitle(f"{study.title}: mean over runs, band = lowest to highest")
-    save(figure, path)
+    return figure
+
+
+def _log_axis(ax: Any) -> None:
+    """A loss axis on a log scale with labels enough to read it. Over several decades 1, 2 and 5 of each are
+    labelled; within one decade every minor tick (0.03, 0.04, ...), since 1-2-5 may leave a single label;
+    over less than a factor of 3 a log scale shows nothing a linear one does not, so the axis stays linear."""
+    from matplotlib.ticker import FuncFormatter
+
+    low, high = ax.dataLim.y0, ax.dataLim.y1  # the data's own range, before any margin
+    if low <= 0 or high / low < 3:
+        return
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(_one_two_five))
+    ax.yaxis.set_minor_formatter(FuncFormatter(_one_two_five if high / low > 20 else _plain))
+
+
+def _plain(value: float, _position: Any = None) -> str:
+    return f"{value:.3g}" if value > 0 else ""
 
 
 def _one_two_five(value: float, _position: Any = None) -> str:

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from mnistres import lock, rundir
+from mnistres import rundir
 from mnistres.errors import ConfigError, MnistresError
 from mnistres.values import echo, text
 
@@ -84,13 +84,7 @@ def describe(path: Path, name: str) -> Listed:
     except MnistresError as error:
         return Listed(path, name, "unreadable", note=str(error), bytes=size,
                       started=_mtime(path))
-    status, note = summary["status"], summary.get("message") or ""
-    if status == "running":
-        held = lock.holder_state(path)
-        if held == "none":
-            status, note = "interrupted", "killed while running (its process is gone)"
-        elif held == "elsewhere":
-            note = f"on {summary.get('host', 'another host')} (not checked from here)"
+    status, note = rundir.live_status(path, summary)
     accuracies = [row["val_acc"] for row in history if isinstance(row.get("val_acc"), (int, float))]
     seconds = [row["seconds"] for row in history if isinstance(row.get("seconds"), (int, float))]
     planned = summary.get("epochs_planned", config.get("epochs"))

@@ -75,6 +75,13 @@ def holder_state(directory: Path) -> str:
     return "alive" if isinstance(pid, int) and _alive(pid) else "none"
 
 
+def command_line() -> str:
+    """What started this process, as the lock records it: `mnistres train ...`, or for a sweep's point
+    `python -m mnistres.worker POINT.yaml ...` (not a command a user types: it must not read like one)."""
+    program = "python -m mnistres.worker" if Path(sys.argv[0]).stem == "worker" else "mnistres"
+    return " ".join([program, *sys.argv[1:]])[:100]
+
+
 class Lock:
     """`<directory>/.lock`, held by one writer for as long as it writes there."""
 
@@ -116,7 +123,7 @@ class Lock:
                 os.close(handle)
                 self._refuse(holder, other_host=held_elsewhere)
             record = {"host": host, "pid": pid, "started": time.time(),
-                      "command": " ".join(["mnistres", *sys.argv[1:]])[:100]}
+                      "command": command_line()}
             os.ftruncate(handle, 0)
             os.pwrite(handle, json.dumps(record).encode(), 0)
             self._handle = handle

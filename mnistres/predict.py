@@ -19,8 +19,9 @@ def predict(checkpoint: str | os.PathLike, inputs: Iterable[str | os.PathLike], 
     An image that cannot be read or holds no digit gets an "error" instead of a prediction;
     the others are predicted all the same.
     """
-    from mnistres import data, metrics
+    from mnistres import checkpoint as checkpoint_module, data, metrics
 
+    checkpoint_module.check_file(checkpoint)  # the first argument's mistake is reported first
     files = images.image_files(inputs)  # a path that does not exist fails here, before the model loads
     trained = load_trained(checkpoint, device=device, threads=threads)
     samples = [sample for path in files for sample in images.read(path, preprocess)]

@@ -71,11 +71,13 @@ def write(studies: list[Study], output: Path, reference: Optional[Reference] = N
         slug = next(f"{slug}-{n}" for n in range(1, len(studies) + 2) if f"{slug}-{n}" not in slugs) \
             if slug in slugs else slug
         slugs.add(slug)
+        # Figures are named by the report and the study, once: report-lr-curves.png, not report-report-lr-....
+        stem = slug if slug == output.stem or slug.startswith(f"{output.stem}-") else f"{output.stem}-{slug}"
         lines += what_was_run(study, h)
         lines += results_section(study, h)
         if reference is not None:
             lines += reference_section(study, reference, h)
-        curves = output.with_name(f"{output.stem}-{slug}-curves.png")
+        curves = output.with_name(f"{stem}-curves.png")
         figures_module.plot_curves(study, curves)
         figures.append(curves)
         lines += [f"{h} Curves", "", f"![Training curves, {study.title}]({curves.name})", "",
@@ -85,11 +87,11 @@ def write(studies: list[Study], output: Path, reference: Optional[Reference] = N
         lines += per_class_section(study, h)
         best = best_run(study)
         if best is not None:
-            matrix = output.with_name(f"{output.stem}-{slug}-confusion.png")
+            matrix = output.with_name(f"{stem}-confusion.png")
             figures_module.plot_confusion(best, matrix)
             figures.append(matrix)
             lines += confusion_section(best, matrix, h)
-            lines += mistakes_section(best, output.with_name(f"{output.stem}-{slug}"), figures, h)
+            lines += mistakes_section(best, output.with_name(stem), figures, h)
         observed.append(observations(study) + (reference_observations(study, reference) if reference else []))
         lines += [f"{h} Observations", ""] + [f"- {text}" for text in observed[-1]] + [""]
     atomic.write_text(output, "\n".join(lines))

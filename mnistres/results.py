@@ -31,7 +31,8 @@ class Run:
 
     @property
     def status(self) -> str:
-        return self.summary.get("status", "unknown")
+        """As `runs` says it (`rundir.live_status`): a run killed while running is interrupted."""
+        return rundir.live_status(self.path, self.summary)[0]
 
     @property
     def name(self) -> str:
@@ -179,6 +180,13 @@ class Spread:
         text = f"{100 * self.mean:.{digits}f}"
         return text + (f" ± {100 * self.std:.{digits}f}" if self.std is not None else "")
 
+    def count(self) -> str:
+        """A mean of whole numbers (epochs): as a whole number when every seed gave the same one (`2`, as
+        one seed shows it), else with one decimal (`2.5`, or `2.0` for seeds of 1 and 3)."""
+        if self.mean is None:
+            return "—"
+        return f"{self.mean:.0f}" if not self.std else f"{self.mean:.1f}"
+
     def plain(self, digits: int = 1) -> str:
         if self.mean is None:
             return "—"
@@ -201,10 +209,16 @@ class VariantStats:
 
     @property
     def status_text(self) -> str:
-        """"3" when every run completed, else the count of each status."""
-        if list(self.statuses) == ["completed"]:
+        """"3" when every run completed, else the count of each status; completed runs that logged no epoch
+        (so count in no mean) are said apart."""
+        empty = self.statuses.get("completed", 0) - self.usable
+        counts = dict(self.statuses)
+        if empty:
+            counts["completed"] -= empty
+            counts = {**{k: v for k, v in counts.items() if v}, "completed without epochs (left out)": empty}
+        if list(counts) == ["completed"]:
             return str(self.runs)
-        return ", ".join(f"{count} {status}" for status, count in self.statuses.items())
+        return ", ".join(f"{count} {status}" for status, count in counts.items())
 
     @property
     def target_text(self) -> str:
@@ -212,7 +226,7 @@ class VariantStats:
             return "—"
         if not self.reached_target:
             return "not reached"
-        text = self.epochs_to_target.plain(1) if self.reached_target > 1 else f"{self.epochs_to_target.mean:.0f}"
+        text = self.epochs_to_target.plain(1) if self.epochs_to_target.std else self.epochs_to_target.count()
         return text if self.reached_target == self.usable else f"{text} ({self.reached_target} of {self.usable})"
 
 
@@ -251,7 +265,7 @@ def result_rows(study: Study) -> list[list[str]]:
     for stats in map(variant_stats, study.variants):
         rows.append([
             stats.label, stats.final_train_acc.percent(), stats.final_val_acc.percent(), stats.best_val_acc.percent(),
-            "—" if stats.best_epoch.mean is None else f"{stats.best_epoch.mean:.{1 if stats.best_epoch.n > 1 else 0}f}",
+            stats.best_epoch.count(),
             stats.target_text, f"{stats.seconds_per_epoch.mean:.1f}" if stats.seconds_per_epoch.mean else "—",
             stats.status_text,
         ])

@@ -353,6 +353,22 @@ def running_on(run_dir: Path, attempt: str) -> Optional[str]:
     return f"{summary.get('device', '?')} on {summary.get('host', '?')}"
 
 
+def live_status(run_dir: Path, summary: Mapping[str, Any]) -> tuple[str, str]:
+    """(status, note) of a run now, the one rule `runs`, `report` and sweeps' tables share: what its summary
+    records, except "running" with nobody holding its lock (its process is gone: killed), which is
+    "interrupted", resumable; one whose lock is held on another host cannot be checked from here."""
+    from mnistres import lock
+
+    status, note = str(summary.get("status", "unknown")), str(summary.get("message") or "")
+    if status == "running":
+        held = lock.holder_state(Path(run_dir))
+        if held == "none":
+            return "interrupted", "killed while running (its process is gone)"
+        if held == "elsewhere":
+            return status, f"on {summary.get('host', 'another host')} (not checked from here)"
+    return status, note
+
+
 def stored_status(run_dir: Path) -> str:
     """The status a run directory's summary.json records ("" when there is none to read)."""
     return stored_summary(run_dir).get("status", "")

@@ -378,7 +378,7 @@ def _run_here(pending: Iterable[PointState], device: Optional[str], view: Any) -
 
     for state in pending:
         resolved = state.point.resolved if device is None else state.point.resolved.with_execution(device=device)
-        view.started(state, str(devices_module.resolve(resolved.config.device)))
+        view.started(state, _where(resolved.config.device, resolved.config.threads or devices_module.default_threads()))
         state.attempt = new_attempt()
         with _open_log(point_log(state.point), append=resumable(state.point)) as log:
             try:
@@ -391,6 +391,16 @@ def _run_here(pending: Iterable[PointState], device: Optional[str], view: Any) -
                 view.finished(state)
                 raise
         view.finished(state)
+
+
+def _where(device: str, threads: int) -> str:
+    """Where a point runs in this sweep's machine, in the words a point on Dask reports from its summary
+    (`cpu (2 threads) on host`)."""
+    import socket
+
+    from mnistres import devices as devices_module
+
+    return f"{devices_module.describe(devices_module.resolve(device), threads)} on {socket.gethostname()}"
 
 
 def new_attempt() -> str:
@@ -415,8 +425,6 @@ def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], 
     Children run in their own process group, so a Ctrl-C reaches this process once and is
     passed on to each child exactly once; SIGTERM to this process is handled the same way.
     """
-    from mnistres import devices as devices_module
-
     queue = list(pending)
     running: dict[int, tuple[PointState, subprocess.Popen, Path]] = {}
     try:
@@ -428,7 +436,7 @@ def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], 
                     config = state.point.config.replace(device=device)
                     with deferred():  # an interrupt here waits until the child is in `running`
                         running[slot] = (state, _start_child(config, state, threads), point_log(state.point))
-                    view.started(state, str(devices_module.resolve(device)))
+                    view.started(state, _where(device, config.threads or threads))
             time.sleep(POLL_S)
             for slot, (state, process, log_path) in list(running.items()):
                 _read_progress(state)

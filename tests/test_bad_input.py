@@ -430,3 +430,8 @@ def test_json_output_stays_one_document_when_a_plugin_prints(fast, tmp_path):
     assert predicted.exit_code == 0, predicted.output
     json.loads(predicted.stdout)
     assert "louder" in predicted.stderr
+
+
+def test_predict_names_a_missing_checkpoint_before_a_missing_image(tmp_path):
+    result = runner.invoke(app, ["predict", "nothere.pt", "x.png"])
+    assert result.exit_code == 2 and "checkpoint not found: nothere.pt" in result.stderr, result.output

@@ -116,3 +116,17 @@ def test_a_run_stopped_after_its_last_epoch_was_saved_is_finished_by_resuming(da
     assert resumed.status == "completed" and resumed.summary["epochs_completed"] == 1
     assert (run / "mistakes.npz").is_file()
     assert resumed.summary["final"] == summary["final"]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"]])
+def test_help_whose_reader_left_exits_141_like_every_command(args, tmp_path):
+    """`mnistres --help | head -1` exited 1 (Rich's console ends so on a broken pipe); the README says 141."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        done = subprocess.run([sys.executable, "-m", "mnistres", *args], stdout=write, stderr=subprocess.PIPE,
+                              text=True, cwd=tmp_path, timeout=60, env={**os.environ, "COLUMNS": "100"})
+    finally:
+        os.close(write)
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr

@@ -335,3 +335,64 @@ def test_a_bad_reference_file_is_one_line_and_exit_2(tmp_path, content, fragment
     assert result.exit_code == 2, result.output
     assert fragment in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r" / "report.md").exists()
+
+
+def test_figure_names_say_the_report_and_the_study_once(tmp_path):
+    """`report runs/lrs -o lrs.md` drew lrs-lrs-curves.png; the sweep's own report, report-report-...."""
+    make_sweep(tmp_path / "lrs", "lr", {"0.1": 0.1}, {"0.1": [[0.9, 0.95]]})
+    result = runner.invoke(app, ["report", str(tmp_path / "lrs"), "-o", str(tmp_path / "lrs.md")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["lrs-confusion.png", "lrs-curves.png"]
+    assert "(2 figures beside it)" in result.output
+    single = make_run(tmp_path / "one", "alone", [0.9])
+    (single / "summary.json").write_text(json.dumps({**json.loads((single / "summary.json").read_text()),
+                                                     "confusion_matrix": []}))
+    result = runner.invoke(app, ["report", str(single), "-o", str(tmp_path / "one" / "one.md")])
+    assert result.exit_code == 0, result.output
+    assert "(1 figure beside it)" in result.output  # was "1 figures"
+
+
+@pytest.mark.parametrize("losses, scale", [((0.05, 0.03), "linear"), ((0.09, 0.05, 0.02), "log"),
+                                           ((2.3, 0.5, 0.05, 0.003), "log")])
+def test_loss_axes_get_labels_enough_to_read(tmp_path, losses, scale):
+    """On a log axis over less than a decade, 1-2-5 labels left a single tick label."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    run = make_run(tmp_path, "r", [0.9] * len(losses))
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for row, loss in zip(rows, losses):
+        row["train_loss"] = row["val_loss"] = loss
+    (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    [study] = results.load_studies([run])
+    figure = figures.curves_figure(study)
+    FigureCanvasAgg(figure).draw()
+    loss_axis = figure.axes[2]
+    assert loss_axis.get_yscale() == scale
+    low, high = loss_axis.get_ylim()
+    shown = [t for t in loss_axis.get_yticklabels() + loss_axis.get_yticklabels(minor=True)
+             if t.get_text() and low <= t.get_position()[1] <= high]
+    assert len(shown) >= 2, [t.get_text() for t in shown]
+
+
+def test_best_epoch_of_seeds_that_agree_reads_as_one_seeds(tmp_path):
+    """`best ep 2.0` where every seed's best epoch was 2, and one seed shows `2`."""
+    sweep_dir = make_sweep(tmp_path / "s", "lr", {"0.1": 0.1, "0.01": 0.01},
+                           {"0.1": [[0.9, 0.95], [0.91, 0.96]], "0.01": [[0.9, 0.95], [0.96, 0.91]]})
+    [study] = results.load_studies([sweep_dir])
+    rows = {row[0]: row for row in results.result_rows(study)}
+    assert rows["lr=0.1"][4] == "2"  # both seeds: epoch 2
+    assert rows["lr=0.01"][4] == "1.5"  # seeds disagree: their mean
+
+
+def test_report_and_runs_call_a_killed_run_alike_and_an_empty_completed_run_is_said_apart(tmp_path):
+    """A `running` summary with nobody holding the lock was "running" in report, "interrupted" in runs; a
+    completed run without epochs counted in "runs 2" but in no mean, without a word."""
+    make_run(tmp_path / "f", "killed", [0.9, 0.95], status="running")
+    [study] = results.load_studies([tmp_path / "f"])
+    assert study.runs[0].status == "interrupted"
+    make_run(tmp_path / "g", "a", [0.9, 0.95])
+    empty = make_run(tmp_path / "g", "b", [0.9, 0.95])
+    (empty / "metrics.jsonl").write_text("")
+    [study] = results.load_studies([tmp_path / "g"])
+    [row] = results.result_rows(study)
+    assert row[-1] == "1 completed, 1 completed without epochs (left out)"

@@ -144,3 +144,13 @@ def test_early_stopping_resumed_stops_where_the_uninterrupted_run_stops(data_dir
         train(config.replace(name="cut"), extra_callbacks=[InterruptAfter()])
     resumed = train(resume_config(whole.run_dir.parent / "cut"), resume=True)
     assert resumed.summary["epochs_completed"] == 4 and resumed.message == whole.message
+
+
+def test_the_lock_names_a_sweep_points_process_as_the_worker_not_as_a_command(monkeypatch):
+    """A point's lock said `mnistres POINT.yaml --attempt ...`, which reads like a command a user types."""
+    from mnistres import lock
+
+    monkeypatch.setattr(sys, "argv", ["/site/mnistres/worker.py", "logs/p.yaml", "--attempt", "a1"])
+    assert lock.command_line() == "python -m mnistres.worker logs/p.yaml --attempt a1"
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/mnistres", "train", "--epochs", "2"])
+    assert lock.command_line() == "mnistres train --epochs 2"

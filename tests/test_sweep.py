@@ -196,6 +196,10 @@ def test_the_view_names_the_device_a_point_runs_on_not_auto(fast):
     result = invoke("sweep", "lr", "0.01", *on_auto, "--no-report", "--epochs", "1")
     assert result.exit_code == 0, result.output
     assert f"started on {devices.resolve('auto')}" in result.output and "started on auto" not in result.output
+    # In the words a point on Dask reports (from its summary): the threads and the machine too.
+    import socket
+
+    assert f"started on {devices.resolve('auto')} (1 thread) on {socket.gethostname()}" in result.output
     assert "Sweep of 1 point into" in result.output and "1 point: 1 completed" in result.output
 
 
@@ -486,7 +490,7 @@ def test_a_point_interrupted_alone_makes_the_sweep_fail_and_says_how_to_go_on(fa
     assert process.returncode == 1, output
     assert "2 points: 1 completed, 1 interrupted" in output
     assert "  epochs=40,seed=0: interrupted " in output
-    assert f"this continues the others: mnistres sweep epochs 1 40 --jobs 2" in output
+    assert "this continues the others: mnistres sweep epochs 1 40 --jobs 2" in output
     again = subprocess.run([sys.executable, "-m", "mnistres", "sweep", *args], cwd=tmp_path, capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
