@@ -72,11 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         clean = predict(args.checkpoint, [clean_file], preprocess=False, device="cpu")["predictions"]
         truth = [int(labels[i]) for i in picked]
         result = {"checkpoint": str(args.checkpoint), "digits": len(picked), "canvas": list(CANVAS),
-                  "clean_accuracy": float(np.mean([row["digit"] == t for row, t in zip(clean, truth)]))}
+                  "clean_accuracy": float(np.mean([row["predicted"] == t for row, t in zip(clean, truth)]))}
         for kind, paths in sheets.items():
             rows = predict(args.checkpoint, paths, device="cpu")["predictions"]
-            same = [row.get("digit") == c["digit"] for row, c in zip(rows, clean)]
-            right = [row.get("digit") == t for row, t in zip(rows, truth)]
+            same = [row.get("predicted") == c["predicted"] for row, c in zip(rows, clean)]
+            right = [row.get("predicted") == t for row, t in zip(rows, truth)]
             result[kind] = {"same_as_clean": float(np.mean(same)), "accuracy": float(np.mean(right)),
                             "errors": [row for row in rows if "error" in row]}
             print(f"{kind.upper()} sheets: same prediction as the clean digit for {sum(same)}/{len(same)}; "

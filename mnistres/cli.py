@@ -351,10 +351,12 @@ def train(
         "--resume", metavar="RUN_DIR", help="Continue the interrupted run in this run directory, with its own "
                                             "settings (only --device, --threads, --data-dir, --download may change).")] = None,
     plugin: PluginOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run's outcome as one JSON object (the rest goes to stderr).")] = False,
     *,
     run: RunRequest,  # the run and layer options, filled in by with_run_options
 ) -> None:
     """Train one run; everything it produces goes to OUT_DIR/NAME/."""
+    _json_mode(as_json)
     _use_plugins(plugin)
     if resume is None:
         run_config = config_module.build(config_file, run.options, run.sets, callbacks=run.callbacks, preset=run.preset)
@@ -393,6 +395,9 @@ def train(
         )
     else:
         console.print(f"{result.status}; run directory: {result.run_dir}", markup=False, soft_wrap=True)
+    if as_json and is_main_process():
+        _print_json({"run_dir": str(result.run_dir), "status": result.status, "message": result.message,
+                     "history": result.history, "summary": result.summary})
 
 
 @app.command()
@@ -432,6 +437,7 @@ def sweep(
         "--config", "-c", metavar="FILE",
         help="YAML of RunConfig keys, plus optional 'axes:' (each key with a list of values) and 'seeds:' N.")] = None,
     plugin: PluginOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print each point's outcome and the results as one JSON object (the rest goes to stderr).")] = False,
     *,
     run: RunRequest,  # the run and layer options, filled in by with_run_options
 ) -> None:
@@ -442,6 +448,7 @@ def sweep(
     Example: mnistres sweep lr 0.1 0.01 0.001 --seeds 3
     """
     _one_process("sweep")
+    _json_mode(as_json)
     _use_plugins(plugin)
     from mnistres import sweep as sweep_module
 
@@ -470,11 +477,19 @@ def sweep(
     for state in unfinished:
         console.print(f"  {state.point.name}: {state.message or state.status}", style="red", markup=False,
                       soft_wrap=True)
+    written = None
     if not no_report and study.runs:
         from mnistres import report as report_module
 
         written = report_module.write([study], plan.directory / rundir.REPORT)
         console.print(f"Report: {written.path} ({plural(len(written.figures), 'figure')} beside it)", markup=False, highlight=False)
+    if as_json:
+        _print_json({"directory": str(plan.directory),
+                     "points": [{"name": state.point.name, "values": state.point.values, "seed": state.point.seed,
+                                 "status": state.status, "message": state.message, "kept": state.kept}
+                                for state in outcome.states],
+                     "results": {"headers": list(results.RESULT_HEADERS), "rows": results.result_rows(study)},
+                     "report": None if written is None else str(written.path)})
     if unfinished:
         console.print(f"{plural(len(unfinished), 'point')} did not finish; finished points are kept, and this continues "
                       f"the others: {_this_command(drop=('--overwrite',))}", markup=False, highlight=False, soft_wrap=True)
@@ -501,8 +516,10 @@ def report(
         "--reference", metavar="FILE.yaml", help="Published figures to put beside the runs' own, e.g. "
                                                  "examples/reference/course-report.yaml.")] = None,
     plugin: PluginOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results and the report's path as one JSON object.")] = False,
 ) -> None:
     """Write a Markdown report with figures from finished runs; reads only their files."""
+    _json_mode(as_json)
     _use_plugins(plugin)
     from mnistres import display, report as report_module, results
 
@@ -511,6 +528,11 @@ def report(
     published = reference_module.load(reference) if reference is not None else None
     studies = results.load_studies(paths)
     written = report_module.write(studies, output or report_module.default_output(paths), published)
+    if as_json:
+        return _print_json({"report": str(written.path), "figures": [str(path) for path in written.figures],
+                            "studies": [{"title": study.title, "headers": list(results.RESULT_HEADERS),
+                                         "rows": results.result_rows(study), "observations": observed}
+                                        for study, observed in zip(studies, written.observations)]})
     console = display.console(wide=True)
     for study, observed in zip(studies, written.observations):
         console.print(display.results_table(study.title, results.result_rows(study)))
@@ -550,7 +572,7 @@ def eval_command(
         help="Draw the N most confident mistakes as a grid (true → predicted, confidence, index in the file) "
              "and list them (with --json).")] = 0,
     output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", metavar="PNG", help="Where --mistakes draws its grid. \\[default: mistakes.png]")] = None,
+        "--output", "-o", metavar="PNG", help="Where --mistakes draws its grid. \\[default: mistakes.png; with --json none, only -o draws]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
     plugin: PluginOpt = None,
 ) -> None:
@@ -563,13 +585,14 @@ def eval_command(
 
     if images is not None:
         result = evaluate_images(checkpoint, images, preprocess=not no_preprocess, device=device,
-                                 batch_size=batch_size, threads=threads, mistakes=mistakes, figure=output)
+                                 batch_size=batch_size, threads=threads, mistakes=mistakes, figure=output,
+                                 draw=not as_json or output is not None)
     elif no_preprocess:
         raise MnistresError("--no-preprocess applies to --images only")
     else:
         result = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=data_dir, split=split,
                                      device=device, batch_size=batch_size, download=download, threads=threads,
-                                     mistakes=mistakes, figure=output)
+                                     mistakes=mistakes, figure=output, draw=not as_json or output is not None)
     if as_json:
         return _print_json(result)
     console = display.console()
@@ -678,8 +701,10 @@ def summary(
     device: DeviceOpt = None,
     sets: SetOpt = None,
     plugin: PluginOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
 ) -> None:
     """The architecture as a Keras-style table: layer, output shape, parameters."""
+    _json_mode(as_json)
     _use_plugins(plugin)
     run_config = config_module.build(config_file, {"activation": activation, "device": device}, sets or [])
 
@@ -691,6 +716,10 @@ def summary(
     rows, totals = model.summary_rows(network)
     title = (f"ResNet: width {run_config.width}, {run_config.blocks} residual blocks, "
              f"activation {run_config.activation}, input (None, 1, 28, 28)")
+    if as_json:
+        return _print_json({"title": title, "layers": [{"layer": layer, "type": kind, "output_shape": shape,
+                                                        "parameters": count} for layer, kind, shape, count in rows],
+                            "totals": totals})
     display.console().print(display.layers_table(rows, totals, title))
 
 
@@ -707,7 +736,7 @@ def plugins(
     listing = {kind: reg.entries() for kind, reg in registry.REGISTRIES.items()}
     if as_json:
         return _print_json(registry.describe())
-    console = display.console(wide=True)
+    console = display.console(wide=True, whole_cells=False)  # help is prose: wrapped at 160, not 400+ columns
     for kind, entries in listing.items():
         console.print(display.registry_table(kind, entries))
     for name, source, error in registry.failed_plugins:

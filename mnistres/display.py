@@ -72,6 +72,13 @@ class _Console(Console):
         finally:
             self.width = width
 
+    def _render_buffer(self, buffer: Iterable[Any]) -> str:
+        text = super()._render_buffer(buffer)
+        if self.is_terminal:
+            return text
+        # A table's title is padded to the table's width: in a file or pipe, hundreds of trailing spaces.
+        return "\n".join(line.rstrip(" ") for line in text.split("\n"))
+
     def on_broken_pipe(self) -> None:
         # Rich exits with status 1 here, which a run in progress would record as its failure; we stop
         # as an interrupted run does (state saved, resumable), and print nothing more to this file.
@@ -80,15 +87,16 @@ class _Console(Console):
 
 
 def console(*, stderr: bool = False, wide: bool = False, file: Any = None, width: int | None = None,
-            no_color: bool | None = None) -> Console:
+            no_color: bool | None = None, whole_cells: bool = True) -> Console:
     """The console mnistres prints to: no markup in printed text. `wide`: off a terminal (a log
-    file, a pipe), unless COLUMNS says otherwise, 160 columns for text and as many as each table
-    needs to show every cell whole. When what it prints has no reader any more (`| head`), the work
-    stops as interrupted."""
+    file, a pipe), unless COLUMNS says otherwise, 160 columns for text and, with `whole_cells`, as many
+    as each table needs to show every cell whole (a table of long prose, `plugins`, wraps its cells
+    at 160 instead). Off a terminal no line ends in spaces. When what it prints has no reader any more
+    (`| head`), the work stops as interrupted."""
     made = _Console(stderr=stderr, file=file, width=width, markup=False, no_color=no_color)
     if wide and width is None and not made.is_terminal and not os.environ.get("COLUMNS"):
         made = _Console(stderr=stderr, file=file, width=160, markup=False, no_color=no_color)
-        made.fit_tables = True
+        made.fit_tables = whole_cells
     return made
 
 
@@ -190,7 +198,6 @@ def plain_table(title: str, headers: list[str], rows: Iterable[list[str]]) -> Ta
 
 def runs_table(title: str, listed: Iterable[Any], keys: list[str]) -> Table:
     """`mnistres runs`: one row per run directory (`listing.Listed`), with the settings `keys`."""
-    from mnistres.values import text
     from mnistres.wording import duration
 
     keys = [key for key in keys if key != "epochs"]  # the epochs column gives the planned ones (done/planned)
@@ -202,7 +209,7 @@ def runs_table(title: str, listed: Iterable[Any], keys: list[str]) -> Table:
         epochs = "—" if run.epochs_done is None else f"{run.epochs_done}/{run.epochs_planned or '?'}"
         took = "—" if run.seconds is None else duration(run.seconds)
         cells = [run.name, run.status, epochs, _percent(run.best_val_acc), _percent(run.final_val_acc),
-                 *(text(run.config.get(key)) if key in run.config else "—" for key in keys),
+                 *(values.shown(key, run.config.get(key)) if key in run.config else "—" for key in keys),
                  run.started[:16].replace("T", " "), took, _size(run.bytes)]
         table.add_row(*map(Text, cells))
     return table
@@ -236,10 +243,10 @@ def predictions_table(rows: Iterable[dict[str, Any]], title: str, *, bars: bool 
             table.add_row(Text(row["file"]), "—", "—", Text(row["error"], style="red"))
             continue
         if bars:
-            ranked = "\n".join(f"{t['digit']} {_bar(t['probability'])} {t['probability']:.3f}" for t in row["top"])
+            ranked = "\n".join(f"{t['class']} {_bar(t['probability'])} {t['probability']:.3f}" for t in row["top"])
         else:
-            ranked = "  ".join(f"{t['digit']}: {t['probability']:.3f}" for t in row["top"])
-        table.add_row(Text(row["file"]), str(row["digit"]), f"{row['confidence']:.3f}", Text(ranked))
+            ranked = "  ".join(f"{t['class']}: {t['probability']:.3f}" for t in row["top"])
+        table.add_row(Text(row["file"]), str(row["predicted"]), f"{row['confidence']:.3f}", Text(ranked))
     return table
 
 

@@ -29,8 +29,9 @@ def _check_batch_size(batch_size: int | None) -> None:
 MISTAKES_MAX = 400  # --mistakes: beyond this the grid is no longer a picture one can look at
 
 
-def check_mistakes(count: int, figure: Path | None) -> Path | None:
-    """The grid's path for `--mistakes count` (default mistakes.png here), checked before any work."""
+def check_mistakes(count: int, figure: Path | None, draw: bool = True) -> Path | None:
+    """The grid's path for `--mistakes count` (default mistakes.png here; none without `draw` and a path:
+    `--json` lists the mistakes and draws only where -o says), checked before any work."""
     from mnistres import atomic
     from mnistres.errors import ConfigError
 
@@ -40,6 +41,8 @@ def check_mistakes(count: int, figure: Path | None) -> Path | None:
         return None
     if not 1 <= count <= MISTAKES_MAX:
         raise ConfigError(f"--mistakes {count}: expected 1 to {MISTAKES_MAX} images in the grid")
+    if figure is None and not draw:
+        return None
     figure = Path(figure) if figure is not None else Path("mistakes.png")
     if figure.suffix.lower() != ".png":
         raise ConfigError(f"--output {figure}: the grid is a PNG image, give a path ending in .png")
@@ -50,8 +53,9 @@ def check_mistakes(count: int, figure: Path | None) -> Path | None:
 
 
 def add_mistakes(result: dict[str, Any], trained: Trained, split: Any, batch_size: int | None, count: int,
-                 figure: Path, *, source: str, names: list[str] | None = None) -> None:
-    """The `count` most confident mistakes on `split`: drawn as a grid in `figure`, listed in `result`."""
+                 figure: Path | None, *, source: str, names: list[str] | None = None) -> None:
+    """The `count` most confident mistakes on `split`: listed in `result`, and drawn as a grid in `figure`
+    (unless None)."""
     from mnistres import figures, metrics, mistakes
 
     probabilities = metrics.probabilities(trained.network, trained.batches(split, batch_size), trained.amp)
@@ -59,10 +63,12 @@ def add_mistakes(result: dict[str, Any], trained: Trained, split: Any, batch_siz
                             source=source, names=names, keep=count,
                             positions=None if split.positions is None else split.positions.numpy())
     checkpoint = Path(trained.path).name
-    figures.plot_mistakes(found, figure, f"{checkpoint} on {source}: {len(found)} most confident of "
-                                         f"{found.total:,} mistakes in {found.scored:,} images\n"
-                                         "(true → predicted class, the model's confidence, index in the file)")
-    result["mistakes"] = {"total": found.total, "source": source, "figure": str(figure), "shown": found.rows()}
+    if figure is not None:
+        figures.plot_mistakes(found, figure, f"{checkpoint} on {source}: {len(found)} most confident of "
+                                             f"{found.total:,} mistakes in {found.scored:,} images\n"
+                                             "(true → predicted class, the model's confidence, index in the file)")
+    result["mistakes"] = {"total": found.total, "source": source, "figure": None if figure is None else str(figure),
+                          "shown": found.rows()}
 
 
 def report(trained: Trained, source: dict[str, Any], images: int, loss: float, accuracy: float,
@@ -92,7 +98,7 @@ SPLITS = {
 def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, data_dir: str | None = None,
                         split: str = "test", device: str = "auto", batch_size: int | None = None,
                         download: bool = True, threads: int = 0, mistakes: int = 0,
-                        figure: Path | None = None) -> dict[str, Any]:
+                        figure: Path | None = None, draw: bool = True) -> dict[str, Any]:
     """Evaluate a checkpoint on a dataset split; returns plain values (JSON-ready).
 
     `run-train` and `run-val` are the run's own images, drawn as training drew them (`data.prepare`);
@@ -106,7 +112,7 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
     if split not in SPLITS:
         raise ConfigError(f"split={echo(split)}: expected {', '.join(SPLITS)}")
     _check_batch_size(batch_size)
-    figure = check_mistakes(mistakes, figure)
+    figure = check_mistakes(mistakes, figure, draw)
     trained = load_trained(path, device=device, threads=threads)
     own = trained.run_config
     # --dataset is checked like a config value (fashion_mnist, Fashion-MNIST ... are accepted)
@@ -136,14 +142,14 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
                     len(split_data), loss, accuracy, confusion)
     if notes:
         result["notes"] = notes
-    if figure is not None:
+    if mistakes:
         add_mistakes(result, trained, split_data, batch_size, mistakes, figure, source=source)
     return result
 
 
 def evaluate_images(path: str | os.PathLike, folder: str | os.PathLike, *, preprocess: bool = True,
                     device: str = "auto", batch_size: int | None = None, threads: int = 0, mistakes: int = 0,
-                    figure: Path | None = None) -> dict[str, Any]:
+                    figure: Path | None = None, draw: bool = True) -> dict[str, Any]:
     """Evaluate a checkpoint on your own images: `folder` holds one subfolder per class, 0 to 9.
 
     Each image gets the same preprocessing as `predict`; files that cannot be used are listed
@@ -153,7 +159,7 @@ def evaluate_images(path: str | os.PathLike, folder: str | os.PathLike, *, prepr
     from mnistres.errors import ConfigError
 
     _check_batch_size(batch_size)
-    figure = check_mistakes(mistakes, figure)
+    figure = check_mistakes(mistakes, figure, draw)
     root = Path(folder)
     if not root.is_dir():
         raise ConfigError(f"--images {root}: not a folder (it should hold one subfolder per class, 0 to 9)")
@@ -186,6 +192,6 @@ def evaluate_images(path: str | os.PathLike, folder: str | os.PathLike, *, prepr
               "scored": f"{len(pixels):,} usable images", "trained_on": trained.run_config.dataset,
               "skipped": skipped}
     result = report(trained, source, len(split), loss, accuracy, confusion)
-    if figure is not None:
+    if mistakes:
         add_mistakes(result, trained, split, batch_size, mistakes, figure, source=f"the images in {root}", names=names)
     return result

@@ -38,7 +38,8 @@ def predict(checkpoint: str | os.PathLike, inputs: Iterable[str | os.PathLike], 
             continue
         chances = next(found)
         ranked = sorted(range(len(chances)), key=lambda c: -chances[c])[:top]
-        rows.append({"file": sample.name, "digit": ranked[0], "confidence": chances[ranked[0]],
-                     "top": [{"digit": c, "probability": chances[c]} for c in ranked]})
+        # The words eval's mistakes use too: `predicted` (a class), `confidence` (its probability).
+        rows.append({"file": sample.name, "predicted": ranked[0], "confidence": chances[ranked[0]],
+                     "top": [{"class": c, "probability": chances[c]} for c in ranked]})
     return {"checkpoint": trained.path, "epoch": trained.epoch, "device": str(trained.device),
             "preprocess": preprocess, "predictions": rows}

@@ -18,7 +18,7 @@ from mnistres import mistakes as mistakes_module
 from mnistres.errors import ConfigError
 from mnistres.reference import METRICS, POINTS, Entry, Reference
 from mnistres.results import RESULT_HEADERS, TARGET_ACC, Run, Spread, Study, Variant, result_rows, variant_stats
-from mnistres.values import text
+from mnistres.values import shown, text
 from mnistres.wording import plural
 
 UNSTABLE_FALL = 0.005  # val acc falling by more than 0.5 points from one epoch to the next is "unstable"
@@ -153,9 +153,9 @@ def what_was_run(study: Study, h: str) -> list[str]:
             f"{train:,} training images, validation on the {val_set} set ({val:,} images)"
             for train, val_set, val in sizes if train is not None)],
         ["runs", f"{len(runs)}: {plural(len(study.variants), 'variant')} × seeds {', '.join(map(str, seeds))}"],
-        ["varied", "; ".join(f"{key}: {', '.join(text(v) for v in _values(study, key))}"
+        ["varied", "; ".join(f"{key}: {', '.join(shown(key, v) for v in _values(study, key))}"
                              for key in study.varied) or "nothing (a single variant)"],
-        ["shared settings", ", ".join(f"{k}={text(first.config.get(k))}" for k in shared)],
+        ["shared settings", ", ".join(f"{k}={shown(k, first.config.get(k))}" for k in shared)],
     ]
     if differing:
         rows.append(["also differs", ", ".join(differing) + " (not a sweep axis; see the runs' config.yaml)"])

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Optional
 from mnistres import rundir
 from mnistres.errors import ConfigError
 from mnistres.rundir import is_run, is_sweep, read_config, read_history, read_summary, read_sweep
-from mnistres.values import text
+from mnistres.values import shown
 
 TARGET_ACC = 0.99  # "epochs to 99 %"
 
@@ -134,7 +134,7 @@ def study_of(title: str, path: Optional[Path], runs: list[Run], varied: Optional
         values = {key: run.config.get(key) for key in varied}
         key = tuple(_hashable(value) for value in values.values())
         if key not in variants:
-            variants[key] = Variant(", ".join(f"{k}={text(v)}" for k, v in values.items()), values)
+            variants[key] = Variant(", ".join(f"{k}={shown(k, v)}" for k, v in values.items()), values)
         variants[key].runs.append(run)
     if not varied:  # one variant: named by its run, or by its seeds (not by its first run's name alone)
         for variant in variants.values():

@@ -146,3 +146,16 @@ def clip(text: str, limit: int = 300) -> str:
     """Text from elsewhere (an exception, a log) as one line of at most `limit` characters."""
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# What a setting left unset means, as a table shows it (`text` gives `none`, which is what a user types).
+UNSET_MEANS = {"train_size": "all", "momentum": "default", "weight_decay": "default", "data_dir": "default",
+               "name": "generated"}
+
+
+def shown(key: str, value: Any) -> str:
+    """A setting's value as a table or report shows it to a reader: `train_size all`, `momentum default`
+    where `text` writes `none`; otherwise as a user would type it."""
+    if value is None and key in UNSET_MEANS:
+        return UNSET_MEANS[key]
+    return text(value)

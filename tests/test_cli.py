@@ -364,3 +364,62 @@ def test_debug_shows_the_traceback(fast, monkeypatch):
     from mnistres.errors import ConfigError
 
     assert isinstance(result.exception, ConfigError) and result.exit_code != 2
+
+
+def test_piped_plugins_and_runs_have_no_padded_lines_and_plugins_fits_160_columns(fast):
+    """Piped, `plugins` printed tables 400+ columns wide and headings padded with hundreds of spaces."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    listed = subprocess.run([sys.executable, "-m", "mnistres", "plugins"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 160 and not any(line.endswith(" ") for line in lines)
+    assert "relu" in listed.stdout
+    assert runner.invoke(app, ["train", *fast, "--epochs", "1", "--name", "r"]).exit_code == 0
+    runs = subprocess.run([sys.executable, "-m", "mnistres", "runs"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert runs.returncode == 0 and runs.stdout.splitlines()[0] == "1 run under runs, newest first", runs.stdout
+
+
+def test_every_reporting_command_prints_one_json_document(fast, tmp_path):
+    """`train`, `sweep`, `report` and `summary` had no --json; their human output now goes to stderr."""
+    trained = runner.invoke(app, ["train", *fast, "--epochs", "1", "--name", "j", "--json"])
+    assert trained.exit_code == 0, trained.output
+    outcome = json.loads(trained.stdout)
+    assert outcome["status"] == "completed" and outcome["run_dir"] == "runs/j" and len(outcome["history"]) == 1
+    assert "Training history" in trained.stderr
+    swept = runner.invoke(app, ["sweep", "lr", "0.01", "0.02", *fast, "--epochs", "1", "--json"])
+    assert swept.exit_code == 0, swept.output
+    points = json.loads(swept.stdout)
+    assert [p["status"] for p in points["points"]] == ["completed", "completed"]
+    assert points["report"] == "runs/lr-sweep/report.md" and len(points["results"]["rows"]) == 2
+    reported = runner.invoke(app, ["report", "runs/lr-sweep", "-o", str(tmp_path / "r.md"), "--json"])
+    assert reported.exit_code == 0, reported.output
+    assert json.loads(reported.stdout)["studies"][0]["rows"][0][0] == "lr=0.01"
+    layers = runner.invoke(app, ["summary", "--set", "width=8", "--set", "blocks=1", "--json"])
+    assert layers.exit_code == 0, layers.output
+    described = json.loads(layers.stdout)
+    assert described["totals"] and described["layers"][0]["output_shape"]
+
+
+def test_eval_mistakes_with_json_draws_only_where_o_says(fast, tmp_path):
+    assert runner.invoke(app, ["train", *fast, "--epochs", "1", "--name", "m"]).exit_code == 0
+    data = fast[fast.index("--data-dir") + 1]
+    listed = runner.invoke(app, ["eval", "runs/m/best.pt", "--data-dir", data, "--no-download", "--mistakes", "4",
+                                 "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout)["mistakes"]["figure"] is None and not Path("mistakes.png").exists()
+    drawn = runner.invoke(app, ["eval", "runs/m/best.pt", "--data-dir", data, "--no-download", "--mistakes", "4",
+                                "--json", "-o", "grid.png"])
+    assert drawn.exit_code == 0 and json.loads(drawn.stdout)["mistakes"]["figure"] == "grid.png"
+    assert Path("grid.png").is_file()
+
+
+def test_unset_settings_read_as_what_they_mean_in_tables(fast):
+    for name, extra in (("a", []), ("b", ["--train-size", "64"])):
+        assert runner.invoke(app, ["train", *fast, "--epochs", "1", "--name", name, *extra]).exit_code == 0
+    listed = runner.invoke(app, ["runs"])
+    assert listed.exit_code == 0 and " all " in listed.stdout and " none " not in listed.stdout, listed.stdout

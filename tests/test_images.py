@@ -144,11 +144,11 @@ def test_photo_like_images_are_classified_as_the_clean_digit(trained, tmp_path):
             save(array, path, **({"quality": 40} if suffix.endswith(".jpg") else {}))
             photo_files.append(path)
     clean = predict(trained, clean_files, preprocess=False, device="cpu")["predictions"]
-    clean_digit = {row["file"].split("clean-")[1][0]: row["digit"] for row in clean}
+    clean_digit = {row["file"].split("clean-")[1][0]: row["predicted"] for row in clean}
     assert sum(clean_digit[str(d)] == d for d in range(CLASSES)) >= 9  # the clean drawings are recognised
     for row in predict(trained, photo_files, device="cpu")["predictions"]:
         name = row["file"].rsplit("/", 1)[-1]
-        assert row["digit"] == clean_digit[name[0]], (name, row)
+        assert row["predicted"] == clean_digit[name[0]], (name, row)
 
 
 # --- reading files, and per-file errors ---------------------------------------------------------
@@ -197,7 +197,7 @@ def test_predict_command_reports_bad_files_and_predicts_the_rest(trained, tmp_pa
     as_json = invoke("predict", str(trained), str(folder / "two.png"), "--json", "--top", "2")
     assert as_json.exit_code == 0
     rows = json.loads(as_json.stdout)["predictions"]
-    assert len(rows) == 1 and len(rows[0]["top"]) == 2 and rows[0]["top"][0]["digit"] == rows[0]["digit"]
+    assert len(rows) == 1 and len(rows[0]["top"]) == 2 and rows[0]["top"][0]["class"] == rows[0]["predicted"]
     assert 0 < rows[0]["confidence"] <= 1 and rows[0]["top"][0]["probability"] >= rows[0]["top"][1]["probability"]
 
     explained = invoke("predict", str(trained), str(folder / "two.png"), "--explain", "--top", "2")
@@ -205,7 +205,7 @@ def test_predict_command_reports_bad_files_and_predicts_the_rest(trained, tmp_pa
     lines = [line for line in explained.output.splitlines() if line.startswith("│")]
     for line, chance in zip(lines, rows[0]["top"]):  # one line per likely digit, its bar as long as its chance
         cell = line.split("│")[4]
-        assert cell.strip().startswith(str(chance["digit"])) and f"{chance['probability']:.3f}" in cell
+        assert cell.strip().startswith(str(chance["class"])) and f"{chance['probability']:.3f}" in cell
         eighths = sum(8 if c == "█" else " ▏▎▍▌▋▊▉".index(c) for c in cell if c in "█▏▎▍▌▋▊▉")
         assert eighths == round(chance["probability"] * 20 * 8)
 
@@ -303,7 +303,7 @@ def test_a_large_photo_is_shrunk_as_it_is_read_and_still_classified(trained, tmp
     save(images.to_mnist(drawing), tmp_path / "clean.png")
     rows = json.loads(invoke("predict", str(trained), str(tmp_path / "big.jpg"), str(tmp_path / "clean.png"),
                              "--json").stdout)["predictions"]
-    assert rows[0]["digit"] == rows[1]["digit"], rows
+    assert rows[0]["predicted"] == rows[1]["predicted"], rows
 
 
 def test_sixteen_bit_pngs_are_read_in_their_own_range(tmp_path):
@@ -340,7 +340,7 @@ def test_any_failure_on_one_image_stays_that_images_row(trained, tmp_path, monke
     assert result.exit_code == 1
     rows = json.loads(result.stdout)["predictions"]
     assert "MemoryError" not in rows[0]["error"] and "cannot allocate" in rows[0]["error"]
-    assert rows[1]["digit"] in range(10)
+    assert rows[1]["predicted"] in range(10)
 
 
 # --- user text is printed as it is, never read as Rich markup -----------------------------------

@@ -73,8 +73,9 @@ def test_eval_mistakes_draws_the_grid_and_lists_the_same_mistakes_the_run_kept(f
     assert invoke("train", *fast, "--name", "t").exit_code == 0
     kept = rundir.read_mistakes(Path("runs/t"))
     assert kept.source == "the mnist test file" and kept.total > 3
+    # With --json the grid is drawn only where -o says (issue 32: it was written to ./mistakes.png silently).
     result = invoke("eval", "runs/t/last.pt", "--mistakes", "3", "--data-dir", str(data_dir), "--device", "cpu",
-                    "--threads", "1", "--json")
+                    "--threads", "1", "--json", "-o", "mistakes.png")
     assert result.exit_code == 0, result.output
     listed = json.loads(result.stdout)["mistakes"]
     assert Path("mistakes.png").read_bytes().startswith(PNG) and listed["figure"] == "mistakes.png"
