@@ -528,6 +528,8 @@ def report(
     published = reference_module.load(reference) if reference is not None else None
     studies = results.load_studies(paths)
     written = report_module.write(studies, output or report_module.default_output(paths), published)
+    for note in dict.fromkeys(study.note for study in studies if study.note):
+        display.console(stderr=True).print(f"Note: {note}.", style="yellow", markup=False, soft_wrap=True)
     if as_json:
         return _print_json({"report": str(written.path), "figures": [str(path) for path in written.figures],
                             "studies": [{"title": study.title, "headers": list(results.RESULT_HEADERS),

@@ -171,7 +171,9 @@ def plot_pairs(found: Mistakes, pairs: Sequence[tuple[int, int, int]], path: Pat
                 ax.axis("off")
         if row < len(pairs):
             true, predicted, n = pairs[row]
-            ax_row[0].set_ylabel(f"{true} → {predicted}\n{n} image{'s' if n != 1 else ''}", fontsize=9,
+            # Only the most confident mistakes are kept: a pair may have fewer of them at hand than images.
+            kept = f"\n{len(examples)} kept" if len(examples) < min(n, PAIR_EXAMPLES) else ""
+            ax_row[0].set_ylabel(f"{true} → {predicted}\n{n} image{'s' if n != 1 else ''}{kept}", fontsize=9,
                                  rotation=0, ha="right", va="center")
             ax_row[0].axis("on")
             ax_row[0].set_xticks([])

@@ -73,6 +73,8 @@ def write(studies: list[Study], output: Path, reference: Optional[Reference] = N
         slugs.add(slug)
         # Figures are named by the report and the study, once: report-lr-curves.png, not report-report-lr-....
         stem = slug if slug == output.stem or slug.startswith(f"{output.stem}-") else f"{output.stem}-{slug}"
+        if study.note:
+            lines += [f"Note: {study.note}.", ""]
         lines += what_was_run(study, h)
         lines += results_section(study, h)
         if reference is not None:
@@ -144,12 +146,18 @@ def what_was_run(study: Study, h: str) -> list[str]:
     differing = [k for k in keys if k not in shared]
     sizes = sorted({(run.summary.get("train_images"), run.summary.get("val_set"), run.summary.get("val_images"))
                     for run in runs}, key=str)
-    devices = sorted({str(run.summary.get("device", "?")) for run in runs})
-    versions = sorted({", ".join(f"{k} {v}" for k, v in run.summary.get("versions", {}).items()) for run in runs})
+    def unrecorded(missing: int) -> str:
+        return f" (not recorded for {plural(missing, 'run')})" if missing else ""
+
+    devices = sorted({str(run.summary["device"]) for run in runs if run.summary.get("device")})
+    versions = sorted({", ".join(f"{k} {v}" for k, v in (run.summary.get("versions") or {}).items()) for run in runs}
+                      - {""})
+    device_text = "; ".join(devices) + unrecorded(sum(not run.summary.get("device") for run in runs))
+    version_text = "; ".join(versions) + unrecorded(sum(not run.summary.get("versions") for run in runs))
     starts = sorted(run.summary["started"] for run in runs if run.summary.get("started"))
     ends = sorted(run.summary["finished"] for run in runs if run.summary.get("finished"))
     rows = [
-        ["dataset", f"{first.config.get('dataset')}: " + "; ".join(
+        ["dataset", f"{', '.join(sorted({str(run.config.get('dataset')) for run in runs}))}: " + "; ".join(
             f"{train:,} training images, validation on the {val_set} set ({val:,} images)"
             for train, val_set, val in sizes if train is not None)],
         ["runs", f"{len(runs)}: {plural(len(study.variants), 'variant')} × seeds {', '.join(map(str, seeds))}"],
@@ -160,7 +168,7 @@ def what_was_run(study: Study, h: str) -> list[str]:
     if differing:
         rows.append(["also differs", ", ".join(differing) + " (not a sweep axis; see the runs' config.yaml)"])
     computed = sorted({_numerics_text(run.summary.get("numerics")) for run in runs} - {""})
-    rows += [["device", "; ".join(devices)], ["versions", "; ".join(versions)]]
+    rows += [["device", device_text.strip() or "not recorded"], ["versions", version_text.strip() or "not recorded"]]
     if computed:
         rows.append(["numbers computed with", "; ".join(computed) + (" (runs computed differently can differ in "
                                                                     "the last digits)" if len(computed) > 1 else "")])
@@ -264,6 +272,12 @@ def mistakes_section(run: Run, stem: Path, figures: list[Path], h: str) -> list[
               "The pairs of classes it confuses most (true → predicted, images of the confusion matrix), with "
               "examples, the most confident first:", "",
               f"![Most confused pairs, {run.name}]({pairs_figure.name})", ""]
+    short = [(true, predicted, n, len(found.of_pair(true, predicted))) for true, predicted, n in pairs
+             if len(found.of_pair(true, predicted)) < min(n, figures_module.PAIR_EXAMPLES)]
+    if short:
+        which = ", ".join(f"{true} → {predicted} shows {k} of its {n:,}" for true, predicted, n, k in short)
+        lines += [f"The run kept its {len(found):,} most confident mistakes of {found.total:,} ({rundir.MISTAKES}), so "
+                  f"some pairs show fewer examples than they have images: {which}.", ""]
     return lines
 
 

@@ -70,6 +70,7 @@ class Study:
     variants: list[Variant]
     # Sweep points with no run directory: (name, status, reason) as sweep.yaml records them.
     missing: list[tuple[str, str, str]] = field(default_factory=list)
+    note: str = ""  # something a reader must know first (runs of several datasets split into studies)
 
     @property
     def runs(self) -> list[Run]:
@@ -110,7 +111,13 @@ def load_studies(paths: Iterable[Path]) -> list[Study]:
             studies.extend(load_sweep(child) for child in sweeps)
             loose.extend(load_run(child) for child in runs)
     if loose:
-        studies.append(study_of("runs", None, loose))
+        # Runs on different datasets are no variants of each other: one study per dataset.
+        datasets = sorted({str(run.config.get("dataset", "mnist")) for run in loose})
+        for dataset in datasets:
+            runs = [run for run in loose if str(run.config.get("dataset", "mnist")) == dataset]
+            studies.append(study_of("runs" if len(datasets) == 1 else f"runs on {dataset}", None, runs))
+            studies[-1].note = "" if len(datasets) == 1 else (
+                f"the runs given are on {' and '.join(datasets)}: each dataset's are reported apart, not as variants")
     return studies
 
 

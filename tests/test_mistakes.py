@@ -126,3 +126,16 @@ def test_report_shows_the_best_runs_mistakes_and_confused_pairs(fast):
         (run / rundir.MISTAKES).write_bytes(b"not a zip file")
     damaged = invoke("report", "runs/s", "-o", "damaged.md")
     assert damaged.exit_code == 2 and "mistakes.npz" in damaged.output and "Traceback" not in damaged.output
+
+
+def test_a_pair_with_fewer_kept_examples_than_images_is_said_so(fast):
+    """Only the most confident mistakes are kept (500): a pair of 103 images showed 3 examples without a word."""
+    assert invoke("train", *fast, "--name", "t").exit_code == 0
+    found = rundir.read_mistakes(Path("runs/t"))
+    assert found.total > 2
+    rundir.write_mistakes(Path("runs/t"), found.first(2))  # as if only the 2 most confident were kept
+    result = invoke("report", "runs/t", "-o", "r.md")
+    assert result.exit_code == 0, result.output
+    text = Path("r.md").read_text()
+    assert f"The run kept its 2 most confident mistakes of {found.total:,} (mistakes.npz)" in text
+    assert " shows " in text and " of its " in text

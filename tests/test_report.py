@@ -396,3 +396,21 @@ def test_report_and_runs_call_a_killed_run_alike_and_an_empty_completed_run_is_s
     [study] = results.load_studies([tmp_path / "g"])
     [row] = results.result_rows(study)
     assert row[-1] == "1 completed, 1 completed without epochs (left out)"
+
+
+def test_runs_on_two_datasets_are_reported_apart_with_a_note(tmp_path):
+    """A folder of MNIST and Fashion-MNIST runs was compared as variants without a word, and "What was run"
+    said `device ?` and `versions ; mnistres ...` for runs that recorded neither."""
+    make_run(tmp_path / "mixed", "digits", [0.9, 0.95])
+    make_run(tmp_path / "mixed", "clothes", [0.8, 0.85], dataset="fashion-mnist")
+    bare = make_run(tmp_path / "mixed", "digits-old", [0.9, 0.96])
+    summary = json.loads((bare / "summary.json").read_text())
+    del summary["device"], summary["versions"]
+    (bare / "summary.json").write_text(json.dumps(summary))
+    result = runner.invoke(app, ["report", str(tmp_path / "mixed"), "-o", str(tmp_path / "r.md")])
+    assert result.exit_code == 0, result.output
+    assert "Note: the runs given are on fashion-mnist and mnist: each dataset's are reported apart" in result.stderr
+    text = (tmp_path / "r.md").read_text()
+    assert "## runs on mnist" in text and "## runs on fashion-mnist" in text
+    assert "device ?" not in text and "| versions | ;" not in text
+    assert "cpu (1 thread) (not recorded for 1 run)" in text
