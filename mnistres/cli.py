@@ -657,6 +657,10 @@ def predict(
         console.print(display.predictions_table(result["predictions"],
                                                 f"{result['checkpoint']} (epoch {result['epoch']}, {result['device']})",
                                                 bars=explain))
+        warnings = display.console(stderr=True)
+        for skipped in result["skipped"]:  # what a folder held that is not read: said, not left out silently
+            warnings.print(f"skipped {skipped['file']}: {skipped['error']}", style="yellow", highlight=False,
+                           soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 

@@ -59,6 +59,9 @@ class _Console(Console):
     fit_tables = False  # widen to each table's full width (a log or pipe, where nobody resizes a window)
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
+        # Paths and names come from users: a newline or a right-to-left override in one is shown escaped.
+        lines = kwargs.pop("lines", False)  # text of several lines that mnistres wrote (a traceback in a log)
+        objects = tuple(_escaped(item, lines) for item in objects)
         if not self.fit_tables:
             return super().print(*objects, **kwargs)
         unbounded = self.options.update_width(10_000)  # a measurement never exceeds the width it is given
@@ -84,6 +87,24 @@ class _Console(Console):
         # as an interrupted run does (state saved, resumable), and print nothing more to this file.
         self.quiet = True
         interrupts.output_closed(self.file)
+
+
+def _escaped(item: Any, lines: bool = False) -> Any:
+    """`item` with control and bidi characters in its text escaped (`values.printable`): a string, a Text,
+    or a Table's title and cells."""
+    if isinstance(item, str):
+        return values.printable(item, newlines=lines)
+    if isinstance(item, Text):
+        plain = item.plain
+        return item if values.printable(plain) == plain else Text(values.printable(plain), style=item.style)
+    if isinstance(item, Table):
+        if item.title is not None:
+            item.title = _escaped(item.title)
+        for column in item.columns:
+            cells = getattr(column, "_cells", None)
+            if isinstance(cells, list):  # user text is a Text (one line); a str of several lines is ours (bars)
+                column._cells = [_escaped(cell, lines=isinstance(cell, str)) for cell in cells]
+    return item
 
 
 def console(*, stderr: bool = False, wide: bool = False, file: Any = None, width: int | None = None,
@@ -246,7 +267,8 @@ def predictions_table(rows: Iterable[dict[str, Any]], title: str, *, bars: bool 
             ranked = "\n".join(f"{t['class']} {_bar(t['probability'])} {t['probability']:.3f}" for t in row["top"])
         else:
             ranked = "  ".join(f"{t['class']}: {t['probability']:.3f}" for t in row["top"])
-        table.add_row(Text(row["file"]), str(row["predicted"]), f"{row['confidence']:.3f}", Text(ranked))
+        # `ranked` is ours (several lines with --explain): a str, which keeps its newlines; user text is a Text.
+        table.add_row(Text(row["file"]), str(row["predicted"]), f"{row['confidence']:.3f}", ranked)
     return table
 
 

@@ -11,6 +11,7 @@ side to 20 pixels, paste by centre of mass.
 from __future__ import annotations
 
 import math
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,24 +44,51 @@ class Sample:
     error: str = ""  # why not, in a few words
 
 
-def image_files(paths: Iterable[str | Path]) -> list[Path]:
+def image_files(paths: Iterable[str | Path], skipped: list[dict[str, str]] | None = None) -> list[Path]:
     """The files to read: each path as given, or a folder's readable files (sorted, not recursive).
 
-    A path that does not exist is a mistake in the command: one error before anything runs.
+    A path that does not exist, or is no regular file (a device, a FIFO), is a mistake in the command:
+    one error before anything runs. In a folder, what is not read (another format, a subfolder, a
+    device; hidden files aside) is added to `skipped` with the reason, never left out without a word.
     """
+    readable = IMAGE_SUFFIXES + ARRAY_SUFFIXES
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + ARRAY_SUFFIXES)
+            inside = []
+            for entry in sorted(path.iterdir()):
+                if entry.name.startswith("."):
+                    continue
+                reason = _not_readable(entry, readable)
+                if reason:
+                    if skipped is not None:
+                        skipped.append({"file": str(entry), "error": reason})
+                    continue
+                inside.append(entry)
             if not inside:
-                raise ConfigError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES + ARRAY_SUFFIXES)})")
+                raise ConfigError(f"{path} holds no images ({', '.join(readable)})")
             found.extend(inside)
         elif path.is_file():
             found.append(path)
+        elif os.path.lexists(path) and path.exists():
+            raise ConfigError(f"{path} is not a regular file (a device, FIFO or socket): give an image file")
+        elif os.path.lexists(path):
+            raise ConfigError(f"{path} is a link to {os.readlink(path)}, which does not exist")
         else:
             raise ConfigError(f"{path} does not exist")
     return found
+
+
+def _not_readable(entry: Path, readable: tuple[str, ...]) -> str:
+    """Why a folder's entry is not read ("" if it is)."""
+    if entry.is_dir():
+        return "a folder (folders are not searched inside; name it to read it)"
+    if not entry.is_file():
+        return "not a regular file (a device, FIFO, socket or broken link)"
+    if entry.suffix.lower() not in readable:
+        return f"not a format mnistres reads ({', '.join(readable)})"
+    return ""
 
 
 def read(path: Path, preprocess: bool = True) -> list[Sample]:

@@ -22,7 +22,8 @@ def predict(checkpoint: str | os.PathLike, inputs: Iterable[str | os.PathLike], 
     from mnistres import checkpoint as checkpoint_module, data, metrics
 
     checkpoint_module.check_file(checkpoint)  # the first argument's mistake is reported first
-    files = images.image_files(inputs)  # a path that does not exist fails here, before the model loads
+    skipped: list[dict[str, str]] = []  # what a folder holds that is not read, with why
+    files = images.image_files(inputs, skipped)  # a path that does not exist fails here, before the model loads
     trained = load_trained(checkpoint, device=device, threads=threads)
     samples = [sample for path in files for sample in images.read(path, preprocess)]
     usable = [sample for sample in samples if sample.pixels is not None]
@@ -42,4 +43,4 @@ def predict(checkpoint: str | os.PathLike, inputs: Iterable[str | os.PathLike], 
         rows.append({"file": sample.name, "predicted": ranked[0], "confidence": chances[ranked[0]],
                      "top": [{"class": c, "probability": chances[c]} for c in ranked]})
     return {"checkpoint": trained.path, "epoch": trained.epoch, "device": str(trained.device),
-            "preprocess": preprocess, "predictions": rows}
+            "preprocess": preprocess, "predictions": rows, "skipped": skipped}

@@ -159,3 +159,18 @@ def shown(key: str, value: Any) -> str:
     if value is None and key in UNSET_MEANS:
         return UNSET_MEANS[key]
     return text(value)
+
+
+# Characters that must not reach a terminal as they are: C0/C1 controls (a newline in a path would start
+# a fake line of output, an escape sequence would drive the terminal) and the bidirectional controls that
+# make text display in another order than it reads (a right-to-left override in a file name).
+_UNPRINTABLE = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+
+
+def printable(value: str, *, newlines: bool = False) -> str:
+    """`value` with every control and bidi character written as its escape (`\\n`, `\\u202e`); tabs stay,
+    and newlines too with `newlines` (text of several lines that mnistres wrote itself)."""
+    import re
+
+    pattern = f"[{_UNPRINTABLE}]" if newlines else f"[{_UNPRINTABLE}\n]"
+    return re.sub(pattern, lambda found: found.group().encode("unicode_escape").decode("ascii"), value)

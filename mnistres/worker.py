@@ -51,7 +51,7 @@ def run_point(point: RunConfig | Resolved, *, attempt: str, console: Any = None,
         message = str(error) if isinstance(error, MnistresError) else f"{type(error).__name__}: {error}"
         if console is not None:
             console.print(f"Error: {message}" if isinstance(error, MnistresError) else traceback.format_exc(),
-                          markup=False, highlight=False, soft_wrap=True)
+                          markup=False, highlight=False, soft_wrap=True, lines=not isinstance(error, MnistresError))
         if rundir.outcome(run_dir, attempt) is None:
             _record_failure(run_dir, message, attempt)
         return rundir.outcome(run_dir, attempt) or ("failed", message)

@@ -435,3 +435,15 @@ def test_json_output_stays_one_document_when_a_plugin_prints(fast, tmp_path):
 def test_predict_names_a_missing_checkpoint_before_a_missing_image(tmp_path):
     result = runner.invoke(app, ["predict", "nothere.pt", "x.png"])
     assert result.exit_code == 2 and "checkpoint not found: nothere.pt" in result.stderr, result.output
+
+
+def test_paths_with_a_newline_or_a_bidi_override_are_printed_escaped(fast, tmp_path):
+    """A newline in a path printed raw starts a fake line of output; U+202E reverses what follows."""
+    odd = tmp_path / "a\nb\u202ec"
+    trained = runner.invoke(app, ["train", *fast, "--epochs", "1", "--name", "n", "--out-dir", str(odd)])
+    assert trained.exit_code == 0, trained.output
+    assert "\u202e" not in trained.stdout and f"run directory: {tmp_path}/a\\nb\\u202ec/n" in trained.stdout
+    listed = runner.invoke(app, ["runs", str(odd)])
+    assert listed.exit_code == 0 and "\u202e" not in listed.stdout and "a\\nb\\u202ec" in listed.stdout
+    missing = runner.invoke(app, ["runs", str(tmp_path / "zz\nfake completed")])
+    assert missing.exit_code == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr

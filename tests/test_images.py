@@ -357,3 +357,37 @@ def test_paths_with_brackets_are_printed_as_they_are(trained, tmp_path):
     assert result.exit_code == 0, result.output
     flat = result.output.replace("\n", "").replace("│", "").replace(" ", "")
     assert "m[/i]/[bold]best.pt" in flat and "[red]one.png" in flat
+
+
+def test_predict_says_what_a_folder_holds_that_it_does_not_read_and_refuses_a_device(fast, tmp_path):
+    """In folder mode .gif/.tiff/.webp files, subfolders and devices were left out without a word; a link to
+    /dev/zero named x.png was "does not exist"."""
+    import json
+    import os
+    import sys
+
+    from typer.testing import CliRunner
+
+    from mnistres.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["train", *fast, "--epochs", "1", "--name", "p"]).exit_code == 0
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[4:24, 12:16] = 255
+    np.save(folder / "one.npy", digit)
+    (folder / "two.gif").write_bytes(b"GIF89a")
+    (folder / "inner").mkdir()
+    (folder / ".hidden").write_text("")
+    result = runner.invoke(app, ["predict", "runs/p/best.pt", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    skipped = {Path(entry["file"]).name: entry["error"] for entry in json.loads(result.stdout)["skipped"]}
+    assert set(skipped) == {"two.gif", "inner"}
+    assert skipped["two.gif"].startswith("not a format mnistres reads") and skipped["inner"].startswith("a folder")
+    shown = runner.invoke(app, ["predict", "runs/p/best.pt", str(folder)])
+    assert shown.exit_code == 0 and f"skipped {folder / 'two.gif'}: not a format" in shown.stderr
+    if sys.platform != "win32" and os.path.exists("/dev/zero"):
+        os.symlink("/dev/zero", tmp_path / "x.png")
+        device = runner.invoke(app, ["predict", "runs/p/best.pt", str(tmp_path / "x.png")])
+        assert device.exit_code == 2 and "is not a regular file" in device.stderr, device.output
