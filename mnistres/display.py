@@ -11,6 +11,7 @@ import math
 from typing import Any, Iterable
 
 import os
+import sys
 
 from rich.console import Console
 from rich.measure import Measurement
@@ -42,8 +43,6 @@ def degrade_output() -> None:
         codecs.lookup_error(ASCII_ERRORS)
     except LookupError:
         codecs.register_error(ASCII_ERRORS, _as_ascii)
-    import sys
-
     for stream in (sys.stdout, sys.stderr):
         encoding = getattr(stream, "encoding", None) or "utf-8"
         try:
@@ -95,8 +94,8 @@ def _escaped(item: Any, lines: bool = False) -> Any:
     if isinstance(item, str):
         return values.printable(item, newlines=lines)
     if isinstance(item, Text):
-        plain = item.plain
-        return item if values.printable(plain) == plain else Text(values.printable(plain), style=item.style)
+        safe = values.printable(item.plain)
+        return item if safe == item.plain else Text(safe, style=item.style)
     if isinstance(item, Table):
         if item.title is not None:
             item.title = _escaped(item.title)

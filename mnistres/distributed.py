@@ -242,37 +242,26 @@ def lost_rank(error: BaseException, world: World) -> RankLost | None:
     (one on this machine, found by its pid) or saying that contact was lost; None for any other error."""
     if not world.several or not isinstance(error, RuntimeError) or isinstance(error, MnistresError):
         return None
+    from mnistres.lock import alive
+
     here = socket.gethostname()
-    deadline = time.monotonic() + 2.0  # the peer's process may take a moment to be gone
-    while True:
-        dead = [rank for rank, (host, pid) in enumerate(world.peers)
-                if rank != world.rank and host == here and not _running(pid)]
-        if dead or time.monotonic() > deadline:
-            break
+
+    def dead() -> list[int]:
+        return [rank for rank, (host, pid) in enumerate(world.peers)
+                if rank != world.rank and host == here and not alive(pid)]
+
+    gone = dead()
+    if not gone and not any(phrase in str(error).lower() for phrase in PEER_GONE):
+        return None  # an error of this rank's own: not about another
+    deadline = time.monotonic() + 2.0  # a peer's process may take a moment to be gone
+    while not gone and time.monotonic() < deadline:
         time.sleep(0.1)
-    if dead:
-        who = ", ".join(f"rank {rank} (process {world.peers[rank][1]} on {here})" for rank in dead)
+        gone = dead()
+    if gone:
+        who = ", ".join(f"rank {rank} (process {world.peers[rank][1]} on {here})" for rank in gone)
         return RankLost(f"{who} ended without a word (killed, or out of memory), so every rank stopped")
-    said = str(error).lower()
-    if any(phrase in said for phrase in PEER_GONE):
-        first = " ".join(str(error).split())[:160]
-        return RankLost(f"lost contact with another process of the run (killed, or its machine went away): {first}")
-    return None
-
-
-def _running(pid: int) -> bool:
-    """Whether process `pid` is running (a zombie, dead but not yet reaped by its parent, is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = open(f"/proc/{pid}/stat", encoding="ascii").read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
+    first = " ".join(str(error).split())[:160]
+    return RankLost(f"lost contact with another process of the run (killed, or its machine went away): {first}")
 
 
 def any_flag(flag: bool, world: World) -> bool:

@@ -15,8 +15,8 @@ import os
 import signal
 import socket
 import subprocess
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from mnistres.errors import ConfigError, MnistresError
@@ -78,8 +78,8 @@ def quiet_logs() -> Iterator[None]:
     sweep, not pages of CommClosedError tracebacks from the client's reconnecting."""
     import logging
 
-    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
-               if name == "distributed" or name.startswith("distributed.")] + [logging.getLogger("distributed")]
+    names = ["distributed", *(name for name in list(logging.root.manager.loggerDict) if name.startswith("distributed."))]
+    loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)

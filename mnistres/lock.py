@@ -33,7 +33,8 @@ class LockedError(ConfigError):
     """Another process is writing this run or sweep."""
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` on this host is running (a zombie, dead but not yet reaped, is not)."""
     if pid <= 0:
         return False
     if sys.platform == "win32":  # pragma: no cover - no cheap check: assume it runs
@@ -44,7 +45,11 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # it exists, as another user's process
         return True
-    return True
+    try:  # Linux: a killed process stays a zombie until its parent reaps it
+        state = open(f"/proc/{pid}/stat", encoding="ascii").read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def _read_holder(path: Path) -> dict[str, Any]:
@@ -72,7 +77,7 @@ def holder_state(directory: Path) -> str:
     if holder.get("host") not in (None, socket.gethostname()):
         return "elsewhere"
     pid = holder.get("pid")
-    return "alive" if isinstance(pid, int) and _alive(pid) else "none"
+    return "alive" if isinstance(pid, int) and alive(pid) else "none"
 
 
 def command_line() -> str:
@@ -118,7 +123,7 @@ class Lock:
                 raise
             holder = _read_holder(self.path)
             held_elsewhere = holder.get("host") not in (None, host)
-            alive_here = holder.get("host") == host and holder.get("pid") != pid and _alive(int(holder.get("pid") or 0))
+            alive_here = holder.get("host") == host and holder.get("pid") != pid and alive(int(holder.get("pid") or 0))
             if held_elsewhere or (alive_here and not locked_by_kernel):
                 os.close(handle)
                 self._refuse(holder, other_host=held_elsewhere)

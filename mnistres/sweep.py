@@ -11,6 +11,7 @@ or its own device. The directory's layout and the rules for keeping and resuming
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -269,10 +270,7 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
 
             client, cluster = executors.connect(jobs, scheduler, scheduler_file)
         try:
-            if client is not None:
-                with executors.quiet_logs():
-                    _run_locked(plan, states, pending, lock, console, client, cluster, jobs, devices, threads)
-            else:
+            with executors.quiet_logs() if client is not None else contextlib.nullcontext():
                 _run_locked(plan, states, pending, lock, console, client, cluster, jobs, devices, threads)
         finally:
             with shielded():
@@ -380,7 +378,7 @@ def _run_here(pending: Iterable[PointState], device: Optional[str], view: Any) -
         resolved = state.point.resolved if device is None else state.point.resolved.with_execution(device=device)
         view.started(state, _where(resolved.config.device, resolved.config.threads or devices_module.default_threads()))
         state.attempt = new_attempt()
-        with _open_log(point_log(state.point), append=resumable(state.point)) as log:
+        with atomic.open_log(point_log(state.point), append=resumable(state.point)) as log:
             try:
                 state.status, state.message = run_point(
                     resolved, attempt=state.attempt, console=make_console(file=log, width=120, no_color=True),
@@ -406,10 +404,6 @@ def _where(device: str, threads: int) -> str:
 def new_attempt() -> str:
     """A name for one start of a point, recorded with its outcome in summary.json."""
     return uuid.uuid4().hex[:16]
-
-
-def _open_log(path: Path, *, append: bool) -> Any:
-    return atomic.open_log(path, append=append)  # never through a link put in its place
 
 
 def point_log(point: Point) -> Path:
@@ -552,7 +546,7 @@ def _start_child(config: RunConfig, state: PointState, threads: int) -> subproce
 
     point_file = _write_point_file(config, state.point)
     state.attempt = new_attempt()
-    log = _open_log(point_log(state.point), append=resumable(state.point))
+    log = atomic.open_log(point_log(state.point), append=resumable(state.point))
     try:
         return worker.child(point_file, state.attempt, requested(), log, threads)
     finally:

@@ -9,6 +9,7 @@ must be finite and fit in 64 bits: NaN, infinities and 10**100 are mistakes, nev
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 INT_LIMIT = 2**63 - 1  # what torch and numpy hold in an int64
@@ -165,12 +166,10 @@ def shown(key: str, value: Any) -> str:
 # a fake line of output, an escape sequence would drive the terminal) and the bidirectional controls that
 # make text display in another order than it reads (a right-to-left override in a file name).
 _UNPRINTABLE = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROLS = {True: re.compile(f"[{_UNPRINTABLE}]"), False: re.compile(f"[{_UNPRINTABLE}\n]")}
 
 
 def printable(value: str, *, newlines: bool = False) -> str:
     """`value` with every control and bidi character written as its escape (`\\n`, `\\u202e`); tabs stay,
     and newlines too with `newlines` (text of several lines that mnistres wrote itself)."""
-    import re
-
-    pattern = f"[{_UNPRINTABLE}]" if newlines else f"[{_UNPRINTABLE}\n]"
-    return re.sub(pattern, lambda found: found.group().encode("unicode_escape").decode("ascii"), value)
+    return _CONTROLS[newlines].sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), value)
