@@ -1,7 +1,9 @@
-"""The public API of callbacks: the `Callback` base class and `TrainerState`, what a hook may read.
+"""The public API of plugins that take part in a run or a sweep: callbacks (the `Callback` base class and
+`TrainerState`, what a hook may read) and sweep executors (the `Executor` base class and `PointTask`,
+what an executor is handed for each point it runs).
 
-A leaf module (it imports nothing from mnistres, and not torch), so that the trainer, the
-built-in callbacks and third-party plugins all import it without importing each other:
+A leaf module (it imports nothing from mnistres, and not torch), so that the trainer, the sweep, the
+built-ins and third-party plugins all import it without importing each other:
 
     from mnistres.api import Callback, TrainerState
     from mnistres.registry import callbacks
@@ -19,7 +21,7 @@ built-in callbacks and third-party plugins all import it without importing each 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Optional, Protocol
 
 
 class TrainerState(Protocol):
@@ -83,3 +85,76 @@ class Callback:
     def on_epoch_end(self, trainer: TrainerState, epoch: int, logs: dict[str, Any]) -> None: ...
 
     def on_train_end(self, trainer: TrainerState, status: str) -> None: ...
+
+
+class PointTask(Protocol):
+    """One start of one sweep point, as the sweep hands it to an executor. The point's process (or the
+    executor's own code) trains it by `python -m mnistres.worker FILE --attempt ATTEMPT`, or by
+    `mnistres.worker.run_point`; either leaves the outcome in `run_dir`, which is all the sweep reads back."""
+
+    name: str  # the point's name: its run directory's and its log's
+    run_dir: Path  # where the point's run writes; its summary.json records the outcome under `attempt`
+    log: Path  # logs/<point>.log in the sweep directory: the point's output goes there
+    attempt: str  # this start's name, recorded with its outcome (`--attempt`)
+    plugins: list[str]  # plugins the point's process must load (`--plugin`, each)
+    threads: int  # the CPU threads the point's `threads: 0` stands for (the sweep's own; `--threads`)
+    resuming: bool  # an earlier start stopped part-way: the run goes on from its last epoch (append to the log)
+    device: str  # the device the point's config names
+    resolved: Any  # the point's config, every name resolved (`mnistres.resolve.Resolved`), for in-process runs
+
+    def point_file(self, *, device: Optional[str] = None, absolute: bool = False) -> Path:
+        """Write logs/<point>.yaml, the config `python -m mnistres.worker` runs (with `device` instead of the
+        point's, if given; with `absolute`, out_dir and data_dir made absolute, for a process started in
+        another folder or on another machine that sees the same paths); its path."""
+        ...
+
+    def started(self, where: str) -> None:
+        """Say where the point runs, in words ("cpu (2 threads) on host"): the sweep shows it as running."""
+        ...
+
+    def report(self, *, epoch: Optional[int] = None, fraction: Optional[float] = None,
+               val_acc: Optional[float] = None) -> None:
+        """Progress of a point run in the sweep's own process (others' is read from their run directory)."""
+        ...
+
+
+class Executor:
+    """Where a sweep's points run. Register a factory with `mnistres.registry.executors`; it is called with
+    the sweep's `jobs` (points at once), `devices` (one per slot, may be empty) and `threads`, and the options
+    of the user's spec (`--executor NAME:key=value`). The sweep drives it: `open` (before anything is
+    written), then `start` for each point while fewer than `capacity` run, `done` polled for each, `finished`
+    once done, `stop` on Ctrl-C, `close` at the end. Progress and outcomes are read from the points' run
+    directories, never from the executor."""
+
+    capacity: int = 1  # points started at once (the sweep starts the next as one finishes)
+    place: str = "its executor"  # where a point runs, in words, until its run directory says more
+    gone_hint: str = "run the same sweep again to go on"  # said after `lost` reports the executor gone
+
+    def open(self) -> None:
+        """Connect or start what the points need; raise a `mnistres.errors.ConfigError` if it cannot."""
+
+    def start(self, task: PointTask) -> Any:
+        """Start the point; a handle for the other methods. Call `task.started(where)` once it is known where
+        the point runs (else the sweep learns it from the run directory). May run the point to its end
+        before returning (an in-process executor reports its progress with `task.report`)."""
+        raise NotImplementedError
+
+    def done(self, handle: Any) -> bool:
+        """Whether the point's task has ended (its outcome, if it recorded one, is in its run directory)."""
+        raise NotImplementedError
+
+    def finished(self, handle: Any) -> str:
+        """Called once the task is done (or stopped): why the executor gave up on it, if it did ("" if not),
+        and a chance to free what it held."""
+        return ""
+
+    def stop(self) -> None:
+        """Ask every task it started that still runs to stop (each point records itself as interrupted),
+        and wait for them."""
+
+    def lost(self) -> str:
+        """"" while the executor works; once it is gone (a scheduler lost), what was lost, in words."""
+        return ""
+
+    def close(self) -> None:
+        """Release what `open` took; called whatever happened."""

@@ -423,14 +423,16 @@ def sweep(
         "--devices", metavar="DEVICE,...", help="Devices for parallel points, one per slot, e.g. cuda:0,cuda:1 "
                                                 "(sets --jobs).")] = None,
     executor: Annotated[str, typer.Option(
-        metavar="local|dask", help="local: points in this process or as child processes; dask: as Dask tasks, on a "
-                                   "local cluster of --jobs workers or on --scheduler / --scheduler-file "
-                                   "(pip install \"mnistres\\[dask]\").")] = "local",
+        metavar="NAME[:OPTIONS]", autocompletion=_names("executors"),
+        help="Where points run: local (in this process, or --jobs child processes), here (in this process), "
+             "dask (Dask tasks, on a local cluster of --jobs workers, or dask:scheduler=tcp://host:8786, "
+             "dask:scheduler_file=FILE; pip install \"mnistres\\[dask]\"), or a plugin's. "
+             "See mnistres plugins.")] = "local",
     scheduler: Annotated[Optional[str], typer.Option(
-        metavar="ADDRESS", help="A running Dask scheduler, e.g. tcp://head:8786. \\[default: "
+        metavar="ADDRESS", help="Same as --executor dask:scheduler=ADDRESS (kept for a release). \\[default: "
                                 "$DASK_SCHEDULER_ADDRESS, else a local cluster]")] = None,
     scheduler_file: Annotated[Optional[str], typer.Option(
-        metavar="FILE", help="The file a Dask scheduler wrote with --scheduler-file.")] = None,
+        metavar="FILE", help="Same as --executor dask:scheduler_file=FILE (kept for a release).")] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip writing report.md at the end.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo every point, finished or not.")] = False,
     config_file: Annotated[Optional[Path], typer.Option(

@@ -1,143 +1,146 @@
-"""Running a sweep's points on Dask: an embedded LocalCluster, or a scheduler the user started.
-
-Each point is one Dask task (`run_point_task`) that runs `python -m mnistres.worker` as a child of
-the Dask worker (tied to it: the child never outlives its worker) and stops it when the sweep
-asks (a Dask `Event`). The point's outcome is read from its run directory, as for the local
-executor, so every machine must see the sweep's --out-dir and --data-dir at the same paths. A task
-whose worker dies is run again elsewhere by Dask; the worker resumes the point from its last
-completed epoch. `distributed` is imported only when this executor is used (`pip install
-"mnistres[dask]"`).
+"""The built-in executors, registered exactly as a plugin's would be: `here` (points one after another in
+the sweep's process), `local` (child processes on this machine; in this process when one runs at a time)
+and `dask` (Dask tasks: `dask_executor`, imported only when chosen). The loop that drives them is
+`driver`'s; what an executor is, `api.Executor`.
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from mnistres.errors import ConfigError, MnistresError
-
-SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
-CONNECT_TIMEOUT_S = 10  # an unreachable scheduler is reported after this long
-STOP_WAIT_S = 60  # how long a stopped point may take to record itself as interrupted
-POLL_S = 0.5
+from mnistres.api import Callback, Executor, PointTask
+from mnistres.registry import executors
 
 
-def import_distributed() -> Any:
-    try:
-        import distributed
-    except ImportError:
-        raise ConfigError('--executor dask needs Dask: pip install "mnistres[dask]"') from None
-    return distributed
+def where(device: str, threads: int) -> str:
+    """Where a point runs in this sweep's machine, in the words a point on Dask reports from its summary
+    (`cpu (2 threads) on host`)."""
+    import socket
+
+    from mnistres import devices as devices_module
+
+    return f"{devices_module.describe(devices_module.resolve(device), threads)} on {socket.gethostname()}"
 
 
-def connect(jobs: int, scheduler: Optional[str], scheduler_file: Optional[str]) -> tuple[Any, Any]:
-    """(client, cluster): a client of the scheduler given (--scheduler, --scheduler-file, else
-    $DASK_SCHEDULER_ADDRESS), or of a new LocalCluster of `jobs` single-threaded worker processes
-    (cluster is then that cluster, to close; else None)."""
-    distributed = import_distributed()
-    if scheduler and scheduler_file:
-        raise ConfigError("give --scheduler or --scheduler-file, not both")
-    address = scheduler or (None if scheduler_file else os.environ.get(SCHEDULER_ENV) or None)
-    if scheduler_file is not None and not Path(scheduler_file).is_file():
-        raise ConfigError(f"--scheduler-file {scheduler_file}: no such file (the scheduler writes it when it starts: "
-                          f"dask scheduler --scheduler-file {scheduler_file})")
-    if scheduler_file is not None:
-        address = scheduler_address(Path(scheduler_file))
-    if address is None and scheduler_file is None:
-        cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, silence_logs=40)
-        client = distributed.Client(cluster)
-        client.wait_for_workers(jobs)  # else the first points all queue on the first worker up
-        return client, cluster
-    where = f"the Dask scheduler in {scheduler_file} ({address})" if scheduler_file else f"the Dask scheduler at {address}"
-    try:
-        client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError, ValueError, AssertionError) as error:
-        raise ConfigError(f"cannot reach {where} within {CONNECT_TIMEOUT_S} s: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
-    return client, None
+class _Progress(Callback):
+    """A point's progress, for the live view, from inside its run."""
+
+    def __init__(self, task: PointTask) -> None:
+        self.task = task
+
+    def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
+        self.task.report(epoch=epoch, fraction=0.0)
+
+    def on_batch_end(self, trainer: Any, step: int) -> None:
+        self.task.report(fraction=step / trainer.steps_per_epoch)
+
+    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
+        self.task.report(val_acc=logs["val_acc"])
 
 
-class SchedulerLost(MnistresError):
-    """The Dask scheduler went away while the sweep ran."""
+class HereExecutor(Executor):
+    """One point after another in the sweep's own process (no start-up cost per point): `start` runs it."""
+
+    def __init__(self, *, device: Optional[str] = None) -> None:
+        self.device = device  # instead of each point's own (--devices with one device)
+        self.capacity = 1
+
+    def start(self, task: PointTask) -> Any:
+        from mnistres import atomic, devices as devices_module
+        from mnistres.display import console as make_console
+        from mnistres.worker import run_point
+
+        resolved = task.resolved if self.device is None else task.resolved.with_execution(device=self.device)
+        task.started(where(resolved.config.device, resolved.config.threads or devices_module.default_threads()))
+        with atomic.open_log(task.log, append=task.resuming) as log:
+            status, message = run_point(resolved, attempt=task.attempt, extra_callbacks=[_Progress(task)],
+                                        console=make_console(file=log, width=120, no_color=True))
+        return (task, message)
+
+    def done(self, handle: Any) -> bool:
+        return True
+
+    def finished(self, handle: Any) -> str:
+        """The run's own error, when it could not record it in its run directory."""
+        from mnistres import rundir
+
+        task, message = handle
+        return "" if rundir.outcome(task.run_dir, task.attempt) is not None else message
 
 
-def lost(client: Any, tasks: Any) -> bool:
-    """Whether the sweep lost its scheduler: the client reconnecting or closed, or a task cancelled (the
-    sweep never cancels one itself: Dask cancels them all once the scheduler is gone)."""
-    return client.status not in ("running", "newly-created") or any(task.status == "cancelled" for task in tasks)
+class LocalExecutor(Executor):
+    """`jobs` points at a time, each a child process (`python -m mnistres.worker`, started by `worker.child`)
+    with its own log and the sweep's thread count, or, with `devices`, one device per slot.
 
+    Children run in their own process group, so a Ctrl-C reaches the sweep once and is passed on to each
+    child exactly once (`stop`); SIGTERM to the sweep is handled the same way."""
 
-@contextmanager
-def quiet_logs() -> Iterator[None]:
-    """Dask's own loggers at CRITICAL while a sweep runs on it: a lost scheduler is one line from the
-    sweep, not pages of CommClosedError tracebacks from the client's reconnecting."""
-    import logging
+    def __init__(self, *, jobs: int, devices: Sequence[str] = ()) -> None:
+        self.capacity, self.devices = jobs, list(devices)
+        self.slots: dict[int, subprocess.Popen] = {}
 
-    names = ["distributed", *(name for name in list(logging.root.manager.loggerDict) if name.startswith("distributed."))]
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+    def start(self, task: PointTask) -> Any:
+        from mnistres import atomic, worker
+        from mnistres.interrupts import deferred
 
+        slot = next(slot for slot in range(self.capacity) if slot not in self.slots)
+        device = self.devices[slot % len(self.devices)] if self.devices else task.device
+        point_file = task.point_file(device=device)
+        log = atomic.open_log(task.log, append=task.resuming)
+        try:
+            with deferred():  # an interrupt here waits until the child is in `slots`, where `stop` finds it
+                self.slots[slot] = worker.child(point_file, task.attempt, task.plugins, log, task.threads)
+        finally:
+            log.close()  # the child holds its own copy
+        task.started(where(device, task.resolved.config.threads or task.threads))
+        return slot
 
-def scheduler_address(path: Path) -> str:
-    """The address in a scheduler file (`dask scheduler --scheduler-file PATH` writes JSON with it)."""
-    import json
+    def done(self, handle: Any) -> bool:
+        return self.slots[handle].poll() is not None
 
-    try:
-        text = path.read_text(encoding="utf-8")[:1 << 20]
-        found = json.loads(text).get("address") if text.strip().startswith("{") else None
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        found = None
-    if not isinstance(found, str) or "://" not in found:
-        raise ConfigError(f"--scheduler-file {path} is not a Dask scheduler file (JSON with the scheduler's "
-                          f"\"address\", as `dask scheduler --scheduler-file {path}` writes it)")
-    return found
+    def finished(self, handle: Any) -> str:
+        self.slots.pop(handle, None)
+        return ""
 
-
-def run_point_task(point_file: str, attempt: str, plugins: Sequence[str], log_file: str, stop_name: str,
-                   threads: int = 0) -> dict:
-    """One sweep point on a Dask worker: `python -m mnistres.worker` as this worker's child, stopped
-    (SIGINT, so it records itself as interrupted) once the sweep sets the Event `stop_name`. `threads`
-    is the sweep's own thread count (Dask's workers set OMP_NUM_THREADS=1, which would make a point
-    compute with one thread where the sweep's own points use all the cores)."""
-    from distributed import Event
-
-    from mnistres import worker
-
-    stop = Event(stop_name)
-    host = socket.gethostname()
-    if stop.is_set():
-        return {"host": host, "started": False}
-    from mnistres import atomic
-
-    with atomic.open_log(log_file, append=True) as log:
-        process = worker.child(Path(point_file), attempt, plugins, log, threads)
-    try:
-        while process.poll() is None:
-            try:
-                stopping = stop.wait(timeout=POLL_S)
-            except Exception:  # noqa: BLE001 - the scheduler is gone: nobody can stop or read this point now,
-                stopping = True  # so it stops, recording itself as interrupted (resumable), not killed
-            if stopping:
+    def stop(self) -> None:
+        running = list(self.slots.values())
+        for process in running:
+            if process.poll() is None:
                 process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(timeout=STOP_WAIT_S)
-                except subprocess.TimeoutExpired:
-                    pass
-                break
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    return {"host": host, "started": True, "returncode": process.returncode}
+        for process in running:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@executors.register("here", help="points one after another in the sweep's own process")
+def here(*, jobs: int, devices: Sequence[str] = (), threads: int = 0) -> Executor:
+    from mnistres.errors import ConfigError
+
+    if len(devices) > 1:
+        raise ConfigError("--executor here runs one point at a time, on one device: give --devices one device, "
+                          "or use --executor local")
+    return HereExecutor(device=devices[0] if devices else None)
+
+
+@executors.register("local", help="--jobs points at once as child processes on this machine (one at a time: "
+                                  "in the sweep's own process)")
+def local(*, jobs: int, devices: Sequence[str] = (), threads: int = 0) -> Executor:
+    if jobs == 1 and len(devices) <= 1:
+        return HereExecutor(device=devices[0] if devices else None)
+    return LocalExecutor(jobs=jobs, devices=devices)
+
+
+@executors.register("dask", help="points as Dask tasks, on a local cluster of --jobs workers or on a running "
+                                 "scheduler (pip install \"mnistres[dask]\")",
+                    options={"scheduler": "", "scheduler_file": ""})
+def dask(*, jobs: int, devices: Sequence[str] = (), threads: int = 0, scheduler: str = "",
+         scheduler_file: str = "") -> Executor:
+    from mnistres.dask_executor import DaskExecutor
+
+    return DaskExecutor(jobs=jobs, devices=devices, threads=threads, scheduler=scheduler,
+                        scheduler_file=scheduler_file)

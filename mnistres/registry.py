@@ -1,4 +1,4 @@
-"""Named, self-describing building blocks: activations, optimizers, schedulers, callbacks, presets.
+"""Named, self-describing building blocks: activations, optimizers, schedulers, callbacks, presets, executors.
 
 Every entry, built-in or third-party, arrives the same way: a module listed under the
 entry-point group ``mnistres.plugins`` is imported, and its decorators register entries:
@@ -232,6 +232,7 @@ optimizers = Registry("optimizer")
 schedulers = Registry("scheduler")
 callbacks = Registry("callback")
 presets = Registry("preset")  # named bundles of RunConfig values; an entry's options are its values
+executors = Registry("executor")  # where a sweep's points run (`api.Executor`)
 
 REGISTRIES: dict[str, Registry] = {
     "activations": activations,
@@ -239,6 +240,7 @@ REGISTRIES: dict[str, Registry] = {
     "schedulers": schedulers,
     "callbacks": callbacks,
     "presets": presets,
+    "executors": executors,
 }
 
 # --- plugin loading -------------------------------------------------------------------

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import socket
@@ -32,9 +31,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
-from mnistres import atomic, yamlfile
+from mnistres import atomic, runsummary, yamlfile
 from mnistres.errors import ConfigError, MnistresError, WriteError, reason
-from mnistres.values import echo
+from mnistres.values import echo, is_number
 from mnistres.wording import article
 
 if TYPE_CHECKING:
@@ -146,9 +145,7 @@ def point_name(text: str, taken: set[str]) -> str:
 # checked for the shape the rest of mnistres relies on.
 
 MAX_JSON_BYTES = 64 << 20  # metrics.jsonl of 10,000 epochs is about 10 MB
-# "running" is written when a run starts; a run that finds it with nobody holding the directory's lock
-# was killed (or its machine went away) and may be resumed like an interrupted one.
-STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
+STATUSES = runsummary.STATUSES  # summary.json's schema is runsummary's
 # Per-epoch keys the report, sweeps and --resume read; accuracies are fractions, the others numbers or null.
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
 
@@ -191,10 +188,6 @@ def read_history(metrics: Path) -> list[dict[str, Any]]:
     return history
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _history_problem(row: Any, previous_epoch: int) -> str:
     if not isinstance(row, dict):
         return f"expected an object, found {type(row).__name__}"
@@ -205,45 +198,11 @@ def _history_problem(row: Any, previous_epoch: int) -> str:
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch != previous_epoch + 1:
         return f"epoch {echo(epoch)} where epoch {previous_epoch + 1} belongs"
     for key in ("train_acc", "val_acc"):
-        if not (_is_number(row[key]) and 0 <= row[key] <= 1):
+        if not (is_number(row[key]) and 0 <= row[key] <= 1):
             return f"{key} {echo(row[key])} is not a fraction"
     for key in ("train_loss", "val_loss", "seconds", "lr", "images_per_s", "eval_seconds"):
-        if row.get(key) is not None and not _is_number(row[key]):
+        if row.get(key) is not None and not is_number(row[key]):
             return f"{key} {echo(row[key])} is not a number"
-    return ""
-
-
-def _summary_problem(summary: Any) -> str:
-    """What makes `summary` unusable for the report, sweeps and --resume ("" if nothing)."""
-    if not isinstance(summary, dict):
-        return f"expected an object, found {type(summary).__name__}"
-    expected: dict[str, tuple[type, ...]] = {
-        "status": (str,), "message": (str,), "best": (dict,), "final": (dict,), "per_class": (list,),
-        "confusion_matrix": (list,), "diverged_at": (dict,), "device": (str,), "versions": (dict,),
-        "started": (str,), "finished": (str,), "val_set": (str,), "train_images": (int,), "val_images": (int,),
-        "parameters": (int,), "plugins": (dict,), "numerics": (dict,), "host": (str,), "pid": (int,),
-        "attempt": (str,), "outputs": (list,),
-    }
-    for key, kinds in expected.items():
-        if key in summary and summary[key] is not None and not isinstance(summary[key], kinds):
-            return f"{key} holds {type(summary[key]).__name__}, expected {kinds[0].__name__}"
-    if summary.get("status") not in STATUSES:
-        return f"status {echo(summary.get('status'))} is none of {', '.join(STATUSES)}"
-    matrix = summary.get("confusion_matrix") or []
-    if matrix and not (len(matrix) <= 1000 and all(isinstance(row, list) and len(row) == len(matrix)
-                                                   and all(isinstance(n, int) and n >= 0 for n in row)
-                                                   for row in matrix)):
-        return "confusion_matrix is not a square table of counts"
-    for row in summary.get("per_class") or []:
-        if not (isinstance(row, dict) and isinstance(row.get("class"), int)
-                and all(row.get(k) is None or _is_number(row.get(k)) for k in ("accuracy", "precision", "recall", "f1"))):
-            return "per_class holds a row that is not a class's metrics"
-    for key in ("diverged_at", "best"):
-        for field_name, value in (summary.get(key) or {}).items():
-            if not (value is None or _is_number(value)):
-                return f"{key}.{field_name} {echo(value)} is not a number"
-    if any(not isinstance(v, str) for v in (summary.get("versions") or {}).values()):
-        return "versions holds something other than text"
     return ""
 
 
@@ -268,7 +227,7 @@ def _checked(path: Path, document: Any, problem: str, what: str) -> Any:
 def read_summary(path: Path) -> dict[str, Any]:
     """A run's summary.json, checked."""
     summary = read_json(path)
-    return _checked(path, summary, _summary_problem(summary), "a summary")
+    return _checked(path, summary, runsummary.problem(summary), "a summary")
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -435,7 +394,7 @@ def write_sweep(sweep_dir: Path, record: Mapping[str, Any]) -> None:
     atomic.write_text(Path(sweep_dir) / SWEEP_FILE, text)
 
 
-def record_failure(run_dir: Path, message: str, record: Mapping[str, Any]) -> None:
+def record_failure(run_dir: Path, message: str, attempt: str) -> None:
     """summary.json saying `failed` with `message`, for a run that failed before it could say so
     itself (its data, device or plugins would not load). Epochs an earlier attempt completed stay,
     and so does their checkpoint: the run stays resumable. Only the lock's holder may call this."""
@@ -444,8 +403,8 @@ def record_failure(run_dir: Path, message: str, record: Mapping[str, Any]) -> No
         history = read_history(Path(run_dir) / METRICS)
     except MnistresError:
         pass
-    write_summary(run_dir, {"status": "failed", "message": message, "epochs_completed": len(history),
-                            "final": history[-1] if history else {}, **record})
+    write_summary(run_dir, runsummary.Summary(status="failed", message=message, epochs_completed=len(history),
+                                              final=history[-1] if history else {}, **writer(attempt)).to_dict())
 
 
 def output_problem(name: Any) -> str:
@@ -513,61 +472,7 @@ def refuse_earlier_run(run_dir: Path) -> None:
                       f"or choose another --name")
 
 
-def resume_hint(run_dir: Path) -> str:
-    """What the user can do after an interruption or a failed write."""
-    if (run_dir / LAST).is_file():
-        return f"`mnistres train --resume {run_dir}` continues it from its last completed epoch"
-    return "no epoch had finished; run the same command with --overwrite to start it again"
-
-
-def resume_settings(run_dir: Path, changes: Mapping[str, Any], other_options: Iterable[str] = ()) -> dict[str, Any]:
-    """The settings to resume the run in `run_dir` with: its own, with only execution keys changed
-    (`changes`: key -> value, None for not given). `other_options` names command-line options given
-    beside --resume, which it refuses."""
-    if list(other_options):
-        raise ConfigError("--resume continues a run with its own settings: leave out --config, --preset, --set, "
-                          "--callback and --overwrite")
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).is_file():
-        raise ConfigError(f"{run_dir} holds no run to resume (no {CONFIG})")
-    stored = read_config(run_dir / CONFIG)
-    given = {key: value for key, value in changes.items() if value is not None}
-    bad = sorted(set(given) - set(EXECUTION_KEYS))
-    if bad:
-        raise ConfigError(f"--resume continues a run with its own settings; only {', '.join(EXECUTION_KEYS)} "
-                          f"may change (not {', '.join(bad)})")
-    return {**stored, **given, "name": run_dir.name, "out_dir": str(run_dir.parent)}
-
-
-def require_last(run_dir: Path) -> Path:
-    """last.pt, the checkpoint a resumed run goes on from; refused when no epoch finished."""
-    if not (run_dir / LAST).is_file():
-        status = stored_status(run_dir)
-        when = "before its first epoch ended" if status == "interrupted" else "before any epoch finished"
-        raise ConfigError(f"{run_dir} has no {LAST}: it stopped {when}, so there is nothing to resume; "
-                          f"run it again with --overwrite")
-    return run_dir / LAST
-
-
-def check_resume(run_dir: Path, stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:
-    """May the run whose last.pt was trained with `stored` settings go on with `wanted`? Only execution
-    keys may differ, and it must not be recorded as completed (one whose last epoch is saved but whose
-    end was not recorded is finished by resuming it)."""
-    stored = with_added(stored)
-    changed = sorted(k for k in wanted if k not in PLACE_KEYS + EXECUTION_KEYS and stored.get(k) != wanted[k])
-    if changed:
-        raise ConfigError(f"{run_dir}/{LAST} was trained with other settings ({', '.join(changed)}); "
-                          f"--resume continues a run with its own")
-    status = stored_status(run_dir)
-    if status == "diverged":
-        raise ConfigError(f"{run_dir} diverged; resuming would diverge again. Start anew with other settings")
-    if status == "completed":
-        raise ConfigError(f"{run_dir} has already completed: nothing to resume")
-    # Not completed though its last epoch is saved: stopped before the run's end was recorded; resuming
-    # trains nothing and finishes it (its mistakes, its summary).
-
-
-def _earlier_status(run_dir: Path, config: Mapping[str, Any]) -> Optional[str]:
+def earlier_status(run_dir: Path, config: Mapping[str, Any]) -> Optional[str]:
     """The status of an earlier run of these very settings in `run_dir`, if any."""
     try:
         summary = read_summary(run_dir / SUMMARY)
@@ -579,18 +484,5 @@ def _earlier_status(run_dir: Path, config: Mapping[str, Any]) -> Optional[str]:
 
 def kept_status(run_dir: Path, config: Mapping[str, Any]) -> Optional[str]:
     """The status of an earlier run of `config` in `run_dir`, if it is a result a sweep keeps."""
-    status = _earlier_status(run_dir, config)
+    status = earlier_status(run_dir, config)
     return status if status in FINISHED else None
-
-
-def resumable(run_dir: Path, config: Mapping[str, Any]) -> bool:
-    """An earlier run of `config` in `run_dir` stopped part-way (UNFINISHED) after at least one epoch:
-    go on from there. One stopped after its last epoch was saved but before its end was recorded is
-    resumable too: resuming trains nothing and finishes it, as `train --resume` does."""
-    if _earlier_status(run_dir, config) not in UNFINISHED or not (run_dir / LAST).is_file():
-        return False
-    try:
-        done = len(read_history(run_dir / METRICS))
-    except MnistresError:
-        return False
-    return 0 < done <= int(config.get("epochs") or 0)

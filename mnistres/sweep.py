@@ -3,40 +3,33 @@
 A sweep directory holds `sweep.yaml` (the axes, the seeds, the shared settings and the
 list of points), one run directory per point and `logs/<point>.log`. Running the same
 sweep again keeps the points whose run finished (completed or diverged: both are results),
-resumes interrupted ones from their last completed epoch, and redoes the rest. Points run one after
-another in this process, or `jobs` at a time as child processes (`mnistres train`), each with the
-sweep's thread count (never a share that depends on `jobs`: threads change a CPU run's numbers)
-or its own device. The directory's layout and the rules for keeping and resuming points are `rundir`'s.
+resumes interrupted ones from their last completed epoch, and redoes the rest. Points run through an
+executor (`registry.executors`: in this process, `jobs` at a time as child processes, as Dask tasks, or
+a plugin's), driven alike by `driver`, each with the sweep's thread count (never a share that depends on
+`jobs`: threads change a CPU run's numbers) or its own device. The directory's layout and the rules for
+keeping points are `rundir`'s, for resuming them `resume`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import os
-import signal
-import subprocess
-import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from mnistres import atomic, config as config_module, rundir, yamlfile
+from mnistres import atomic, config as config_module, driver, rundir
 from mnistres.config import RunConfig
 from mnistres.errors import ConfigError, WriteError, reason
-from mnistres.interrupts import Interrupted, OutputClosed, deferred, shielded, sigterm_as_interrupt
+from mnistres.interrupts import Interrupted, OutputClosed, shielded, sigterm_as_interrupt
 from mnistres.lock import Lock
-from mnistres.registry import requested
 from mnistres.resolve import Resolved, canonical, meaning, resolve
 from mnistres.values import clip, echo, text
-from mnistres.wording import plural
 from mnistres.view import PointState
 
 SWEEP_KEYS = ("axes", "seeds")  # keys of a sweep YAML file that are not RunConfig keys
 NOT_AXES = ("name", "out_dir")  # where runs go is decided by the sweep
-POLL_S = 0.5  # how often the parallel runner looks at its children
 MAX_SEEDS, MAX_JOBS = 1000, 1024  # beyond these a sweep is a mistake, not a study
 MAX_POINTS = rundir.MAX_POINTS  # sweep.yaml is read back with limits sized to it
 
@@ -194,11 +187,6 @@ def finished(point: Point) -> Optional[str]:
     return rundir.kept_status(point.run_dir, point.config.to_dict())
 
 
-def resumable(point: Point) -> bool:
-    """An earlier run of this point was interrupted after at least one epoch: go on from there."""
-    return rundir.resumable(point.run_dir, point.config.to_dict())
-
-
 # --- running -------------------------------------------------------------------------------
 
 
@@ -211,7 +199,20 @@ class Outcome:
         return sum(state.status == status for state in self.states)
 
 
-EXECUTORS = ("local", "dask")
+def executor_spec(executor: str, scheduler: Optional[str] = None, scheduler_file: Optional[str] = None) -> Any:
+    """The executor a sweep runs on, parsed (`--executor NAME[:key=value,...]`). --scheduler and
+    --scheduler-file, the options before executors were a registry, are the dask executor's options."""
+    from mnistres.registry import Spec, executors
+
+    spec = executors.parse(executor)
+    if scheduler or scheduler_file:
+        if spec.name != "dask":
+            raise ConfigError("--scheduler and --scheduler-file choose a Dask scheduler: add --executor dask")
+        spec = Spec(spec.name, {**spec.options, **({"scheduler": scheduler} if scheduler else {}),
+                                **({"scheduler_file": scheduler_file} if scheduler_file else {})})
+    if spec.name == "dask" and spec.options.get("scheduler") and spec.options.get("scheduler_file"):
+        raise ConfigError("give --scheduler or --scheduler-file, not both")
+    return spec
 
 
 def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), console: Any = None,
@@ -224,21 +225,17 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
     rest. `jobs` (None: as many as the cores allow, see `choose_jobs`) never changes a point's
     numbers: every point computes with the sweep's own thread count.
 
-    `executor` "local" runs points in this process or as child processes; "dask" as Dask tasks, on
-    a LocalCluster of `jobs` workers, or on the scheduler at `scheduler` / in `scheduler_file`
-    (see `executors`). Either way each point's outcome is read from its run directory.
+    `executor` names a registered executor with its options (`registry.executors`): "local" runs points
+    in this process or as child processes, "here" in this process, "dask:scheduler=ADDRESS" as Dask
+    tasks (on a LocalCluster of `jobs` workers without a scheduler). `scheduler` and `scheduler_file`
+    are the dask executor's options under their old names. Every executor's points are driven alike
+    (`driver`), and each point's outcome is read from its run directory.
     """
     from mnistres import data as data_module, devices as devices_module, display
+    from mnistres.registry import executors
 
     console = console or display.console(wide=True)
-    if executor not in EXECUTORS:
-        raise ConfigError(f"--executor {echo(executor)}: expected {' or '.join(EXECUTORS)}")
-    if executor != "dask" and (scheduler or scheduler_file):
-        raise ConfigError("--scheduler and --scheduler-file choose a Dask scheduler: add --executor dask")
-    if executor == "dask" and devices:
-        raise ConfigError("--devices assigns devices to local child processes; with --executor dask start one "
-                          "Dask worker per GPU (--resources GPU=1) and give --device cuda")
-    client = cluster = None
+    spec = executor_spec(executor, scheduler, scheduler_file)
     with sigterm_as_interrupt():
         # Missing data, an unavailable device or too many threads fail here, once, not in every point.
         for device in sorted(set(devices) or {point.config.device for point in plan.points}):
@@ -248,6 +245,7 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
         # worker (OMP_NUM_THREADS=1) would otherwise compute a point with fewer threads than the sweep's own.
         threads = plan.base.threads or devices_module.default_threads()
         jobs = choose_jobs(jobs, devices, plan)
+        runner = executors.build(spec, jobs=jobs, devices=list(devices), threads=threads)
         # Room for a point's folder and its files, the longest names a sweep writes inside.
         atomic.check_place(plan.directory / rundir.LOGS, "sweep directory", room=rundir.POINT_NAME_LIMIT + 64)
         if plan.directory.exists() and not plan.directory.is_dir():
@@ -263,39 +261,20 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
             status = None if overwrite else finished(state.point)
             if status:
                 state.status, state.kept = status, True
-                _read_progress(state)
+                driver.read_progress(state)
         pending = [state for state in states if state.status == "pending"]
-        if executor == "dask" and pending:  # a missing extra or an unreachable scheduler: before anything is written
-            from mnistres import executors
-
-            client, cluster = executors.connect(jobs, scheduler, scheduler_file)
         try:
-            with executors.quiet_logs() if client is not None else contextlib.nullcontext():
-                _run_locked(plan, states, pending, lock, console, client, cluster, jobs, devices, threads)
+            if pending:  # a missing extra or an unreachable scheduler: before anything is written
+                runner.open()
+            _run_locked(plan, states, pending, lock, console, runner, threads)
         finally:
             with shielded():
-                _close_dask(client, cluster)
+                runner.close()
     return Outcome(plan, states)
 
 
-def _close_dask(client: Any, cluster: Any) -> None:
-    """Close the client and the embedded cluster; one whose scheduler is gone closes without a word."""
-    from mnistres import executors
-
-    if client is None and cluster is None:
-        return
-    with executors.quiet_logs():
-        for closing in (client, cluster):
-            if closing is None:
-                continue
-            try:
-                closing.close(timeout=10) if closing is client else closing.close()
-            except Exception:  # noqa: BLE001 - nothing is left to close on a scheduler that went away
-                pass
-
-
 def _run_locked(plan: Plan, states: list[PointState], pending: list[PointState], lock: Lock, console: Any,
-                client: Any, cluster: Any, jobs: int, devices: Sequence[str], threads: int) -> None:
+                runner: Any, threads: int) -> None:
     """The points, run while this process holds the sweep directory; sweep.yaml written before and after."""
     from mnistres import view as view_module
 
@@ -305,19 +284,14 @@ def _run_locked(plan: Plan, states: list[PointState], pending: list[PointState],
         raise WriteError(f"cannot create sweep directory {plan.directory}: {reason(error)}") from None
     with lock:
         for state in pending:  # a link or a FIFO put in a log's place: refused before any point starts
-            atomic.check_own(point_log(state.point))
+            atomic.check_own(driver.point_log(state.point))
         atomic.remove_leftovers(plan.directory, [rundir.SWEEP_FILE, rundir.REPORT])
         atomic.remove_leftovers(plan.directory / rundir.LOGS,
                                 [rundir.point_config_file(plan.directory, p.name).name for p in plan.points])
         rundir.write_sweep(plan.directory, plan_record(plan))
         try:
             with view_module.SweepView(states, console) as view:
-                if client is not None:
-                    _run_on_dask(client, pending, view, threads, ask_for_gpus=cluster is None)
-                elif jobs == 1 and len(devices) <= 1:
-                    _run_here(pending, devices[0] if devices else None, view)
-                else:
-                    _run_children(pending, jobs, devices, view, threads)
+                driver.drive(runner, pending, view, threads)
         except KeyboardInterrupt as stop:
             why = f"{stop}; " if isinstance(stop, OutputClosed) else ""
             raise Interrupted(f"{why}finished points are kept; run the same sweep again to go on with the others") \
@@ -352,234 +326,6 @@ def choose_jobs(jobs: Optional[int], devices: Sequence[str], plan: Plan) -> int:
             f"thread count is part of its result and is not lowered to fit. Add --threads {max(1, cores // jobs)} "
             f"(results then differ in the last digits from {per_point}-thread runs), or leave out --jobs")
     return jobs
-
-
-def _run_here(pending: Iterable[PointState], device: Optional[str], view: Any) -> None:
-    """One point after another in this process (no start-up cost per point)."""
-    from mnistres import devices as devices_module
-    from mnistres.api import Callback
-    from mnistres.display import console as make_console
-    from mnistres.worker import run_point
-
-    class Watch(Callback):
-        def __init__(self, state: PointState) -> None:
-            self.state = state
-
-        def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
-            self.state.epoch, self.state.fraction = epoch, 0.0
-
-        def on_batch_end(self, trainer: Any, step: int) -> None:
-            self.state.fraction = step / trainer.steps_per_epoch
-
-        def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
-            self.state.val_acc = logs["val_acc"]
-
-    for state in pending:
-        resolved = state.point.resolved if device is None else state.point.resolved.with_execution(device=device)
-        view.started(state, _where(resolved.config.device, resolved.config.threads or devices_module.default_threads()))
-        state.attempt = new_attempt()
-        with atomic.open_log(point_log(state.point), append=resumable(state.point)) as log:
-            try:
-                state.status, state.message = run_point(
-                    resolved, attempt=state.attempt, console=make_console(file=log, width=120, no_color=True),
-                    extra_callbacks=[Watch(state)])
-            except KeyboardInterrupt:
-                state.status, state.message = (rundir.outcome(state.point.run_dir, state.attempt)
-                                               or ("interrupted", f"interrupted during epoch {state.epoch}"))
-                view.finished(state)
-                raise
-        view.finished(state)
-
-
-def _where(device: str, threads: int) -> str:
-    """Where a point runs in this sweep's machine, in the words a point on Dask reports from its summary
-    (`cpu (2 threads) on host`)."""
-    import socket
-
-    from mnistres import devices as devices_module
-
-    return f"{devices_module.describe(devices_module.resolve(device), threads)} on {socket.gethostname()}"
-
-
-def new_attempt() -> str:
-    """A name for one start of a point, recorded with its outcome in summary.json."""
-    return uuid.uuid4().hex[:16]
-
-
-def point_log(point: Point) -> Path:
-    """Where a point's output goes: logs/<point>.log in the sweep directory."""
-    return rundir.point_log(Path(point.config.out_dir), point.name)
-
-
-def _run_children(pending: list[PointState], jobs: int, devices: Sequence[str], view: Any, threads: int) -> None:
-    """`jobs` points at a time, each a child process (`python -m mnistres.worker`) with its own log and
-    the sweep's thread count (or, with `devices`, one device per slot). A point's outcome is read from
-    its run directory, never from the child's exit code or output.
-
-    Children run in their own process group, so a Ctrl-C reaches this process once and is
-    passed on to each child exactly once; SIGTERM to this process is handled the same way.
-    """
-    queue = list(pending)
-    running: dict[int, tuple[PointState, subprocess.Popen, Path]] = {}
-    try:
-        while queue or running:
-            for slot in range(jobs):
-                if slot not in running and queue:
-                    state = queue.pop(0)
-                    device = devices[slot % len(devices)] if devices else state.point.config.device
-                    config = state.point.config.replace(device=device)
-                    with deferred():  # an interrupt here waits until the child is in `running`
-                        running[slot] = (state, _start_child(config, state, threads), point_log(state.point))
-                    view.started(state, _where(device, config.threads or threads))
-            time.sleep(POLL_S)
-            for slot, (state, process, log_path) in list(running.items()):
-                _read_progress(state)
-                if process.poll() is not None:
-                    _finish_child(state, log_path, stopping=False)
-                    view.finished(state)
-                    del running[slot]
-    except KeyboardInterrupt:
-        with shielded():  # a second Ctrl-C or SIGTERM must not leave children running
-            for state, process, log_path in running.values():
-                if process.poll() is None:
-                    process.send_signal(signal.SIGINT)
-            for state, process, log_path in running.values():
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-                _finish_child(state, log_path, stopping=True)
-                view.finished(state)
-        raise
-
-
-def _run_on_dask(client: Any, pending: list[PointState], view: Any, threads: int, *, ask_for_gpus: bool) -> None:
-    """Every pending point as a Dask task (`executors.run_point_task`). A point shows as running once
-    its run directory says so under its attempt, with the machine it runs on; Ctrl-C or SIGTERM sets
-    the sweep's stop Event, which each running task passes on to its point, and waits for them.
-    With `ask_for_gpus` (a scheduler the user started), a CUDA point asks for the worker resource
-    GPU=1; the embedded cluster's workers declare none, and its --jobs already bounds the points.
-    Every place a point names is made absolute first: a worker started in another folder would read a
-    relative one from there."""
-    from distributed import Event, wait
-
-    from mnistres import data as data_module, executors
-
-    stop = Event(f"mnistres-stop-{new_attempt()}", client=client)
-    tasks: dict[Any, PointState] = {}
-    for state in pending:
-        config = state.point.config
-        config = config.replace(out_dir=str(Path(config.out_dir).resolve()),
-                                data_dir=str(data_module.resolve_data_dir(config.data_dir).resolve()))
-        point_file = _write_point_file(config, state.point)
-        state.attempt = new_attempt()
-        log = point_log(state.point)
-        gpu = ask_for_gpus and config.device.startswith("cuda")
-        tasks[client.submit(executors.run_point_task, str(point_file.resolve()), state.attempt, requested(),
-                            str(log.resolve()), stop.name, threads, key=f"mnistres-{state.point.name}-{state.attempt}",
-                            pure=False, resources={"GPU": 1} if gpu else None)] = state
-    waiting = set(tasks)
-    try:
-        while waiting:
-            time.sleep(POLL_S)
-            if executors.lost(client, waiting):
-                _scheduler_lost(client, [tasks[task] for task in waiting], view)
-            for task in list(waiting):
-                state = tasks[task]
-                if state.status == "pending":
-                    running = rundir.running_on(state.point.run_dir, state.attempt)
-                    if running is not None or task.done():
-                        view.started(state, running or "a Dask worker")
-                _read_progress(state)
-                if task.done():
-                    waiting.discard(task)
-                    _finish_task(state, task, stopping=False)
-                    view.finished(state)
-    except KeyboardInterrupt:
-        with shielded():  # a second Ctrl-C must not leave points running
-            stop.set()
-            wait(list(waiting), timeout=executors.STOP_WAIT_S + 30)
-            for task in waiting:
-                _finish_task(tasks[task], task, stopping=True)
-                view.finished(tasks[task])
-        raise
-
-
-def _scheduler_lost(client: Any, states: list[PointState], view: Any) -> None:
-    """The scheduler is gone: each started point stops itself (its task can no longer reach the sweep) and
-    records how; a point that never started stays pending. Then one line says so; the rerun continues."""
-    from mnistres import executors
-
-    started = [state for state in states
-               if state.status != "pending" or rundir.running_on(state.point.run_dir, state.attempt) is not None]
-    deadline = time.monotonic() + executors.STOP_WAIT_S
-    while time.monotonic() < deadline and any(rundir.outcome(s.point.run_dir, s.attempt) is None for s in started):
-        time.sleep(POLL_S)
-    for state in started:
-        _finish_child(state, point_log(state.point), stopping=True)
-        view.finished(state)
-    address = getattr(getattr(client, "scheduler", None), "address", None) or "the scheduler"
-    not_started = len(states) - len(started)
-    raise executors.SchedulerLost(
-        f"lost the Dask scheduler ({address}) while the sweep ran: {plural(len(started), 'running point')} "
-        f"stopped and recorded {'itself' if len(started) == 1 else 'themselves'}, {not_started} not started "
-        f"(still pending); start a scheduler and run the same sweep again to go on")
-
-
-def _finish_task(state: PointState, task: Any, *, stopping: bool) -> None:
-    """The point's outcome, as its run directory records it, unless Dask gave up on its task (a worker
-    that died too often: `KilledWorker`): then it failed, for that reason, whatever its last attempt
-    recorded (a child stopped with its dying worker records itself as interrupted)."""
-    error = task.exception() if task.done() and task.status == "error" else None
-    _finish_child(state, point_log(state.point), stopping=stopping)
-    if error is not None and not stopping and state.status not in rundir.FINISHED:
-        recorded = f" (its last attempt: {state.message})" if state.message and state.status != "failed" else ""
-        state.status = "failed"
-        state.message = f"Dask gave up on it: {type(error).__name__}: {clip(str(error), 200)}{recorded}"
-
-
-def _start_child(config: RunConfig, state: PointState, threads: int) -> subprocess.Popen:
-    """The point as a child process: its config (with the device of its slot) in logs/<point>.yaml, run by
-    the worker, which resumes it from its run directory where it stopped part-way."""
-    from mnistres import worker
-
-    point_file = _write_point_file(config, state.point)
-    state.attempt = new_attempt()
-    log = atomic.open_log(point_log(state.point), append=resumable(state.point))
-    try:
-        return worker.child(point_file, state.attempt, requested(), log, threads)
-    finally:
-        log.close()  # the child holds its own copy
-
-
-def _write_point_file(config: RunConfig, point: Point) -> Path:
-    """logs/<point>.yaml: the config a point's process runs (with the device it was given)."""
-    point_file = rundir.point_config_file(Path(config.out_dir), point.name)
-    atomic.write_text(point_file, yamlfile.dump(config.to_dict()))
-    return point_file
-
-
-def _read_progress(state: PointState) -> None:
-    """Epoch and accuracy of a running child, from the metrics file it writes after each epoch."""
-    last = rundir.latest_epoch(state.point.run_dir)
-    if last is not None:
-        state.epoch, state.val_acc = last["epoch"], last["val_acc"]
-
-
-def _finish_child(state: PointState, log_path: Path, *, stopping: bool) -> None:
-    """The point's outcome, as its attempt recorded it in its run directory. A child that recorded
-    none was stopped by this sweep (`stopping`: interrupted, resumable) or died (failed)."""
-    _read_progress(state)
-    found = rundir.outcome(state.point.run_dir, state.attempt)
-    if found is not None:
-        state.status, state.message = found
-    elif stopping:
-        state.status = "interrupted"
-        state.message = f"interrupted after epoch {state.epoch}" if state.epoch else "interrupted before the run started"
-    else:
-        state.status = "failed"
-        state.message = f"its process ended without recording an outcome (see {log_path})"
 
 
 def merge_axes(file_axes: Mapping[str, list[Any]], command_axes: Iterable[tuple[str, list[Any]]]) -> dict[str, list[Any]]:

@@ -100,6 +100,11 @@ def to_str(value: Any) -> str:
     raise ValueProblem("expected text")
 
 
+def is_number(value: Any) -> bool:
+    """A finite int or float, not a bool: what a number read from a run's JSON files must be."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def is_none(value: Any) -> bool:
     """None, or text that means it ("none", "null", "~"). Empty text is not "none": `--name ''` is a mistake."""
     return value is None or (isinstance(value, str) and value.strip().lower() in _NONE)

@@ -4,7 +4,7 @@
 summary.json says how it ended and which attempt ended it. That is all the sweep reads back,
 whether the point ran in the sweep's own process, in a child process on this machine
 (`python -m mnistres.worker POINT.yaml --attempt ID`), or anywhere else that sees the same
-folder. Whether to resume is decided here, from the run directory (`rundir.resumable`), so
+folder. Whether to resume is decided here, from the run directory (`resume.resumable`), so
 a point started again after any stop goes on from its last completed epoch.
 """
 
@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from mnistres import rundir
+from mnistres import resume, rundir
 from mnistres.config import RunConfig
 from mnistres.errors import MnistresError
 from mnistres.resolve import Resolved
@@ -37,13 +37,13 @@ def run_point(point: RunConfig | Resolved, *, attempt: str, console: Any = None,
 
     config = point.config if isinstance(point, Resolved) else point
     run_dir = Path(config.out_dir) / str(config.name)
-    resume = rundir.resumable(run_dir, config.to_dict())
-    if resume and console is not None:
+    going_on = resume.resumable(run_dir, config.to_dict())
+    if going_on and console is not None:
         latest = rundir.latest_epoch(run_dir) or {"epoch": 0}
         console.print(f"Resuming {run_dir} after epoch {latest['epoch']} (it stopped as "
                       f"{rundir.stored_status(run_dir) or 'unknown'})", markup=False, highlight=False, soft_wrap=True)
     try:
-        train(point, console=console, overwrite=not resume, resume=resume, attempt=attempt,
+        train(point, console=console, overwrite=not going_on, resume=going_on, attempt=attempt,
               extra_callbacks=extra_callbacks)
     except KeyboardInterrupt:
         raise
@@ -65,7 +65,7 @@ def _record_failure(run_dir: Path, message: str, attempt: str) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with Lock(run_dir):
-            rundir.record_failure(run_dir, message, rundir.writer(attempt))
+            rundir.record_failure(run_dir, message, attempt)
     except (LockedError, OSError, MnistresError):
         pass  # another writer holds it, or it cannot be written: the caller says so from what it has
 

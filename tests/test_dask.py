@@ -122,8 +122,8 @@ def test_a_scheduler_and_workers_started_apart_run_the_sweep(fast, tmp_path):
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=elsewhere))
         relative_data = os.path.relpath(fast[fast.index("--data-dir") + 1])
         options = [relative_data if a == fast[fast.index("--data-dir") + 1] else a for a in fast]
-        result = runner.invoke(app, ["sweep", "lr", "0.01", "0.003", "0.001", *options, "--executor", "dask",
-                                     "--scheduler-file", str(scheduler_file)])
+        result = runner.invoke(app, ["sweep", "lr", "0.01", "0.003", "0.001", *options,
+                                     "--executor", f"dask:scheduler_file={scheduler_file}"])
         assert result.exit_code == 0, result.output
         assert "3 points: 3 completed" in result.output and (Path("runs/lr-sweep/report.md")).is_file()
         assert not (elsewhere / "runs").exists()
@@ -145,6 +145,9 @@ def test_a_scheduler_and_workers_started_apart_run_the_sweep(fast, tmp_path):
     (["--scheduler-file", "object.json"], "--scheduler-file object.json is not a Dask scheduler file"),
     (["--scheduler", "tcp://127.0.0.1:9", "--scheduler-file", "x.json"], "give --scheduler or --scheduler-file"),
     (["--devices", "cpu,cpu"], "--devices assigns devices to local child processes"),
+    (["--executor", "dask:scheduler_file=missing.json"], "--scheduler-file missing.json: no such file"),
+    (["--executor", "dask:scheduler=tcp://127.0.0.1:9", "--scheduler-file", "x.json"], "give --scheduler or --scheduler-file"),
+    (["--executor", "dask:schedular=tcp://127.0.0.1:9"], "executor 'dask' has no option 'schedular'"),
 ])
 def test_dask_mistakes_get_one_line_and_exit_2(fast, extra, fragment):
     # Files that exist but are no scheduler's: each was a traceback (an AssertionError deep in Dask).
@@ -154,6 +157,14 @@ def test_dask_mistakes_get_one_line_and_exit_2(fast, extra, fragment):
     result = runner.invoke(app, ["sweep", "lr", "0.01", *fast, "--executor", "dask", *extra])
     assert result.exit_code == 2 and fragment in result.output, result.output
     assert not Path("runs/lr-sweep/sweep.yaml").exists()
+
+
+def test_the_old_scheduler_options_are_the_dask_executors_options():
+    from mnistres import sweep
+
+    assert sweep.executor_spec("dask", scheduler="tcp://h:8786") == sweep.executor_spec("dask:scheduler=tcp://h:8786")
+    assert str(sweep.executor_spec("dask", scheduler_file="/s/f.json")) == "dask:scheduler_file=/s/f.json"
+    assert str(sweep.executor_spec("local")) == "local"
 
 
 def test_scheduler_options_need_the_dask_executor_and_dask_needs_its_extra(fast, monkeypatch):
@@ -184,8 +195,9 @@ def test_dask_points_compute_with_the_sweeps_thread_count(fast):
 def test_a_point_dask_gave_up_on_is_failed_with_that_reason(tmp_path):
     """A child stopped with its dying worker records itself as interrupted; once Dask stops retrying the
     task (KilledWorker), the point failed, and the sweep says why."""
-    from mnistres import rundir, sweep
+    from mnistres import driver, rundir, sweep
     from mnistres.config import RunConfig
+    from mnistres.dask_executor import DaskExecutor
     from mnistres.view import PointState
 
     plan = sweep.make_plan(RunConfig(out_dir=str(tmp_path), name="s", epochs=3), {"lr": [0.01]})
@@ -204,12 +216,17 @@ def test_a_point_dask_gave_up_on_is_failed_with_that_reason(tmp_path):
         def exception(self):
             return RuntimeError("Attempted to run task on 4 workers; all died")
 
-    sweep._finish_task(state, GaveUp(), stopping=False)
+    class View:
+        def finished(self, state):
+            pass
+
+    executor = DaskExecutor(jobs=1)
+    driver._finish(executor, state, GaveUp(), View(), stopping=False)
     assert state.status == "failed"
     assert state.message.startswith("Dask gave up on it: RuntimeError: Attempted to run task on 4 workers")
     assert "interrupted during epoch 2" in state.message
     state.status = "interrupted"
-    sweep._finish_task(state, GaveUp(), stopping=True)  # the sweep itself was stopping: interrupted, resumable
+    driver._finish(executor, state, GaveUp(), View(), stopping=True)  # the sweep itself was stopping: interrupted, resumable
     assert state.status == "interrupted"
 
 

@@ -274,3 +274,66 @@ def test_a_plugin_preset_with_a_bad_key_is_named(tmp_path):
     registry.request([str(plugin)])
     with pytest.raises(ConfigError, match="unknown key 'learning_rate' in preset 'oops'"):
         config_module.layered({}, "test", preset="oops")
+
+
+SERIAL_EXECUTOR = '''
+import subprocess
+import sys
+
+from mnistres.api import Executor
+from mnistres.registry import executors
+
+
+class Serial(Executor):
+    """One point at a time, each `python -m mnistres.worker` started by this plugin itself."""
+
+    def __init__(self, label):
+        self.label, self.capacity, self.process = label, 1, None
+
+    def start(self, task):
+        command = [sys.executable, "-m", "mnistres.worker", str(task.point_file()), "--attempt", task.attempt,
+                   *[arg for plugin in task.plugins for arg in ("--plugin", plugin)],
+                   *(["--threads", str(task.threads)] if task.threads else [])]
+        with open(task.log, "a" if task.resuming else "w") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        task.started(f"the {self.label} slot")
+        return self.process
+
+    def done(self, handle):
+        return handle.poll() is not None
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(2)
+            self.process.wait()
+
+
+@executors.register("serial", help="one child process at a time", options={"label": "serial"})
+def serial(*, jobs, devices, threads, label):
+    return Serial(label)
+'''
+
+
+def test_an_installed_executor_plugin_runs_a_sweep_with_the_numbers_of_the_built_in_one(tmp_path, fast):
+    site = tmp_path / "site"
+    fake_distribution(site, "serial_exec", SERIAL_EXECUTOR)
+    env = {"PYTHONPATH": str(site)}
+    described = json.loads(mnistres("plugins", "--json", cwd=tmp_path, env=env).stdout)
+    assert {"name": "serial", "help": "one child process at a time", "options": {"label": "serial"},
+            "source": "serial_exec 0.3", "accepts": {}} in described["registries"]["executors"]
+    assert {"here", "local", "dask"} <= {e["name"] for e in described["registries"]["executors"]}
+    common = ["sweep", "lr", "0.01", "0.003", *fast, "--no-report"]
+    swept = mnistres(*common, "--executor", "serial:label=plugin's", "--name", "plugin", cwd=tmp_path, env=env)
+    assert swept.returncode == 0, swept.stdout + swept.stderr
+    assert "2 points: 2 completed" in swept.stdout and "started on the plugin's slot" in swept.stdout
+    built_in = mnistres(*common, "--executor", "here", "--name", "here", cwd=tmp_path, env=env)
+    assert built_in.returncode == 0, built_in.stdout + built_in.stderr
+
+    def numbers(run: Path) -> list[dict]:
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s", "eval_seconds")} for row in rows]
+
+    for point in ("lr=0.01,seed=0", "lr=0.003,seed=0"):
+        assert numbers(tmp_path / "runs" / "plugin" / point) == numbers(tmp_path / "runs" / "here" / point)
+    unknown = mnistres(*common, "--executor", "serail", cwd=tmp_path, env=env)
+    assert unknown.returncode == 2 and "unknown executor 'serail'; did you mean 'serial'?" in unknown.stderr
