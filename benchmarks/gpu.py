@@ -69,7 +69,7 @@ def eval_images_per_s(data_dir: Path, device: torch.device, rounds: int) -> list
     """The trainer's evaluation on the test set, its tensors on the device; after one warm-up pass."""
     images, labels = data_module.load_split("mnist", data_dir, "test", download=False)
     split = data_module.Split(images.to(device), labels.to(device))
-    mean, std = data_module.NORMALISATION["mnist"]
+    mean, std = data_module.normalisation("mnist")
     model = model_module.from_config(RunConfig()).to(device=device, memory_format=torch.channels_last)
     batches = data_module.Batches(split, metrics.eval_batch_size(device), mean=mean, std=std, channels_last=True)
     amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None

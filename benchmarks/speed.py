@@ -144,7 +144,7 @@ def mnistres_eval(data_dir: Path, batch_size: int | None = None) -> float:
     unless `batch_size`) on the test set, its tensors already on the device as during training."""
     images, labels = data_module.load_split("mnist", data_dir, "test", download=False)
     split = data_module.Split(images, labels)
-    mean, std = data_module.NORMALISATION["mnist"]
+    mean, std = data_module.normalisation("mnist")
     model = model_module.from_config(config_module.RunConfig()).to(memory_format=torch.channels_last)
     batches = data_module.Batches(split, batch_size or metrics.eval_batch_size(images.device), mean=mean, std=std,
                                   channels_last=True)

@@ -1,6 +1,6 @@
 """The public API of plugins that take part in a run or a sweep: callbacks (the `Callback` base class and
 `TrainerState`, what a hook may read) and sweep executors (the `Executor` base class and `PointTask`,
-what an executor is handed for each point it runs).
+what an executor is handed for each point it runs), and datasets (`DatasetFiles`, what a dataset is).
 
 A leaf module (it imports nothing from mnistres, and not torch), so that the trainer, the sweep, the
 built-ins and third-party plugins all import it without importing each other:
@@ -20,6 +20,7 @@ built-ins and third-party plugins all import it without importing each other:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
@@ -158,3 +159,15 @@ class Executor:
 
     def close(self) -> None:
         """Release what `open` took; called whatever happened."""
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """What a dataset is to mnistres (what a `mnistres.registry.datasets` factory returns): 28x28 grayscale
+    images of 10 classes in the four IDX files MNIST is published as (`train-images-idx3-ubyte` and the
+    others, gzipped or not), in DATA_DIR/<folder>/raw/."""
+
+    folder: str  # the folder under the data directory, as torchvision names it: "MNIST"
+    mean: float  # the pixel mean (of value/255) over the training images
+    std: float  # and their standard deviation
+    download: str = ""  # the torchvision.datasets class that downloads the files; "": none (files given by hand)

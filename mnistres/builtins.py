@@ -4,4 +4,4 @@ It is listed under the ``mnistres.plugins`` entry point in pyproject.toml, exact
 third-party plugin would be, so every run goes through the plugin door.
 """
 
-from mnistres import activations, callbacks, executors, optimizers, presets, schedulers  # noqa: F401
+from mnistres import activations, callbacks, datasets, executors, optimizers, presets, schedulers  # noqa: F401

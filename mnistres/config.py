@@ -20,57 +20,95 @@ from mnistres import rundir, values, wording
 from mnistres.errors import ConfigError
 from mnistres.registry import normalise
 
-DATASETS = ("mnist", "fashion-mnist")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 LOW_RES_MODES = ("shrink", "crop")
 DEFAULT_CALLBACKS = ("per_class_accuracy", "progress")
 
 
+def setting(default: Any, help: str, **more: Any) -> Any:
+    """A RunConfig field and its help, declared once: `mnistres train --help`, completion after --set and
+    the settings table in the README are made from it (`help_of`, `settings_table`). `more`: `metavar` (what
+    the option takes, when its type does not say), `unset` (what the default means, where it is not a value),
+    `registry` (the registry whose names it takes, for completion), `example` (a value, for the docs)."""
+    return dataclasses.field(default=default, metadata={"help": help, **more})
+
+
+SPEC = "NAME[:KEY=VALUE,...]"  # what a key naming a registry entry takes
+
+
 @dataclass(frozen=True)
 class RunConfig:
     # data
-    dataset: str = "mnist"  # mnist | fashion-mnist
-    data_dir: Optional[str] = None  # folder holding <Dataset>/raw/; None: $MNISTRES_DATA_DIR, then the user cache
-    download: bool = True  # fetch missing files (needs network); false: fail if absent
-    train_size: Optional[int] = None  # training images used (seeded subset); None: all
-    val_split: float = 0.0  # fraction of the training file held out for validation; 0: validate on the test set
+    dataset: str = setting("mnist", "A dataset name: mnist, fashion-mnist, or a plugin's (mnistres plugins lists "
+                                    "them).", metavar="NAME", registry="datasets")
+    data_dir: Optional[str] = setting(None, "Folder holding MNIST/raw/ (or FashionMNIST/raw/).", metavar="PATH",
+                                      unset="$MNISTRES_DATA_DIR, then the user cache")
+    download: bool = setting(True, "Fetch missing dataset files (needs network); false: fail, listing the files "
+                                   "expected.")
+    train_size: Optional[int] = setting(None, "Use this many training images (a subset drawn with the seed).",
+                                        unset="all")
+    val_split: float = setting(0.0, "Hold out this fraction of the training set for validation instead of using "
+                                    "the test set.")
     # model
-    activation: str = "relu"  # activations registry name[:options]
-    width: int = 64  # channels of the stem and every residual block
-    blocks: int = 3  # residual blocks (two 3x3 convs each)
+    activation: str = setting("relu", "Activation and its options.", example="leaky_relu:negative_slope=0.1",
+                              metavar=SPEC, registry="activations")
+    width: int = setting(64, "Channels of the stem and of every residual block.")
+    blocks: int = setting(3, "Residual blocks (two 3x3 convolutions each).")
     # optimisation
-    optimizer: str = "adam"  # optimizers registry name[:options]
-    lr: float = 0.001  # base (or peak, for onecycle) learning rate
-    weight_decay: Optional[float] = None  # L2 / decoupled decay; None: the optimizer's default
-    momentum: Optional[float] = None  # for optimizers with momentum; None: the optimizer's default
-    schedule: str = "cosine"  # schedulers registry name[:options]; the report kept lr constant ("constant")
-    batch_size: int = 32  # training images per step
-    epochs: int = 10  # passes over the training images
-    label_smoothing: float = 0.0  # cross-entropy target smoothing, 0 = off
-    ema: float = 0.0  # decay per step of an exponential moving average of the weights, which is evaluated and saved as the model; 0: off
-    augment: bool = False  # random shifts of up to 2 pixels during training
-    rotate: float = 0.0  # random rotation of each training image by up to ± this many degrees; 0: off
-    zoom: float = 0.0  # random scaling of each training image by up to ± this fraction (0.1: 0.9 to 1.1 times); 0: off
-    translate: float = 0.0  # random (sub-pixel) shift of each training image by up to ± this many pixels; 0: off
-    elastic: float = 0.0  # random smooth (elastic) distortion of each training image: RMS displacement in pixels; 0: off
-    elastic_sigma: float = 4.0  # smoothness of the elastic distortion: width in pixels of the Gaussian that blurs it
-    low_res: int = 0  # side in pixels of the training images for the first low_res_epochs (cheaper steps); 0: full size throughout
-    low_res_epochs: float = 0.0  # epochs (fractions allowed) trained at low_res before the rest at full size
-    low_res_batch_size: int = 0  # images per step during the low_res steps, a multiple of batch_size (bigger steps of small images use the CPU better); 0: batch_size; unused without low_res
-    low_res_mode: str = "shrink"  # how images get to low_res: shrink (the whole image, scaled down) | crop (a window around the centre, moved by up to 2 pixels: the digit at full scale)
-    seed: int = 0  # seeds weights, subset, hold-out and batch order
-    precise_bn: int = 2048  # training images that refresh BatchNorm statistics before each evaluation; 0: off (Keras's way)
-    sync_bn: bool = True  # under torchrun, BatchNorm statistics of the global batch (results as one process); false: each process's share
+    optimizer: str = setting("adam", "Optimizer and its options.", example="sgd:momentum=0.9,nesterov=true",
+                             metavar=SPEC, registry="optimizers")
+    lr: float = setting(0.001, "Learning rate (the peak, for onecycle).")
+    weight_decay: Optional[float] = setting(None, "Weight decay, passed to the optimizer as its option.",
+                                            unset="the optimizer's")
+    momentum: Optional[float] = setting(None, "Momentum, passed to the optimizer as its option (onecycle cycles "
+                                              "it itself: with it, momentum only switches SGD's on).",
+                                        unset="the optimizer's")
+    schedule: str = setting("cosine", "Learning-rate schedule and its options, stepped every batch; the report "
+                                      "kept the rate constant (constant).", metavar=SPEC, registry="schedulers")
+    batch_size: int = setting(32, "Images per step.")
+    epochs: int = setting(10, "Passes over the training set.")
+    label_smoothing: float = setting(0.0, "Cross-entropy label smoothing; 0: off.")
+    ema: float = setting(0.0, "Decay per step of a moving average of the weights (e.g. 0.999), which is evaluated, "
+                              "precise-BN refreshed and saved as the model; 0: off.")
+    augment: bool = setting(False, "Random shifts of up to 2 pixels during training.")
+    rotate: float = setting(0.0, "Random rotation of each training image by up to ± this many degrees; 0: off.")
+    zoom: float = setting(0.0, "Random scaling of each training image by up to ± this fraction (0.1: 0.9 to 1.1 "
+                               "times); 0: off.")
+    translate: float = setting(0.0, "Random (sub-pixel) shift of each training image by up to ± this many pixels; "
+                                    "0: off.")
+    elastic: float = setting(0.0, "Random elastic distortion of each training image (Simard et al., 2003): RMS "
+                                  "displacement in pixels; 0: off.")
+    elastic_sigma: float = setting(4.0, "Smoothness of the elastic distortion: width in pixels of the Gaussian "
+                                        "that blurs it.")
+    low_res: int = setting(0, "Side in pixels of the training images for the first low_res_epochs (cheaper "
+                              "steps; the rest, precise BN and evaluation at full size); 0: full size throughout.")
+    low_res_epochs: float = setting(0.0, "Epochs (fractions allowed) trained at low_res before the rest at full "
+                                         "size.")
+    low_res_batch_size: int = setting(0, "Images per step during the low_res steps, a multiple of batch_size "
+                                         "(bigger steps of small images use a CPU better; the schedule still "
+                                         "counts batches of batch_size); 0: batch_size.")
+    low_res_mode: str = setting("shrink", "How images get to low_res: shrink (the whole image, scaled down) | crop "
+                                          "(a window around the centre, moved by up to 2 pixels: the digit at full "
+                                          "scale).", metavar="MODE")
+    seed: int = setting(0, "Seeds the weights, the subset, the hold-out and the batch order.")
+    precise_bn: int = setting(2048, "Training images that refresh BatchNorm statistics before each evaluation; 0: "
+                                    "off (Keras's way).")
+    sync_bn: bool = setting(True, "Under torchrun, BatchNorm statistics of the global batch (results as one "
+                                  "process); false: each process's share.")
     # execution
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: str = "auto"  # auto (bf16 on CUDA, off elsewhere) | off | bf16 | fp16
-    compile: bool = False  # torch.compile the model
-    channels_last: bool = True  # NHWC memory layout (faster convolutions on CPU and GPU)
-    threads: int = 0  # CPU threads for torch; 0: torch's default
-    callbacks: Tuple[str, ...] = DEFAULT_CALLBACKS  # callbacks registry names[:options]; replaces the default list
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps.", metavar="DEVICE")
+    amp: str = setting("auto", "Mixed precision: auto (bf16 on CUDA, off elsewhere) | off | bf16 | fp16.",
+                       metavar="MODE")
+    compile: bool = setting(False, "torch.compile the model.")
+    channels_last: bool = setting(True, "NHWC memory layout (faster convolutions on CPU and GPU).")
+    threads: int = setting(0, "CPU threads for torch; 0: torch's default (one per core). On the CPU the thread "
+                              "count is part of a run's numbers.")
+    callbacks: Tuple[str, ...] = setting(DEFAULT_CALLBACKS, "Callbacks to run, each with its options; the list "
+                                                            "replaces the default.", metavar=SPEC,
+                                         registry="callbacks")
     # output
-    name: Optional[str] = None  # run directory name; None: generated from the settings and time
-    out_dir: str = "runs"  # parent folder of run directories
+    name: Optional[str] = setting(None, "Run directory name.", metavar="NAME", unset="from the settings and the time")
+    out_dir: str = setting("runs", "Parent folder of run directories.", metavar="PATH")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -83,6 +121,47 @@ class RunConfig:
 
 KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunConfig))
 _TYPES = typing.get_type_hints(RunConfig)
+_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+_METAVARS = {int: "INT", float: "FLOAT", bool: "BOOL", str: "TEXT"}
+
+
+# --- what each key means, from its field ----------------------------------------------
+
+
+def help_of(key: str) -> str:
+    """The key's help, as its field declares it."""
+    return _FIELDS[key].metadata["help"]
+
+
+def metavar_of(key: str) -> str:
+    """What the key takes, in a word: its declared metavar, else its type's (INT, FLOAT, ...)."""
+    declared = _FIELDS[key].metadata.get("metavar")
+    if declared:
+        return declared
+    kind = _TYPES[key]
+    inner = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+    return _METAVARS.get(inner[0] if inner else kind, "VALUE")
+
+
+def default_text(key: str) -> str:
+    """The default as a user would write it, or what it means where it is not a value (train_size: all)."""
+    return _FIELDS[key].metadata.get("unset") or values.text(_FIELDS[key].default)
+
+
+def registry_of(key: str) -> Optional[str]:
+    """The registry whose names the key takes ("activations", ...), if any."""
+    return _FIELDS[key].metadata.get("registry")
+
+
+def settings_table() -> str:
+    """The README's table of RunConfig keys, made from the fields (`python -m mnistres.config` prints it)."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for key in KEYS:
+        default = _FIELDS[key].metadata.get("unset") or f"`{values.text(_FIELDS[key].default)}`"
+        example = _FIELDS[key].metadata.get("example")
+        meaning = help_of(key) + (f" E.g. `{example}`." if example else "")
+        rows.append(f"| `{key}` | {default} | {meaning.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows) + "\n"
 
 
 # --- building -------------------------------------------------------------------------
@@ -97,7 +176,7 @@ def _make(checked: Mapping[str, Any]) -> RunConfig:
     """A RunConfig from values whose keys are already checked: each value typed, then the whole validated."""
     coerced = {key: coerce(key, value) for key, value in checked.items()}
     if "dataset" in coerced:  # accept Fashion-MNIST, fashion_mnist, ...
-        coerced["dataset"] = coerced["dataset"].lower().replace("_", "-")
+        coerced["dataset"] = dataset_name(coerced["dataset"])
     config = RunConfig(**coerced)
     validate(config)
     return config
@@ -306,15 +385,23 @@ def check_subset(train_size: int | None, val_split: float, total: int) -> tuple[
     return held, available
 
 
+def dataset_name(name: str) -> str:
+    """A dataset's name as configs write it: the registry's name, with '-' (`Fashion_MNIST` -> `fashion-mnist`)."""
+    return normalise(name).replace("_", "-")
+
+
 def validate(config: RunConfig) -> None:
     """Range checks that need no registry and no torch."""
 
     def bad(key: str, allowed: str, problem: str = "is out of range") -> ConfigError:
         return ConfigError(f"{key}={values.echo(getattr(config, key))} {problem}: {allowed}", key=key)
 
-    if config.dataset not in DATASETS:
-        hint = wording.did_you_mean(config.dataset.lower(), DATASETS) or "."
-        raise ConfigError(f"unknown dataset {values.echo(config.dataset)}{hint} Available: {', '.join(DATASETS)}")
+    from mnistres.registry import datasets
+
+    if config.dataset not in datasets:
+        known = [dataset_name(name) for name in datasets.names()]
+        hint = wording.did_you_mean(config.dataset.lower(), known) or "."
+        raise ConfigError(f"unknown dataset {values.echo(config.dataset)}{hint} Available: {', '.join(known)}")
     for key, (low, high, meaning) in INT_RANGES.items():
         number = getattr(config, key)
         if number is not None and not low <= number <= high:
@@ -359,3 +446,7 @@ def validate(config: RunConfig) -> None:
     for key in ("data_dir", "out_dir"):
         if "\0" in (getattr(config, key) or ""):
             raise bad(key, "a folder path (this one holds a NUL character)", "is not a usable path")
+
+
+if __name__ == "__main__":
+    print(settings_table(), end="")

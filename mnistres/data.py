@@ -15,7 +15,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -24,14 +24,10 @@ from mnistres.config import check_subset
 from mnistres.distributed import World, share
 from mnistres.errors import DataError
 
-# dataset -> (folder under the data dir as torchvision names it, torchvision class name)
-FOLDERS = {"mnist": ("MNIST", "MNIST"), "fashion-mnist": ("FashionMNIST", "FashionMNIST")}
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-# Pixel mean and standard deviation (of value/255) over each training set.
-NORMALISATION = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
 CLASSES = 10
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 
@@ -50,8 +46,21 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
 # --- reading IDX files ----------------------------------------------------------------
 
 
+def described(dataset: str) -> Any:
+    """The dataset's files and statistics (`api.DatasetFiles`), from the datasets registry."""
+    from mnistres.registry import datasets
+
+    return datasets.build(dataset)
+
+
+def normalisation(dataset: str) -> tuple[float, float]:
+    """Pixel mean and standard deviation (of value/255) over the dataset's training images."""
+    files = described(dataset)
+    return files.mean, files.std
+
+
 def raw_dir(dataset: str, root: Path) -> Path:
-    return root / FOLDERS[dataset][0] / "raw"
+    return root / described(dataset).folder / "raw"
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -124,7 +133,7 @@ def _missing_message(dataset: str, root: Path, why: str) -> str:
     folder = raw_dir(dataset, root)
     names = ", ".join(f"{stem}[.gz]" for pair in FILES.values() for stem in pair)
     return (f"{dataset} not found in {folder} ({why}). Expected the four files: {names}. "
-            f"Point --data-dir (or MNISTRES_DATA_DIR) at the folder that holds {FOLDERS[dataset][0]}/raw/")
+            f"Point --data-dir (or MNISTRES_DATA_DIR) at the folder that holds {described(dataset).folder}/raw/")
 
 
 def _misplaced(dataset: str, root: Path) -> str:
@@ -132,7 +141,7 @@ def _misplaced(dataset: str, root: Path) -> str:
     the four files loose: the one line that says which folder to give instead; '' otherwise. Without it a
     download would fetch a second copy into data/MNIST/MNIST/raw/. Folder names decide, since MNIST's and
     Fashion-MNIST's files have the same names."""
-    name = FOLDERS[dataset][0]
+    name = described(dataset).folder
     if root.name == name and _holds_all(root / "raw"):
         folder, fix = root / "raw", f"give --data-dir {root.parent}"
     elif root.name == "raw" and root.parent.name == name and _holds_all(root):
@@ -152,7 +161,10 @@ def _download(dataset: str, root: Path, allowed: bool) -> None:
         raise DataError(_missing_message(dataset, root, "downloads are off"))
     import torchvision
 
-    dataset_class = getattr(torchvision.datasets, FOLDERS[dataset][1])
+    source = described(dataset).download
+    if not source:
+        raise DataError(_missing_message(dataset, root, "this dataset is not downloaded by mnistres"))
+    dataset_class = getattr(torchvision.datasets, source)
     folder = raw_dir(dataset, root)
     created = [p for p in (folder, *folder.parents) if not p.exists()]  # every folder the download may make
     present = set(folder.iterdir()) if folder.is_dir() else set()
@@ -223,7 +235,7 @@ def prepare(dataset: str, root: Path, *, download: bool, train_size: int | None,
     else:
         val_images, val_labels = load_split(dataset, root, "test", download)
         val_name = "test"
-    mean, std = NORMALISATION[dataset]
+    mean, std = normalisation(dataset)
     return Data(
         train=Split(train_images[train_index].to(device), train_labels[train_index].to(device), train_index),
         val=Split(val_images.to(device), val_labels.to(device), val_positions),

@@ -21,8 +21,14 @@ import numpy as np
 
 from mnistres.errors import ConfigError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+PICTURE_FORMATS = {"PNG": (".png",), "JPEG": (".jpg", ".jpeg"), "BMP": (".bmp",)}  # read with Pillow
+IMAGE_SUFFIXES = tuple(suffix for suffixes in PICTURE_FORMATS.values() for suffix in suffixes)
 ARRAY_SUFFIXES = (".npy", ".npz")
+
+
+def formats() -> str:
+    """The formats mnistres reads, in words, for help texts: "PNG, JPEG, BMP, or .npy/.npz arrays of images"."""
+    return f"{', '.join(PICTURE_FORMATS)}, or {'/'.join(ARRAY_SUFFIXES)} arrays of images"
 # Bounds checked from a file's header, before its pixels are decoded: a small compressed file can
 # claim gigapixels, and decoding it would take the whole machine's memory.
 MAX_PIXELS = 50_000_000  # per picture: a 48-megapixel phone photo fits

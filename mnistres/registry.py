@@ -1,4 +1,4 @@
-"""Named, self-describing building blocks: activations, optimizers, schedulers, callbacks, presets, executors.
+"""Named, self-describing building blocks: activations, optimizers, schedulers, callbacks, presets, executors, datasets.
 
 Every entry, built-in or third-party, arrives the same way: a module listed under the
 entry-point group ``mnistres.plugins`` is imported, and its decorators register entries:
@@ -233,6 +233,7 @@ schedulers = Registry("scheduler")
 callbacks = Registry("callback")
 presets = Registry("preset")  # named bundles of RunConfig values; an entry's options are its values
 executors = Registry("executor")  # where a sweep's points run (`api.Executor`)
+datasets = Registry("dataset")  # what a run trains and validates on (`api.DatasetFiles`)
 
 REGISTRIES: dict[str, Registry] = {
     "activations": activations,
@@ -241,6 +242,7 @@ REGISTRIES: dict[str, Registry] = {
     "callbacks": callbacks,
     "presets": presets,
     "executors": executors,
+    "datasets": datasets,
 }
 
 # --- plugin loading -------------------------------------------------------------------

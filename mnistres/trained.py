@@ -77,6 +77,6 @@ def load_trained(path: str | os.PathLike, *, device: str = "auto", threads: int 
     # The same memory layout as in training, so eval reproduces the logged accuracy exactly.
     network.to(target, memory_format=torch.channels_last if run_config.channels_last else torch.contiguous_format)
     network.eval()
-    mean, std = document.get("normalisation", data.NORMALISATION[run_config.dataset])
+    mean, std = document["normalisation"] if "normalisation" in document else data.normalisation(run_config.dataset)
     return Trained(str(path), network, run_config, document.get("epoch"), float(mean), float(std), target,
                    devices.amp_dtype(run_config.amp, target))

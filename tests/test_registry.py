@@ -168,3 +168,31 @@ def test_every_entry_describes_itself():
     for registry in (activations, optimizers, schedulers, callbacks):
         for entry in registry.entries():
             assert entry.help and entry.name == entry.name.lower()
+
+
+@pytest.mark.parametrize("name", __import__("mnistres.registry", fromlist=["datasets"]).datasets.names())
+def test_every_dataset_describes_its_files_and_trains(name, tmp_path):
+    from rich.console import Console
+
+    from mnistres.api import DatasetFiles
+    from mnistres.config import dataset_name
+    from mnistres.registry import datasets
+    from mnistres.testing import write_synthetic_dataset
+    from mnistres.trainer import train
+
+    files = datasets.build(name)
+    assert isinstance(files, DatasetFiles) and files.folder and 0 < files.mean < 1 and 0 < files.std < 1
+    root = write_synthetic_dataset(tmp_path / "data", folder=files.folder)
+    config = RunConfig(dataset=dataset_name(name), data_dir=str(root), download=False, device="cpu", epochs=1,
+                       width=8, blocks=1, precise_bn=0, threads=1, callbacks=(), out_dir=str(tmp_path), name=name)
+    result = train(config, console=Console(file=open(tmp_path / "out.txt", "w")))
+    assert result.status == "completed" and result.summary["train_images"] > 0
+
+
+def test_every_executor_builds_with_the_sweeps_context():
+    from mnistres.api import Executor
+    from mnistres.registry import executors
+
+    for name in executors.names():
+        built = executors.build(name, jobs=1, devices=[], threads=1)
+        assert isinstance(built, Executor) and built.capacity >= 1, name

@@ -17,21 +17,45 @@ from mnistres.config import RunConfig
 PACKAGE = Path(mnistres.__file__).parent
 
 
+def module_name(path: Path) -> str:
+    """A file's module inside the package, dotted: `trainer`, `cli.app`; a package's __init__ is the package."""
+    if PACKAGE not in path.parents:
+        return path.stem
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_of(dotted: str) -> str:
+    """`cli.app` if that is a module (or package) of mnistres, else its longest prefix that is one."""
+    parts = dotted.split(".")
+    while parts:
+        candidate = PACKAGE.joinpath(*parts)
+        if candidate.with_suffix(".py").is_file() or (candidate / "__init__.py").is_file():
+            return ".".join(parts)
+        parts.pop()
+    return dotted
+
+
 def imports_of(path: Path) -> set[str]:
-    """The mnistres modules a file imports anywhere: at the top, inside functions, or only for type checking."""
+    """The mnistres modules a file imports anywhere: at the top, inside functions, or only for type checking
+    (dotted names inside the package: `trainer`, `cli.app`)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module == "mnistres":
-            found |= {alias.name for alias in node.names if (PACKAGE / f"{alias.name}.py").is_file()}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mnistres."):
-            found.add(node.module.split(".")[1])
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mnistres"):
+            inside = node.module[len("mnistres."):] if node.module != "mnistres" else ""
+            for alias in node.names:  # `from mnistres.cli import app`: the module cli.app, if it is one
+                joined = f"{inside}.{alias.name}" if inside else alias.name
+                module = _module_of(joined)
+                if module == joined or inside:
+                    found.add(module)
         elif isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("mnistres.")}
-    return found - {path.stem}
+            found |= {_module_of(alias.name[len("mnistres."):]) for alias in node.names
+                      if alias.name.startswith("mnistres.")}
+    return found - {module_name(path), ""}
 
 
 def import_graph() -> dict[str, set[str]]:
-    return {path.stem: imports_of(path) for path in sorted(PACKAGE.glob("*.py"))}
+    return {module_name(path): imports_of(path) for path in sorted(PACKAGE.rglob("*.py"))}
 
 
 def test_no_module_imports_itself_back_through_others():
@@ -161,3 +185,18 @@ def test_one_rule_makes_names_and_one_rule_checks_them():
         assert made and rundir.name_problem(made) == "", (text, made)
     assert rundir.name_problem("a/b") and rundir.name_problem(".x") and rundir.name_problem("x" * 201)
     assert rundir.name_problem(rundir.default_name("mnist", "leaky_relu:negative_slope=0.1", "sgd", 0.1, 32)) == ""
+
+
+def test_each_setting_is_described_once_on_its_field():
+    """The README's table of settings and the run options' help are made from RunConfig's fields."""
+    from mnistres import config
+    from mnistres.cli import RUN_OPTIONS
+
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("-->\n", readme.index("<!-- settings:")) + 4
+    assert readme[start:readme.index("<!-- /settings -->")] == config.settings_table()
+    for key in config.KEYS:
+        assert config.help_of(key) and config.metavar_of(key) and config.default_text(key), key
+    for key, option in RUN_OPTIONS.items():
+        declared = option.__metadata__[0]
+        assert declared.help.startswith(config.help_of(key).replace("[", "\\[")), key
