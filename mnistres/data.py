@@ -47,10 +47,11 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
 
 
 def described(dataset: str) -> Any:
-    """The dataset's files and statistics (`api.DatasetFiles`), from the datasets registry."""
-    from mnistres.registry import datasets
+    """The dataset's files and statistics (`api.DatasetFiles`), from the datasets registry (a dataset takes
+    no options: its name, checked with the config, is looked up, never parsed again)."""
+    from mnistres.registry import Spec, datasets
 
-    return datasets.build(dataset)
+    return datasets.build(Spec(datasets.get(dataset).name, {}))
 
 
 def normalisation(dataset: str) -> tuple[float, float]:
