@@ -45,7 +45,8 @@ from rich.console import Console
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import machine, mnistres_train, time_to_accuracy  # noqa: E402  (the CPU benchmark's measures)
 
-from mnistres import atomic, data as data_module, metrics, model as model_module  # noqa: E402
+from mnistres.core import atomic  # noqa: E402
+from mnistres.train import data as data_module, metrics, model as model_module
 from mnistres.config import RunConfig  # noqa: E402
 from mnistres.testing import write_synthetic_dataset  # noqa: E402
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnistres import data as data_module
-from mnistres.predict import predict
+from mnistres.train import data as data_module
+from mnistres.inference.predict import predict
 
 CANVAS = (700, 900)  # height, width of the sheet, in pixels
 

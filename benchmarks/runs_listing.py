@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mnistres import listing, rundir
+from mnistres.runs import listing, rundir
 from mnistres.config import RunConfig
 
 STATUSES = ("completed", "completed", "completed", "interrupted", "failed", "diverged")

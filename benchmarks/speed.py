@@ -40,7 +40,9 @@ from rich.console import Console
 from rich.table import Table
 
 import mnistres
-from mnistres import config as config_module, data as data_module, metrics, model as model_module, rundir
+from mnistres import config as config_module
+from mnistres.train import data as data_module, metrics, model as model_module
+from mnistres.runs import rundir
 from mnistres.api import Callback
 from mnistres.trainer import train
 

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from mnistres import model as model_module
+from mnistres.train import model as model_module
 from mnistres.registry import optimizers
 from mnistres.config import IMAGE_SIDE, layered
 from mnistres.resolve import resolve

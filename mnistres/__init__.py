@@ -4,8 +4,8 @@ The library API lives in submodules so that importing the package stays cheap
 (no torch until a run needs it):
 
     from mnistres.config import RunConfig
-    from mnistres.trainer import train
-    from mnistres.evaluate import evaluate_checkpoint
+    from mnistres.train.loop import train
+    from mnistres.inference.evaluate import evaluate_checkpoint
 """
 
 import os as _os

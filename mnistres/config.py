@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Tuple
 
-from mnistres import rundir, values, wording
+from mnistres.runs import rundir
+from mnistres.core import values, wording
 from mnistres.errors import ConfigError
 from mnistres.registry import normalise
 
@@ -272,7 +273,7 @@ def preset_values(spec: Any) -> dict[str, Any]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    from mnistres import yamlfile
+    from mnistres.core import yamlfile
 
     path = Path(path)
     if not path.is_file():

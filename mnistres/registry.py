@@ -29,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from mnistres import values, wording
+from mnistres.core import values, wording
 from mnistres.errors import ConfigError, MnistresError, PluginError, UnknownNameError
 
 ENTRY_POINT_GROUP = "mnistres.plugins"
@@ -405,7 +405,7 @@ def _fingerprint(entry_points: Iterable[metadata.EntryPoint]) -> list[str]:
 
 
 def _names_cache() -> Path:
-    from mnistres.places import user_cache
+    from mnistres.core.places import user_cache
 
     return user_cache() / NAMES_CACHE
 

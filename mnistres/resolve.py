@@ -16,8 +16,8 @@ from typing import Any
 from mnistres.config import RunConfig
 from mnistres.errors import ConfigError
 from mnistres.registry import Registry, Spec, activations, callbacks, optimizers, schedulers
-from mnistres.rundir import EXECUTION_KEYS
-from mnistres.values import text
+from mnistres.runs.rundir import EXECUTION_KEYS
+from mnistres.core.values import text
 
 # The RunConfig keys that name registry entries, and the registry each names.
 NAMED_KEYS: dict[str, Registry] = {

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from mnistres.data import IMAGE_MAGIC, LABEL_MAGIC
+from mnistres.train.data import IMAGE_MAGIC, LABEL_MAGIC
 
 TRAIN_IMAGES, TEST_IMAGES = 320, 160  # the default sizes: a run over them takes about a second
 

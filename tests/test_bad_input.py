@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import write_dataset
-from mnistres import checkpoint
+from mnistres.train import checkpoint
 from mnistres.cli import app
 
 runner = CliRunner()
@@ -138,7 +138,7 @@ def test_yaml_anchors_within_the_limit_still_work(fast, tmp_path):
 
 
 def test_more_threads_than_the_machine_can_use(fast):
-    from mnistres import devices
+    from mnistres.train import devices
 
     refused(["train", *fast, "--threads", str(devices.max_threads() + 1)], "more than this machine can use")
 
@@ -245,7 +245,7 @@ def test_bad_checkpoints(tmp_path, make, fragment):  # noqa: F811 - extended bel
 def crafted(path: Path, **changes) -> None:
     """A checkpoint of the right format whose fields were changed by hand."""
     from mnistres.config import RunConfig
-    from mnistres.model import from_config
+    from mnistres.train.model import from_config
 
     document = {"config": RunConfig(width=8, blocks=1).to_dict(), "model": from_config(RunConfig(width=8, blocks=1)).state_dict(),
                 "epoch": 1, "normalisation": [0.1307, 0.3081], **changes}

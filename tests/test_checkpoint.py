@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistres import atomic, checkpoint
+from mnistres.core import atomic
+from mnistres.train import checkpoint
 from mnistres.errors import CheckpointError, WriteError
 
 

@@ -324,7 +324,7 @@ def test_piped_train_output_keeps_every_column(fast):
 def test_an_interrupted_run_says_how_to_go_on(fast):
     from mnistres.callbacks import Callback
     from mnistres.config import build
-    from mnistres.interrupts import Interrupted
+    from mnistres.core.interrupts import Interrupted
     from mnistres.trainer import train
 
     class StopAt(Callback):

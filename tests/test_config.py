@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mnistres import config, yamlfile
+from mnistres import config
+from mnistres.core import yamlfile
 from mnistres.config import RunConfig
 from mnistres.errors import ConfigError
 

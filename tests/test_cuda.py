@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mnistres.checkpoint import load
+from mnistres.train.checkpoint import load
 from mnistres.cli import app
 from mnistres.config import RunConfig
 from mnistres.trainer import resume_config, train

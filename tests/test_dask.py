@@ -160,7 +160,7 @@ def test_dask_mistakes_get_one_line_and_exit_2(fast, extra, fragment):
 
 
 def test_the_old_scheduler_options_are_the_dask_executors_options():
-    from mnistres import sweep
+    from mnistres.sweep import plan as sweep
 
     assert sweep.executor_spec("dask", scheduler="tcp://h:8786") == sweep.executor_spec("dask:scheduler=tcp://h:8786")
     assert str(sweep.executor_spec("dask", scheduler_file="/s/f.json")) == "dask:scheduler_file=/s/f.json"
@@ -180,7 +180,7 @@ def test_dask_points_compute_with_the_sweeps_thread_count(fast):
     """Dask's workers set OMP_NUM_THREADS=1: a point given `threads: 0` computed there with one thread
     where the sweep's own points use torch's default for the machine. The sweep now resolves the count
     once and hands it on; each epoch records what it ran with."""
-    from mnistres import devices
+    from mnistres.train import devices
 
     options = [a for i, a in enumerate(fast) if a != "--threads" and fast[i - 1] != "--threads"]
     result = runner.invoke(app, ["sweep", "lr", "0.01", *options, "--executor", "dask", "--jobs", "1", "--no-report"])
@@ -195,10 +195,11 @@ def test_dask_points_compute_with_the_sweeps_thread_count(fast):
 def test_a_point_dask_gave_up_on_is_failed_with_that_reason(tmp_path):
     """A child stopped with its dying worker records itself as interrupted; once Dask stops retrying the
     task (KilledWorker), the point failed, and the sweep says why."""
-    from mnistres import driver, rundir, sweep
+    from mnistres.sweep import driver, plan as sweep
+    from mnistres.runs import rundir
     from mnistres.config import RunConfig
-    from mnistres.dask_executor import DaskExecutor
-    from mnistres.view import PointState
+    from mnistres.sweep.on_dask import DaskExecutor
+    from mnistres.sweep.view import PointState
 
     plan = sweep.make_plan(RunConfig(out_dir=str(tmp_path), name="s", epochs=3), {"lr": [0.01]})
     state = PointState(plan.points[0])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import TEST_IMAGES, TRAIN_IMAGES, write_dataset
-from mnistres import data
+from mnistres.train import data
 from mnistres.errors import ConfigError, DataError
 
 CPU = torch.device("cpu")
@@ -118,7 +118,7 @@ def test_image_label_count_mismatch(tmp_path):
 
 
 def test_random_warp_warps_in_batches_reproducibly():
-    from mnistres.data import Warp, random_warp
+    from mnistres.train.data import Warp, random_warp
 
     images = torch.zeros(6, 1, 28, 28, dtype=torch.uint8)
     images[:, :, 10:18, 12:16] = 255  # an upright bar in the middle
@@ -145,7 +145,7 @@ def test_random_warp_warps_in_batches_reproducibly():
 
 @pytest.mark.parametrize("rms, sigma", [(1.0, 4.0), (2.5, 2.0), (0.5, 8.0)])
 def test_elastic_field_is_smooth_and_as_large_as_asked(rms, sigma):
-    from mnistres.data import elastic_field
+    from mnistres.train.data import elastic_field
 
     field = elastic_field(400, 28, 28, rms, sigma, torch.Generator().manual_seed(0))
     assert field.shape == (400, 28, 28, 2)
@@ -177,7 +177,7 @@ def test_warp_settings_are_checked_and_train(data_dir, tmp_path):
 
 
 def test_shrink_averages_into_a_smaller_image_in_the_same_layout():
-    from mnistres.data import shrink
+    from mnistres.train.data import shrink
 
     background = torch.full((3, 1, 28, 28), -0.42).contiguous(memory_format=torch.channels_last)
     small = shrink(background, 14)
@@ -194,7 +194,7 @@ def test_shrink_averages_into_a_smaller_image_in_the_same_layout():
 
 @pytest.mark.parametrize("side, lowest, highest", [(24, 0, 4), (20, 2, 6), (27, 0, 0)])
 def test_random_crop_takes_a_window_near_the_centre_of_each_image(side, lowest, highest):
-    from mnistres.data import random_crop
+    from mnistres.train.data import random_crop
 
     images = torch.arange(64 * 28 * 28, dtype=torch.float32).reshape(64, 1, 28, 28).contiguous(
         memory_format=torch.channels_last)
@@ -211,7 +211,7 @@ def test_random_crop_takes_a_window_near_the_centre_of_each_image(side, lowest, 
 
 
 def test_random_crop_draws_for_the_whole_batch():
-    from mnistres.data import random_crop
+    from mnistres.train.data import random_crop
 
     images = torch.arange(5 * 28 * 28, dtype=torch.float32).reshape(5, 1, 28, 28).contiguous(
         memory_format=torch.channels_last)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from mnistres import distributed
+from mnistres.train import distributed
 from mnistres.cli import app
 from mnistres.errors import ConfigError, DeviceError
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mnistres import config, sweep
+from mnistres import config
+from mnistres.sweep import plan as sweep
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 STUDIES = sorted(p for p in EXAMPLES.glob("*.yaml") if p.name != "baseline.yaml")

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 from typer.testing import CliRunner
 
-from mnistres import images
+from mnistres.inference import images
 from mnistres.cli import app
 
 runner = CliRunner()
@@ -123,7 +123,7 @@ def test_to_mnist_refuses_a_blank_image():
 
 
 def test_photo_like_images_are_classified_as_the_clean_digit(trained, tmp_path):
-    from mnistres.predict import predict
+    from mnistres.inference.predict import predict
 
     rng = np.random.default_rng(5)
     clean_files, photo_files = [], []

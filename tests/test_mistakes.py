@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mnistres import mistakes, rundir
+from mnistres.runs import mistakes, rundir
 from mnistres.cli import app
 
 runner = CliRunner()
@@ -47,7 +47,7 @@ def test_confused_pairs_most_first_and_without_empty_cells():
 
 
 def test_a_completed_run_keeps_its_mistakes_with_their_places_in_the_file(fast, data_dir):
-    from mnistres import data
+    from mnistres.train import data
 
     result = invoke("train", *fast, "--train-size", "64", "--val-split", "0.25", "--name", "held")
     assert result.exit_code == 0, result.output

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from mnistres import display, interrupts
+from mnistres.core import display, interrupts
 from mnistres.config import RunConfig
-from mnistres.interrupts import Interrupted
+from mnistres.core.interrupts import Interrupted
 from mnistres.trainer import resume_config, train
 
 

@@ -124,7 +124,7 @@ def test_preset_is_not_a_set_key_nor_a_sweep_axis():
 
 
 def test_sweep_applies_the_preset_to_every_point(tmp_path):
-    from mnistres import sweep
+    from mnistres.sweep import plan as sweep
 
     plan = sweep.plan_from(None, [("lr", ["0.05", "0.1"])], {"out_dir": str(tmp_path)}, [], 1, preset="fast")
     batch = presets.get("fast").options["batch_size"]

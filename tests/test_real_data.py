@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from mnistres import rundir
+from mnistres.runs import rundir
 from mnistres.cli import app
 
 

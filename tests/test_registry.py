@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnistres import model as model_module
+from mnistres.train import model as model_module
 from mnistres.config import RunConfig
 from mnistres.errors import ConfigError, UnknownNameError
 from mnistres.registry import BUILT_IN, Registry, activations, callbacks, optimizers, schedulers

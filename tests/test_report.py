@@ -14,7 +14,8 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from mnistres import figures, reference, report, results
+from mnistres.reporting import figures, reference, report
+from mnistres.runs import results
 from mnistres.cli import app
 from mnistres.config import RunConfig
 
@@ -210,7 +211,7 @@ COURSE_REPORT = Path(__file__).resolve().parents[1] / "examples" / "reference" /
 
 
 def test_the_course_reports_figures_load_and_match_the_studies_variants():
-    from mnistres import reference
+    from mnistres.reporting import reference
 
     figures = reference.load(COURSE_REPORT)
     assert figures.title == "the course report" and len(figures.entries) == 13

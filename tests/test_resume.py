@@ -15,7 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from mnistres.callbacks import Callback
-from mnistres.checkpoint import load
+from mnistres.train.checkpoint import load
 from mnistres.cli import app
 from mnistres.config import RunConfig
 from mnistres.errors import WriteError
@@ -157,7 +157,7 @@ def test_divergence_stops_within_the_epoch_and_keeps_the_best_checkpoint(data_di
 
 
 def test_a_run_stored_before_a_setting_existed_still_resumes(data_dir, tmp_path):
-    from mnistres import rundir
+    from mnistres.runs import rundir
     from mnistres.config import RunConfig as Defaults
 
     assert all(getattr(Defaults(), key) == value for key, value in rundir.ADDED_SETTINGS.items())
@@ -182,7 +182,7 @@ def test_a_signal_another_thread_receives_still_waits_for_the_end_of_a_deferred_
     last epoch kept saying `running`)."""
     import threading
 
-    from mnistres.interrupts import deferred, sigterm_as_interrupt
+    from mnistres.core.interrupts import deferred, sigterm_as_interrupt
 
     reached_end = False
     with sigterm_as_interrupt():

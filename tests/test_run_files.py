@@ -148,7 +148,7 @@ def test_early_stopping_resumed_stops_where_the_uninterrupted_run_stops(data_dir
 
 def test_the_lock_names_a_sweep_points_process_as_the_worker_not_as_a_command(monkeypatch):
     """A point's lock said `mnistres POINT.yaml --attempt ...`, which reads like a command a user types."""
-    from mnistres import lock
+    from mnistres.core import lock
 
     monkeypatch.setattr(sys, "argv", ["/site/mnistres/worker.py", "logs/p.yaml", "--attempt", "a1"])
     assert lock.command_line() == "python -m mnistres.worker logs/p.yaml --attempt a1"

@@ -140,7 +140,7 @@ def test_names_are_looked_up_once_per_run(data_dir, tmp_path, monkeypatch):
 
 
 def test_a_sweep_resolves_each_point_while_planning(monkeypatch):
-    from mnistres import sweep
+    from mnistres.sweep import plan as sweep
     from mnistres.resolve import Resolved
 
     plan = sweep.make_plan(RunConfig(), {"optimizer": ["adam", "sgd:momentum=0.9"]})
@@ -153,7 +153,7 @@ def test_a_sweep_resolves_each_point_while_planning(monkeypatch):
 
 
 def test_the_model_is_built_from_a_spec_or_a_config_only():
-    from mnistres import model
+    from mnistres.train import model
     from mnistres.registry import activations
     from mnistres.resolve import resolve
 
@@ -178,7 +178,7 @@ def test_train_and_sweep_take_the_same_run_options():
 
 
 def test_one_rule_makes_names_and_one_rule_checks_them():
-    from mnistres import rundir
+    from mnistres.runs import rundir
 
     for text in ("lr=0.1,activation=leaky_relu:negative_slope=0.1,seed=0", "a b/c", "..hidden", "ünïcode"):
         made = rundir.safe_name(text)

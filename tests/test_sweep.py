@@ -15,11 +15,12 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from mnistres import rundir, sweep
+from mnistres.runs import rundir
+from mnistres.sweep import plan as sweep
 from mnistres.cli import app
 from mnistres.config import RunConfig
 from mnistres.errors import ConfigError, MnistresError
-from mnistres.view import PointState
+from mnistres.sweep.view import PointState
 from processes import processes_mentioning, start_sweep, status, wait_for
 
 runner = CliRunner()
@@ -190,7 +191,7 @@ def test_two_values_two_seeds_then_rerun_trains_nothing(fast):
 
 
 def test_the_view_names_the_device_a_point_runs_on_not_auto(fast):
-    from mnistres import devices
+    from mnistres.train import devices
 
     on_auto = [a for i, a in enumerate(fast) if a != "--device" and fast[i - 1] != "--device"]
     result = invoke("sweep", "lr", "0.01", *on_auto, "--no-report", "--epochs", "1")
@@ -276,7 +277,7 @@ def test_a_points_numbers_do_not_depend_on_jobs(fast):
 
 
 def test_jobs_never_lower_a_points_thread_count(fast, monkeypatch):
-    from mnistres import devices
+    from mnistres.train import devices
 
     without_threads = [a for i, a in enumerate(fast) if a != "--threads" and fast[i - 1] != "--threads"]
     cores = os.cpu_count() or 1
@@ -300,7 +301,7 @@ def test_jobs_never_lower_a_points_thread_count(fast, monkeypatch):
 def test_threads_zero_means_torchs_default_even_after_another_run_changed_it():
     import torch
 
-    from mnistres import devices
+    from mnistres.train import devices
 
     devices.set_threads(1)
     assert devices.describe(torch.device("cpu")) == "cpu (1 thread)"  # as summary.json and reports give it
@@ -382,7 +383,7 @@ def test_ctrl_c_keeps_finished_points_and_the_rerun_does_the_rest(fast, tmp_path
 def test_live_view_shows_each_point_state():
     from rich.console import Console
 
-    from mnistres.view import SweepView
+    from mnistres.sweep.view import SweepView
 
     plan = sweep.make_plan(RunConfig(epochs=5), {"lr": ["0.1", "0.01", "0.001"]})
     states = [PointState(point) for point in plan.points]
@@ -426,7 +427,7 @@ def test_a_killed_sweep_leaves_no_child_training(fast, tmp_path):
 
 
 def test_a_child_whose_parent_is_already_gone_stops_at_once(tmp_path):
-    from mnistres.interrupts import PARENT_ENV
+    from mnistres.core.interrupts import PARENT_ENV
 
     # A parent pid that is not this child's parent: the tie finds it gone and ends the process.
     child = subprocess.run([sys.executable, "-m", "mnistres", "--version"], capture_output=True, text=True,
@@ -462,7 +463,8 @@ def test_a_killed_point_is_failed_then_resumed_by_the_rerun(fast, tmp_path):
 
 
 def test_the_worker_records_its_outcome_in_the_run_directory(data_dir, tmp_path):
-    from mnistres import rundir, worker
+    from mnistres import worker
+    from mnistres.runs import rundir
 
     point = RunConfig(data_dir=str(data_dir), download=False, device="cpu", epochs=1, width=8, blocks=1,
                       precise_bn=0, threads=1, out_dir=str(tmp_path / "runs"), name="p")

@@ -133,7 +133,7 @@ def test_summary_records_what_the_numbers_depend_on(data_dir, tmp_path):
 def test_the_weight_average_follows_its_rule():
     from torch import nn
 
-    from mnistres.ema import WARMUP, WeightAverage
+    from mnistres.train.ema import WARMUP, WeightAverage
 
     model = nn.BatchNorm1d(3)
     average = WeightAverage(model, decay=0.9)
@@ -153,7 +153,7 @@ def test_the_weight_average_follows_its_rule():
 def test_ema_is_what_is_evaluated_and_saved_and_resumes_exactly(data_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from mnistres.checkpoint import load
+    from mnistres.train.checkpoint import load
     from mnistres.cli import app
     from mnistres.trainer import resume_config
     from test_resume import InterruptAt, metrics
@@ -198,7 +198,7 @@ def assert_interrupted_and_resumed_like(base, whole, tmp_path):
     """Ctrl-C at the second step of epoch 2, then --resume: the same metrics and weights as `whole`, run in one go."""
     from test_resume import InterruptAt, metrics
 
-    from mnistres.checkpoint import load
+    from mnistres.train.checkpoint import load
     from mnistres.trainer import resume_config
 
     with pytest.raises(KeyboardInterrupt):
@@ -248,7 +248,7 @@ class InputShapes(InputSides):
 def test_low_res_batch_size_takes_several_batches_per_step_and_resumes_exactly(data_dir, tmp_path):
     from test_resume import metrics
 
-    from mnistres.checkpoint import load
+    from mnistres.train.checkpoint import load
     from mnistres.config import from_dict
     from mnistres.errors import ConfigError
 

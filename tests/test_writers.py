@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mnistres import checkpoint
+from mnistres.train import checkpoint
 from mnistres.cli import app
 
 runner = CliRunner()
@@ -208,7 +208,7 @@ def test_a_full_disk_mid_run_is_one_line_and_the_run_says_failed(fast, tmp_path)
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory, data_dir):
     from mnistres.config import RunConfig
-    from mnistres.display import console
+    from mnistres.core.display import console
     from mnistres.trainer import train
 
     root = tmp_path_factory.mktemp("export")

@@ -14,9 +14,9 @@ import typer
 from typer.core import TyperGroup
 
 from mnistres import __version__
-from mnistres import interrupts
+from mnistres.core import interrupts
 from mnistres.errors import MnistresError
-from mnistres.interrupts import OutputClosed
+from mnistres.core.interrupts import OutputClosed
 
 EXIT_USAGE, EXIT_INTERRUPTED, EXIT_OUTPUT_CLOSED = 2, 130, 141  # 141: as a shell reports a process SIGPIPE ended
 
@@ -117,8 +117,8 @@ class ErrorBoundary(TyperGroup):
         except KeyboardInterrupt as interrupt:
             if _debug():
                 raise
-            from mnistres.display import console
-            from mnistres.distributed import is_main_process
+            from mnistres.core.display import console
+            from mnistres.train.distributed import is_main_process
 
             hint = getattr(interrupt, "hint", "")
             if is_main_process():  # under torchrun every process stops; rank 0 says so
@@ -131,7 +131,7 @@ class ErrorBoundary(TyperGroup):
 
 
 def _error_line(line: str) -> None:
-    from mnistres.display import console
+    from mnistres.core.display import console
 
     console(stderr=True).print(line, style="red", highlight=False, soft_wrap=True)
 
@@ -166,7 +166,7 @@ def _main(
 
 def one_process(command: str) -> None:
     """Refuse to run `command` under torchrun (only train runs there)."""
-    from mnistres.distributed import refuse
+    from mnistres.train.distributed import refuse
 
     refuse(command)
 
@@ -198,7 +198,7 @@ def end_json_mode() -> None:
 
 def print_json(result: Any) -> None:
     """--json: one JSON object on stdout and nothing else (NaN as null, like every file mnistres writes)."""
-    from mnistres.atomic import to_json
+    from mnistres.core.atomic import to_json
 
     out = _json_stdout[0] if _json_stdout else sys.stdout
     try:
@@ -209,8 +209,8 @@ def print_json(result: Any) -> None:
 
 
 def main() -> None:
-    from mnistres.display import degrade_output
-    from mnistres.interrupts import as_started_process
+    from mnistres.core.display import degrade_output
+    from mnistres.core.interrupts import as_started_process
 
     as_started_process()
     degrade_output()

@@ -48,8 +48,8 @@ def eval_command(
     one_process("eval")
     json_mode(as_json)
     use_plugins(plugin)
-    from mnistres import display
-    from mnistres.evaluate import evaluate_checkpoint, evaluate_images
+    from mnistres.core import display
+    from mnistres.inference.evaluate import evaluate_checkpoint, evaluate_images
 
     if images is not None:
         result = evaluate_images(checkpoint, images, preprocess=not no_preprocess, device=device,

@@ -28,12 +28,12 @@ def export_command(
     one_process("export")
     json_mode(as_json)
     use_plugins(plugin)
-    from mnistres.export import export
+    from mnistres.inference.export import export
 
     result = export(checkpoint, output, data_dir=data_dir)
     if as_json:
         return print_json(result)
-    from mnistres import display
+    from mnistres.core import display
 
     console = display.console()
     console.print(f"Wrote {result['output']} ({result['format']}): input {result['input']}; output "

@@ -13,7 +13,7 @@ from typing import Annotated, Any, List, Optional
 import typer
 
 from mnistres import config as config_module
-from mnistres.values import text
+from mnistres.core.values import text
 
 
 def default_of(key: str) -> str:

@@ -18,7 +18,8 @@ def plugins(
     """Every activation, optimizer, schedule, callback, preset, executor and dataset, with options and source; plugins that failed to load."""
     json_mode(as_json)
     use_plugins(plugin)
-    from mnistres import display, registry
+    from mnistres import registry
+    from mnistres.core import display
 
     listing = {kind: reg.entries() for kind, reg in registry.REGISTRIES.items()}
     if as_json:

@@ -7,7 +7,7 @@ from typing import Annotated, List
 
 import typer
 
-from mnistres import images
+from mnistres.inference import images
 from mnistres.cli.app import app, json_mode, one_process, print_json, use_plugins
 from mnistres.cli.options import PluginOpt
 
@@ -39,8 +39,8 @@ def predict(
     one_process("predict")
     json_mode(as_json)
     use_plugins(plugin)
-    from mnistres import display
-    from mnistres.predict import predict as run_prediction
+    from mnistres.core import display
+    from mnistres.inference.predict import predict as run_prediction
 
     result = run_prediction(checkpoint, inputs, preprocess=not no_preprocess, device=device, threads=threads, top=top)
     failed = sum(1 for row in result["predictions"] if "error" in row)

@@ -9,7 +9,7 @@ import typer
 
 from mnistres.cli.app import app, json_mode, print_json, use_plugins
 from mnistres.cli.options import PluginOpt
-from mnistres.wording import plural
+from mnistres.core.wording import plural
 
 
 @app.command()
@@ -28,9 +28,11 @@ def report(
     """Write a Markdown report with figures from finished runs; reads only their files."""
     json_mode(as_json)
     use_plugins(plugin)
-    from mnistres import display, report as report_module, results
+    from mnistres.core import display
+    from mnistres.reporting import report as report_module
+    from mnistres.runs import results
 
-    from mnistres import reference as reference_module
+    from mnistres.reporting import reference as reference_module
 
     published = reference_module.load(reference) if reference is not None else None
     studies = results.load_studies(paths)

@@ -24,7 +24,8 @@ def runs_command(
     Reads only the runs' own small files (never a checkpoint). A run recorded as running whose process is gone was killed: it is listed as interrupted, with the command that resumes it.
     """
     json_mode(as_json)
-    from mnistres import display, listing
+    from mnistres.core import display
+    from mnistres.runs import listing
 
     listed, keys = listing.list_runs(folder, status)
     if as_json:

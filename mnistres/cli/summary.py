@@ -25,7 +25,8 @@ def summary(
     use_plugins(plugin)
     run_config = config_module.build(config_file, {"activation": activation, "device": device}, sets or [])
 
-    from mnistres import devices, display, model
+    from mnistres.train import devices, model
+    from mnistres.core import display
     from mnistres.resolve import resolve
 
     network = model.from_config(resolve(run_config))

@@ -11,7 +11,7 @@ import typer
 from mnistres.cli.app import app, json_mode, one_process, print_json, use_plugins
 from mnistres.cli.options import PluginOpt, RunRequest, config_keys, default_of, registry_names, with_run_options
 from mnistres.errors import MnistresError
-from mnistres.wording import plural
+from mnistres.core.wording import plural
 
 
 @app.command()
@@ -66,7 +66,7 @@ def sweep(
     one_process("sweep")
     json_mode(as_json)
     use_plugins(plugin)
-    from mnistres import sweep as sweep_module
+    from mnistres.sweep import plan as sweep_module
 
     if param is not None and not values:
         raise MnistresError(f"give the values to try: mnistres sweep {param} VALUE [VALUE...]")
@@ -75,7 +75,8 @@ def sweep(
                                   preset=run.preset)  # --seeds 0 is refused there, not taken for "not given"
     device_list = [d.strip() for d in devices.split(",") if d.strip()] if devices else []
 
-    from mnistres import display, results, rundir
+    from mnistres.core import display
+    from mnistres.runs import results, rundir
 
     console = display.console(wide=True)
     outcome = sweep_module.run(plan, jobs=jobs, devices=device_list, console=console, overwrite=overwrite,
@@ -95,7 +96,7 @@ def sweep(
                       soft_wrap=True)
     written = None
     if not no_report and study.runs:
-        from mnistres import report as report_module
+        from mnistres.reporting import report as report_module
 
         written = report_module.write([study], plan.directory / rundir.REPORT)
         console.print(f"Report: {written.path} ({plural(len(written.figures), 'figure')} beside it)", markup=False, highlight=False)

@@ -31,16 +31,16 @@ def train(
     if resume is None:
         run_config = config_module.build(config_file, run.options, run.sets, callbacks=run.callbacks, preset=run.preset)
     else:
-        from mnistres.trainer import resume_config
+        from mnistres.train.loop import resume_config
 
         given = {"--config": config_file, "--preset": run.preset, "--set": run.sets, "--callback": run.callbacks,
                  "--overwrite": overwrite}
         run_config = resume_config(resume, other_options=[flag for flag, value in given.items() if value],
                                    **run.options)
 
-    from mnistres import display
-    from mnistres.distributed import is_main_process
-    from mnistres.trainer import train as run_training
+    from mnistres.core import display
+    from mnistres.train.distributed import is_main_process
+    from mnistres.train.loop import train as run_training
 
     console = display.console(wide=True)
     console.quiet = not is_main_process()  # under torchrun only rank 0 prints

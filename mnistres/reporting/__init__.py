@@ -1,0 +1,1 @@
+"""The Markdown report and its figures, and reference figures to compare with."""

@@ -1,0 +1,495 @@
+"""`mnistres report`: a Markdown report with PNG figures, from run and sweep directories only.
+
+Every number and every sentence comes from the files the runs wrote (config.yaml,
+metrics.jsonl, summary.json); the observations are rules applied to those numbers, with
+the thresholds they use written next to them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from mnistres import __version__
+from mnistres.core import atomic
+from mnistres.reporting import figures as figures_module
+from mnistres.runs import rundir
+from mnistres.runs import mistakes as mistakes_module
+from mnistres.errors import ConfigError
+from mnistres.reporting.reference import METRICS, POINTS, Entry, Reference
+from mnistres.runs.results import RESULT_HEADERS, TARGET_ACC, Run, Spread, Study, Variant, result_rows, variant_stats
+from mnistres.core.values import shown, text
+from mnistres.core.wording import plural
+
+UNSTABLE_FALL = 0.005  # val acc falling by more than 0.5 points from one epoch to the next is "unstable"
+LAST_EPOCHS = 3  # how many final epochs the stability rule looks at (rising accuracy is progress, not instability)
+GAP_FLAG = 0.01  # train acc above val acc by more than 1 point is worth a line
+
+
+@dataclass
+class Written:
+    path: Path
+    figures: list[Path]
+    observations: list[list[str]]  # per study, in the order given
+
+
+def default_output(paths: list[Path]) -> Path:
+    """report.md inside the one sweep or run given, else in the current folder."""
+    return Path(paths[0]) / rundir.REPORT if len(paths) == 1 else Path(rundir.REPORT)
+
+
+def write(studies: list[Study], output: Path, reference: Optional[Reference] = None) -> Written:
+    if output.suffix.lower() != ".md":
+        raise ConfigError(f"--output {output}: the report is Markdown, give a path ending in .md")
+    if output.exists() and output.is_dir():
+        raise ConfigError(f"--output {output} is a folder; give a file path ending in .md")
+    runs = [run for study in studies for run in study.runs]
+    if not runs:
+        raise ConfigError("no finished runs to report on yet (no summary.json found in the given directories)")
+    figures: list[Path] = []
+    observed: list[list[str]] = []
+    sources = ", ".join(f"`{study.path}`" if study.path else f"{len(study.runs)} run directories" for study in studies)
+    lines = [
+        f"# Report: {', '.join(study.title for study in studies)}",
+        "",
+        f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by mnistres {__version__} from {sources}. "
+        "Every number below is read from the runs' own files.",
+        "",
+    ]
+    lines += architecture_section(runs)
+    slugs: set[str] = set()
+    for study in studies:
+        # One study: its sections are the report's own; several: one chapter each.
+        h = "##" if len(studies) == 1 else "###"
+        if len(studies) > 1:
+            lines += [f"## {study.title}", ""]
+        if not study.runs:
+            lines += ["No run of this sweep has finished yet.", ""]
+            observed.append([])
+            continue
+        slug = rundir.safe_name(study.title) or "runs"
+        slug = next(f"{slug}-{n}" for n in range(1, len(studies) + 2) if f"{slug}-{n}" not in slugs) \
+            if slug in slugs else slug
+        slugs.add(slug)
+        # Figures are named by the report and the study, once: report-lr-curves.png, not report-report-lr-....
+        stem = slug if slug == output.stem or slug.startswith(f"{output.stem}-") else f"{output.stem}-{slug}"
+        if study.note:
+            lines += [f"Note: {study.note}.", ""]
+        lines += what_was_run(study, h)
+        lines += results_section(study, h)
+        if reference is not None:
+            lines += reference_section(study, reference, h)
+        curves = output.with_name(f"{stem}-curves.png")
+        figures_module.plot_curves(study, curves)
+        figures.append(curves)
+        lines += [f"{h} Curves", "", f"![Training curves, {study.title}]({curves.name})", "",
+                  "Mean over each variant's runs per epoch; the shaded band spans the lowest to the highest run. "
+                  "Train values are averaged over each epoch while the model learned; validation values are "
+                  "measured at the end of the epoch.", ""]
+        lines += per_class_section(study, h)
+        best = best_run(study)
+        if best is not None:
+            matrix = output.with_name(f"{stem}-confusion.png")
+            figures_module.plot_confusion(best, matrix)
+            figures.append(matrix)
+            lines += confusion_section(best, matrix, h)
+            lines += mistakes_section(best, output.with_name(stem), figures, h)
+        observed.append(observations(study) + (reference_observations(study, reference) if reference else []))
+        lines += [f"{h} Observations", ""] + [f"- {text}" for text in observed[-1]] + [""]
+    atomic.write_text(output, "\n".join(lines))
+    return Written(output, figures, observed)
+
+
+def _table(headers: Any, rows: list[list[Any]]) -> list[str]:
+    from tabulate import tabulate
+
+    return [tabulate(rows, headers=list(headers), tablefmt="github", disable_numparse=True), ""]
+
+
+# --- sections --------------------------------------------------------------------------------
+
+
+def architecture_section(runs: list[Run]) -> list[str]:
+    """The summary table of the first run's network, rebuilt from its config (no weights read)."""
+    config = runs[0].config
+    counts = sorted({run.summary.get("parameters") for run in runs if run.summary.get("parameters")})
+    lines = ["## Architecture", ""]
+    try:
+        from mnistres import config as config_module
+        from mnistres.train import model
+
+        built = config_module.from_dict(config, origin=str(runs[0].path / rundir.CONFIG))
+        rows, totals = model.summary_rows(model.from_config(built))
+    except Exception as error:  # e.g. an activation from a plugin that is not installed here
+        lines += [f"(The layer table could not be rebuilt here: {error}.)", ""]
+    else:
+        lines += [f"ResNet with width {built.width}, {built.blocks} residual blocks and activation "
+                  f"`{built.activation}` (input 1×28×28), as `mnistres summary` prints it:", ""]
+        lines += _table(("layer (type)", "output shape", "parameters"),
+                        [[f"{name} ({kind})", shape, f"{params:,}"] for name, kind, shape, params in rows])
+        total = totals["trainable"] + totals["non_trainable"]
+        lines += [f"Total parameters: {total:,} (trainable {totals['trainable']:,}); BatchNorm running "
+                  f"statistics: {totals['buffers']:,} values.", ""]
+    if len(counts) > 1:
+        lines += [f"The runs differ in size: {', '.join(f'{n:,}' for n in counts)} parameters.", ""]
+    kinds = list(dict.fromkeys(str(run.config.get("activation")) for run in runs))
+    if len(kinds) > 1:
+        lines += [f"The runs use different activations ({', '.join(f'`{k}`' for k in kinds)}) in these same places.", ""]
+    return lines
+
+
+def what_was_run(study: Study, h: str) -> list[str]:
+    runs = study.runs
+    first = runs[0]
+    seeds = sorted({run.config.get("seed") for run in runs if run.config.get("seed") is not None})
+    keys = [k for k in first.config if rundir.is_setting(k) and k != "seed" and k not in study.varied]
+    shared = [k for k in keys if len({text(run.config.get(k)) for run in runs}) == 1]
+    differing = [k for k in keys if k not in shared]
+    sizes = sorted({(run.summary.get("train_images"), run.summary.get("val_set"), run.summary.get("val_images"))
+                    for run in runs}, key=str)
+    def unrecorded(missing: int) -> str:
+        return f" (not recorded for {plural(missing, 'run')})" if missing else ""
+
+    devices = sorted({str(run.summary["device"]) for run in runs if run.summary.get("device")})
+    versions = sorted({", ".join(f"{k} {v}" for k, v in (run.summary.get("versions") or {}).items()) for run in runs}
+                      - {""})
+    device_text = "; ".join(devices) + unrecorded(sum(not run.summary.get("device") for run in runs))
+    version_text = "; ".join(versions) + unrecorded(sum(not run.summary.get("versions") for run in runs))
+    starts = sorted(run.summary["started"] for run in runs if run.summary.get("started"))
+    ends = sorted(run.summary["finished"] for run in runs if run.summary.get("finished"))
+    rows = [
+        ["dataset", f"{', '.join(sorted({str(run.config.get('dataset')) for run in runs}))}: " + "; ".join(
+            f"{train:,} training images, validation on the {val_set} set ({val:,} images)"
+            for train, val_set, val in sizes if train is not None)],
+        ["runs", f"{len(runs)}: {plural(len(study.variants), 'variant')} × seeds {', '.join(map(str, seeds))}"],
+        ["varied", "; ".join(f"{key}: {', '.join(shown(key, v) for v in _values(study, key))}"
+                             for key in study.varied) or "nothing (a single variant)"],
+        ["shared settings", ", ".join(f"{k}={shown(k, first.config.get(k))}" for k in shared)],
+    ]
+    if differing:
+        rows.append(["also differs", ", ".join(differing) + " (not a sweep axis; see the runs' config.yaml)"])
+    computed = sorted({_numerics_text(run.summary.get("numerics")) for run in runs} - {""})
+    rows += [["device", device_text.strip() or "not recorded"], ["versions", version_text.strip() or "not recorded"]]
+    if computed:
+        rows.append(["numbers computed with", "; ".join(computed) + (" (runs computed differently can differ in "
+                                                                    "the last digits)" if len(computed) > 1 else "")])
+    if starts and ends:
+        rows.append(["dates", f"{starts[0]} to {ends[-1]} (UTC)"])
+    return [f"{h} What was run", ""] + _table(("", ""), rows)
+
+
+def _numerics_text(numerics: Any) -> str:
+    """What a run's numbers depended on (summary.json "numerics"), in a few words."""
+    if not isinstance(numerics, dict):
+        return ""
+    parts = [str(numerics.get("device", "?"))]
+    if numerics.get("device") == "cuda":
+        parts += [str(numerics.get("gpu", "")), f"cuDNN {numerics.get('cudnn')}"]
+    else:
+        parts += [plural(int(numerics.get("threads", 0) or 0), "thread"), str(numerics.get("cpu_capability", ""))]
+    parts.append(str(numerics.get("precision", "")))
+    if numerics.get("environment"):
+        parts.append(", ".join(f"{k}={v}" for k, v in sorted(numerics["environment"].items())))
+    return ", ".join(part for part in parts if part)
+
+
+def _values(study: Study, key: str) -> list[Any]:
+    seen: list[Any] = []
+    for variant in study.variants:
+        if variant.values.get(key) not in seen:
+            seen.append(variant.values.get(key))
+    return seen
+
+
+def results_section(study: Study, h: str) -> list[str]:
+    seeds = max(len(variant.runs) for variant in study.variants)
+    note = ("Accuracies in %, mean ± sample standard deviation over each variant's completed runs"
+            if seeds > 1 else "Accuracies in % (one run per variant, so no spread)")
+    return ([f"{h} Results", ""] + _table(RESULT_HEADERS, result_rows(study))
+            + [f"{note}; \"final\" is the last epoch. Epochs to {100 * TARGET_ACC:g} %: the first epoch whose "
+               "validation accuracy reached it. Measured s/epoch: training seconds per epoch (evaluation excluded) "
+               "as these runs happened to take them, so they depend on the machine and on what else it ran, not "
+               "only on the variant.", ""])
+
+
+def per_class_section(study: Study, h: str) -> list[str]:
+    rows = []
+    for variant in study.variants:
+        tables = [run.summary.get("per_class") or [] for run in variant.usable]
+        if not tables or not tables[0]:
+            continue
+        classes = [row["class"] for row in tables[0]]
+        cells = [Spread.of(table[i]["accuracy"] for table in tables if len(table) > i).percent(1)
+                 for i in range(len(classes))]
+        rows.append([variant.label, *cells])
+    if not rows:
+        return []
+    return ([f"{h} Per-class validation accuracy (final epoch, %)", ""]
+            + _table(["variant", *map(str, classes)], rows))
+
+
+def best_run(study: Study) -> Optional[Run]:
+    candidates = [run for variant in study.variants for run in variant.usable if run.summary.get("confusion_matrix")]
+    return max(candidates, key=lambda run: run.final["val_acc"], default=None)
+
+
+def confusion_section(run: Run, figure: Path, h: str) -> list[str]:
+    matrix = run.summary["confusion_matrix"]
+    rows = [[str(label), *[str(n) for n in row]] for label, row in enumerate(matrix)]
+    return ([f"{h} Confusion matrix of the best run (`{run.name}`, final validation accuracy "
+             f"{100 * run.final['val_acc']:.2f} %)", "",
+             "Rows: true class; columns: predicted class; final epoch.", ""]
+            + _table(["true \\ predicted", *map(str, range(len(matrix)))], rows)
+            + [f"![Confusion matrix, {run.name}]({figure.name})", ""])
+
+
+MISTAKES_SHOWN = 36  # the report's grid of the best run's most confident mistakes
+PAIRS_SHOWN = 5  # rows of its confused-pairs grid
+
+
+def mistakes_section(run: Run, stem: Path, figures: list[Path], h: str) -> list[str]:
+    """The best run's most confident mistakes, and its most confused pairs with examples, from the
+    mistakes.npz it wrote when it completed (runs older than that file have none)."""
+    found = rundir.read_mistakes(run.path)
+    if found is None:
+        return [f"{h} What the best run gets wrong", "",
+                f"`{run.name}` kept no {rundir.MISTAKES} (runs made before mnistres wrote that file have none); "
+                f"`mnistres eval {run.path / rundir.LAST} --mistakes {MISTAKES_SHOWN}` draws them from its final "
+                "checkpoint.", ""]
+    lines = [f"{h} What the best run gets wrong", "",
+             f"`{run.name}` misclassified {found.total:,} of the {found.scored:,} images of {found.source} after its "
+             f"last epoch." + (" None to show." if not found.total else ""), ""]
+    if not found.total:
+        return lines
+    grid, pairs_figure = stem.with_name(f"{stem.name}-mistakes.png"), stem.with_name(f"{stem.name}-pairs.png")
+    shown = found.first(MISTAKES_SHOWN)
+    figures_module.plot_mistakes(shown, grid, f"{run.name}: the {len(shown)} most confident mistakes")
+    pairs = mistakes_module.confused_pairs(run.summary["confusion_matrix"], PAIRS_SHOWN)
+    figures_module.plot_pairs(found, pairs, pairs_figure, f"{run.name}: the most confused pairs")
+    figures += [grid, pairs_figure]
+    lines += [f"Its {len(shown)} most confident mistakes, each captioned true → predicted class, the probability "
+              "the model gave the wrong class, and the image's index in its file:", "",
+              f"![Most confident mistakes, {run.name}]({grid.name})", "",
+              "The pairs of classes it confuses most (true → predicted, images of the confusion matrix), with "
+              "examples, the most confident first:", "",
+              f"![Most confused pairs, {run.name}]({pairs_figure.name})", ""]
+    short = [(true, predicted, n, len(found.of_pair(true, predicted))) for true, predicted, n in pairs
+             if len(found.of_pair(true, predicted)) < min(n, figures_module.PAIR_EXAMPLES)]
+    if short:
+        which = ", ".join(f"{true} → {predicted} shows {k} of its {n:,}" for true, predicted, n, k in short)
+        lines += [f"The run kept its {len(found):,} most confident mistakes of {found.total:,} ({rundir.MISTAKES}), so "
+                  f"some pairs show fewer examples than they have images: {which}.", ""]
+    return lines
+
+
+# --- beside a reference -------------------------------------------------------------------------
+
+FIGURE_NAMES = {("train_acc", "first"): "train acc after epoch 1", ("train_acc", "final"): "final train acc",
+                ("train_acc", "best"): "best train acc", ("val_acc", "first"): "val acc after epoch 1",
+                ("val_acc", "final"): "final val acc", ("val_acc", "best"): "best val acc"}
+
+
+def _ours(run: Run, metric: str, point: str) -> Optional[float]:
+    """A run's figure at a reference's point: after epoch 1, after the last epoch, or its highest."""
+    values = [row.get(metric) for row in run.history if isinstance(row.get(metric), (int, float))]
+    if not values:
+        return None
+    return {"first": values[0], "final": values[-1], "best": max(values)}[point]
+
+
+def matched(study: Study, reference: Reference) -> list[tuple[Variant, Entry]]:
+    """The study's variants that one reference entry describes, in the study's order."""
+    pairs = [(variant, reference.match(variant.values)) for variant in study.variants]
+    return [(variant, entry) for variant, entry in pairs if entry is not None]
+
+
+def reference_rows(study: Study, reference: Reference) -> tuple[list[str], list[list[str]]]:
+    """Headers and one row per matched variant: each figure as `ours / theirs` (%)."""
+    pairs = matched(study, reference)
+    shown = [(metric, point) for metric in METRICS for point in POINTS
+             if any(entry.figure(metric, point) is not None for _, entry in pairs)]
+    headers = ["variant", *(f"{FIGURE_NAMES[figure]} %, here / {reference.title}" for figure in shown), "section"]
+    rows = []
+    for variant, entry in pairs:
+        cells = []
+        for metric, point in shown:
+            ours = Spread.of(_ours(run, metric, point) for run in variant.usable).percent()
+            theirs = entry.figure(metric, point)
+            cells.append(f"{ours} / {'—' if theirs is None else f'{100 * theirs:.2f}'}")
+        rows.append([variant.label, *cells, entry.section or "—"])
+    return headers, rows
+
+
+def reference_section(study: Study, reference: Reference, h: str) -> list[str]:
+    headers, rows = reference_rows(study, reference)
+    if not rows:
+        return [f"{h} Beside {reference.title}", "",
+                f"No variant of this study has an entry in {reference.path.name} (matched on the varied settings: "
+                f"{', '.join(study.varied) or 'none'}).", ""]
+    notes = [f"- {variant.label}: {entry.note}" for variant, entry in matched(study, reference) if entry.note]
+    unlike = unlike_sentence(study, reference)
+    return ([f"{h} Beside {reference.title}", "",
+             f"Our runs' figures (mean ± sample standard deviation over completed runs) beside {reference.title}'s "
+             f"({reference.source}; read from `{reference.path.name}`); — where it gives none.", ""]
+            + ([f"**{unlike}**", ""] if unlike else [])
+            + _table(headers, rows) + (["Notes from the reference:", ""] + notes + [""] if notes else []))
+
+
+def unlike_sentence(study: Study, reference: Reference) -> str:
+    """Where the compared runs were set up otherwise than the reference's (its `setup:`), in one sentence; ''."""
+    configs = [run.config for variant, _ in matched(study, reference) for run in variant.usable]
+    found = reference.unlike(configs, study.varied)
+    if not found:
+        return ""
+    ours = ", ".join(f"{key}={' / '.join(values)}" for key, values, _ in found)
+    theirs = ", ".join(f"{key}={value}" + (" (all images)" if (key, value) == ("train_size", "none") else "")
+                       for key, _, value in found)
+    it = "it" if len(found) == 1 else "them"
+    epochs = " (for epochs: the final and the best ones)" if any(key == "epochs" for key, _, _ in found) else ""
+    return (f"Not like for like: these runs have {ours}, {reference.title} had {theirs}; the figures that depend "
+            f"on {it}{epochs} compare runs set up differently.")
+
+
+def reference_observations(study: Study, reference: Reference) -> list[str]:
+    """Which matched variants differ from the reference by more than our seeds' spread (the range from
+    the lowest to the highest run), figure by figure; which agree."""
+    pairs = matched(study, reference)
+    if not pairs:
+        return [f"No variant matches an entry of {reference.title} ({reference.path.name})."]
+    unlike = unlike_sentence(study, reference)
+    found, within, without = [unlike] if unlike else [], [], []
+    for variant, entry in pairs:
+        differing = []
+        compared = 0
+        for metric in METRICS:
+            for point in POINTS:
+                theirs = entry.figure(metric, point)
+                ours = [value for value in (_ours(run, metric, point) for run in variant.usable) if value is not None]
+                if theirs is None or not ours:
+                    continue
+                compared += 1
+                low, high = min(ours), max(ours)
+                if low <= theirs <= high:
+                    continue
+                span = f"{100 * low:.2f}–{100 * high:.2f} %" if len(ours) > 1 else f"{100 * low:.2f} %"
+                side = f"above our highest run by {_pts(theirs - high)}" if theirs > high else \
+                    f"below our lowest run by {_pts(low - theirs)}"
+                differing.append(f"{FIGURE_NAMES[metric, point]} {span} here against {100 * theirs:.2f} % ({side})")
+        if differing:
+            runs = len(variant.usable)
+            spread = "our seeds' range" if runs > 1 else "our one run (a single seed has no spread, so any gap counts)"
+            found.append(f"{variant.label} differs from {reference.title} (section {entry.section or '?'}) by more "
+                         f"than {spread}: {'; '.join(differing)}.")
+        elif compared:
+            within.append(variant.label)
+        elif variant.usable:
+            without.append(variant.label)
+    if within:
+        found.append(f"Every figure {reference.title} gives lies within our runs' range for: {', '.join(within)}.")
+    if without:
+        found.append(f"{reference.title[0].upper() + reference.title[1:]} gives no figure to compare for: "
+                     f"{', '.join(without)}.")
+    return found
+
+
+# --- observations ------------------------------------------------------------------------------
+
+
+def _pts(fraction: float) -> str:
+    return f"{100 * fraction:.2f} points"
+
+
+def observations(study: Study) -> list[str]:
+    """Sentences that follow from the numbers by fixed rules, and nothing else."""
+    found: list[str] = []
+    stats = [(variant, variant_stats(variant)) for variant in study.variants]
+    ranked = sorted((pair for pair in stats if pair[1].final_val_acc.mean is not None),
+                    key=lambda pair: pair[1].final_val_acc.mean, reverse=True)
+    if not ranked:
+        found.append("No run completed, so there is no accuracy to compare.")
+    elif len(ranked) == 1:
+        only = ranked[0][1]
+        found.append(f"One variant completed ({only.label}): final validation accuracy {only.final_val_acc.percent()} %.")
+    else:
+        (_, top), (_, second) = ranked[0], ranked[1]
+        lead = top.final_val_acc.mean - second.final_val_acc.mean
+        ahead = "level to 0.01 points with" if lead < 0.00005 else f"{_pts(lead)} ahead of"
+        sentence = (f"Highest final validation accuracy: {top.label} with {top.final_val_acc.percent()} %, "
+                    f"{ahead} {second.label} ({second.final_val_acc.percent()} %).")
+        spreads = [s.final_val_acc.std for s in (top, second)]
+        if None in spreads:
+            sentence += (" With one completed run per variant the seed-to-seed spread is unknown, so this lead alone "
+                         "does not show a real difference; repeat with --seeds.")
+        elif lead > max(spreads):
+            sentence += f" The lead is larger than either variant's seed standard deviation (up to {_pts(max(spreads))})."
+        else:
+            sentence += (f" The lead is within the seed standard deviation (up to {_pts(max(spreads))}): these two are "
+                         "not told apart by this sweep.")
+        found.append(sentence)
+
+    usable = [run for variant, _ in stats for run in variant.usable]
+    window = min([LAST_EPOCHS] + [len(run.history) for run in usable])
+    if window < 2:
+        found.append("The runs are too short (fewer than 2 epochs) to judge the stability of validation accuracy.")
+    else:
+        unstable = []
+        for variant, _ in stats:
+            if variant.usable:
+                fall = statistics.fmean(_largest_fall(run, window) for run in variant.usable)
+                if fall > UNSTABLE_FALL:
+                    unstable.append(f"{variant.label} ({_pts(fall)})")
+        rule = (f"from one epoch to the next within the last {plural(window, 'epoch')} (largest fall, mean over runs)")
+        if unstable:
+            found.append(f"Unstable validation accuracy: it fell by more than {_pts(UNSTABLE_FALL)} {rule} for "
+                         f"{', '.join(unstable)}.")
+        else:
+            found.append(f"No variant's validation accuracy fell by more than {_pts(UNSTABLE_FALL)} {rule}.")
+
+    gaps = [(s.label, s.final_train_acc.mean - s.final_val_acc.mean) for _, s in stats
+            if s.final_train_acc.mean is not None and s.final_val_acc.mean is not None]
+    if gaps:
+        label, largest = max(gaps, key=lambda pair: pair[1])
+        wide = [f"{name} ({_pts(gap)})" for name, gap in gaps if gap > GAP_FLAG]
+        if wide:
+            found.append(f"Train accuracy exceeds validation accuracy by more than {_pts(GAP_FLAG)} in the final "
+                         f"epoch for: {', '.join(wide)}.")
+        elif largest > 0:
+            found.append(f"No variant's final train accuracy exceeds its validation accuracy by more than "
+                         f"{_pts(GAP_FLAG)}; the largest gap is {_pts(largest)} ({label}).")
+        else:
+            found.append(f"Validation accuracy is at or above train accuracy in the final epoch for every variant "
+                         f"(above it by up to {_pts(-min(g for _, g in gaps))}); train accuracy is an average over an "
+                         "epoch of learning, so it lags.")
+
+    diverged = [run for run in study.runs if run.status == "diverged"]
+    if diverged:
+        where = [f"{run.name} (epoch {run.summary.get('diverged_at', {}).get('epoch', '?')}, "
+                 f"step {run.summary.get('diverged_at', {}).get('step', '?')})" for run in diverged]
+        found.append(f"{plural(len(diverged), 'run')} diverged (loss became NaN or infinite): {', '.join(where)}.")
+    else:
+        found.append("No run diverged.")
+    others = [f"{run.name} ({run.status}{': ' + run.summary['message'] if run.summary.get('message') else ''})"
+              for run in study.runs
+              if run.status not in ("completed", "diverged")]
+    others += [f"{name} ({status}{': ' + reason if reason else ''})" for name, status, reason in study.missing]
+    if others:
+        found.append(f"Not finished: {'; '.join(others)}.")
+
+    reached = [(s.label, s.target_text) for _, s in stats if s.reached_target]
+    missed = [f"{v.label} (in {plural(max(len(run.history) for run in v.usable), 'epoch')})"
+              for v, s in stats if s.usable and not s.reached_target]
+    target = f"{100 * TARGET_ACC:g} %"
+    if reached:
+        found.append(f"Epochs to {target} validation accuracy: " + ", ".join(f"{l}: {t}" for l, t in reached) + ".")
+    if missed:
+        found.append(f"Never reached {target} validation accuracy: {', '.join(missed)}.")
+    return found
+
+
+def _largest_fall(run: Run, window: int) -> float:
+    """The largest drop in validation accuracy between consecutive epochs among the last `window`."""
+    values = [row["val_acc"] for row in run.history[-window:]]
+    return max([0.0] + [before - after for before, after in zip(values, values[1:])])

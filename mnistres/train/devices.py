@@ -1,0 +1,171 @@
+"""Choosing and checking the device, CPU threads and mixed precision."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+
+import torch
+
+from mnistres.errors import DeviceError
+from mnistres.core.wording import plural
+
+_SPEC = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
+
+
+def available() -> list[str]:
+    """The devices this machine has, as --device values."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if _mps_available():
+        found.append("mps")
+    return found
+
+
+def resolve(spec: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; anything unavailable fails in one line."""
+    text = str(spec).strip().lower()
+    match = _SPEC.match(text)
+    if not match or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise DeviceError(f"unknown device '{spec}'. Use auto, cpu, cuda, cuda:N or mps; here: {', '.join(available())}")
+    kind, index = match.group(1), match.group(2)
+    if kind == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if kind == "cpu":
+        return torch.device("cpu")
+    if kind == "mps":
+        if not _mps_available():
+            raise DeviceError(f"device 'mps' is not available here (it needs Apple silicon); available: {', '.join(available())}")
+        return torch.device("mps")
+    if not torch.cuda.is_available():
+        raise DeviceError(f"device '{spec}' is not available: no CUDA GPU found; available: {', '.join(available())}")
+    number = int(index) if index is not None else torch.cuda.current_device()
+    if number >= torch.cuda.device_count():
+        raise DeviceError(f"device '{spec}' is not available; available: {', '.join(available())}")
+    return torch.device("cuda", number)
+
+
+THREADS_PER_CORE = 4  # more CPU threads than this per core only slow a run down; thousands crash torch
+
+
+def max_threads() -> int:
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
+def check_threads(threads: int) -> None:
+    """A thread count this machine can run (the config's own range is machine-independent)."""
+    if threads > max_threads():
+        raise DeviceError(f"threads={threads} is more than this machine can use: at most {max_threads()} "
+                          f"({THREADS_PER_CORE} per core; 0 is torch's default)")
+
+
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before anything here changes it
+
+
+def default_threads() -> int:
+    """What `threads: 0` means: torch's own choice for this process (one per core, or OMP_NUM_THREADS),
+    unless `use_default_threads` set it."""
+    return _TORCH_DEFAULT_THREADS
+
+
+def use_default_threads(threads: int) -> None:
+    """Make `threads: 0` mean `threads` in this process. A sweep resolves it once, in its own process,
+    and hands the number to each point's process, so that a point run as a child or on a Dask worker
+    (which sets OMP_NUM_THREADS=1) computes with the count the sweep's own points use."""
+    global _TORCH_DEFAULT_THREADS
+    check_threads(threads)
+    _TORCH_DEFAULT_THREADS = max(1, threads)
+
+
+def set_threads(threads: int) -> None:
+    """Use `threads` CPU threads; 0: torch's default, even if an earlier run in this process changed it.
+
+    On the CPU the thread count is part of a run's result: reductions are split across threads,
+    so 1 and 2 threads sum in different orders and differ in the last digits.
+    """
+    check_threads(threads)
+    torch.set_num_threads(threads or _TORCH_DEFAULT_THREADS)
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `mode` on `device`, or None for full precision.
+
+    `auto` uses bf16 on CUDA GPUs that support it and nothing elsewhere: on CPUs bf16 was
+    measured slower for this model.
+    """
+    if mode == "off":
+        return None
+    if mode == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    if mode == "fp16" and device.type == "cpu":
+        raise DeviceError("amp=fp16 needs a GPU; on the CPU use amp=bf16 or amp=off")
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed precision when `dtype` is set; otherwise no autocast context at all (older torch
+    rejects some device types in `torch.autocast` even when it is disabled)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def describe(device: torch.device, threads: int = 0) -> str:
+    """The device in words, as summaries and sweep lines give it: `cpu (2 threads)`, `cuda:0 (NVIDIA ...)`.
+    `threads`: the CPU threads a run there will use (0: those this process uses now)."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({plural(threads or torch.get_num_threads(), 'thread')})"
+    return str(device)
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+# Environment variables that change which kernels run, or how they round, on CPUs and GPUs.
+NUMERIC_ENVIRONMENT = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+                       "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "DNNL_DEFAULT_FPMATH_MODE", "MKL_CBWR",
+                       "MKL_ENABLE_INSTRUCTIONS", "CUBLAS_WORKSPACE_CONFIG", "NVIDIA_TF32_OVERRIDE",
+                       "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE")
+
+
+def numerics(device: torch.device, amp: torch.dtype | None) -> dict[str, object]:
+    """What a run's numbers depend on besides its config and seed, for summary.json.
+
+    Two runs agree to the last digit only where all of this agrees: on the CPU the thread count
+    (reductions are split across threads) and the instruction set the kernels were chosen for; on
+    a GPU its model, CUDA and cuDNN versions and TF32; everywhere the torch version, the precision
+    and the variables below when set.
+    """
+    found: dict[str, object] = {
+        "device": device.type,
+        "torch": torch.__version__,
+        "precision": "float32" if amp is None else str(amp).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "cpu_capability": _cpu_capability(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
+    if device.type == "cuda":
+        found.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                     cudnn=torch.backends.cudnn.version(), tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+                     tf32_cudnn=torch.backends.cudnn.allow_tf32, cudnn_benchmark=torch.backends.cudnn.benchmark)
+    environment = {name: os.environ[name] for name in NUMERIC_ENVIRONMENT if name in os.environ}
+    if environment:
+        found["environment"] = environment
+    return found
+
+
+def _cpu_capability() -> str:
+    getter = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    return str(getter()) if getter is not None else "unknown"
