@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Tuple
 
-from mnistres.runs import rundir
+from mnistres.runs import names
 from mnistres.core import values, wording
 from mnistres.errors import ConfigError
 from mnistres.registry import normalise
@@ -440,8 +440,8 @@ def validate(config: RunConfig) -> None:
         raise bad("ema", "from 0 (off) up to (not including) 1, e.g. 0.999")
     if config.amp not in AMP_MODES:
         raise bad("amp", " | ".join(AMP_MODES) + wording.did_you_mean(config.amp, AMP_MODES), "is not one of the choices")
-    if config.name is not None and rundir.name_problem(config.name):
-        raise bad("name", rundir.name_problem(config.name), "cannot name a run directory")
+    if config.name is not None and names.name_problem(config.name):
+        raise bad("name", names.name_problem(config.name), "cannot name a run directory")
     if not config.out_dir.strip():
         raise bad("out_dir", "a folder path", "is empty")
     for key in ("data_dir", "out_dir"):

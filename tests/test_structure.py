@@ -178,7 +178,7 @@ def test_train_and_sweep_take_the_same_run_options():
 
 
 def test_one_rule_makes_names_and_one_rule_checks_them():
-    from mnistres.runs import rundir
+    from mnistres.runs import names as rundir  # the names' rules moved out of rundir
 
     for text in ("lr=0.1,activation=leaky_relu:negative_slope=0.1,seed=0", "a b/c", "..hidden", "ünïcode"):
         made = rundir.safe_name(text)
@@ -200,3 +200,35 @@ def test_each_setting_is_described_once_on_its_field():
     for key, option in RUN_OPTIONS.items():
         declared = option.__metadata__[0]
         assert declared.help.startswith(config.help_of(key).replace("[", "\\[")), key
+
+
+# Each folder (or top-level module) and the floors it may import from; docs/architecture.md draws the same.
+FLOORS = {
+    "errors": set(), "api": set(),
+    "core": {"errors"},
+    "registry": {"core", "errors"},
+    "runs": {"core", "errors"},
+    "config": {"core", "errors", "registry", "runs"},
+    "resolve": {"config", "core", "errors", "registry", "runs"},
+    "train": {"api", "config", "core", "errors", "registry", "resolve", "runs"},
+    "reporting": {"config", "core", "errors", "runs", "train"},
+    "inference": {"config", "core", "errors", "registry", "reporting", "runs", "train"},
+    "sweep": {"api", "config", "core", "errors", "registry", "resolve", "runs", "train"},
+    "builtins": {"api", "core", "errors", "registry", "runs", "sweep", "train"},
+    "testing": {"train"},
+}
+
+
+def test_each_folder_imports_only_the_floors_below_it():
+    graph = import_graph()
+    wrong = []
+    for module, imported in sorted(graph.items()):
+        floor = module.split(".")[0]
+        if floor not in FLOORS:
+            continue  # the command line, and the public doors (trainer, callbacks, worker), may import anything
+        wrong += [f"{module} -> {other}" for other in sorted(imported)
+                  if other.split(".")[0] not in FLOORS[floor] | {floor, "__version__"}]
+    assert not wrong, f"imports against the map: {wrong}"
+    listed = {path.name.removesuffix(".py") for path in PACKAGE.iterdir()
+              if not path.name.startswith("_") and (path.suffix == ".py" or (path / "__init__.py").is_file())}
+    assert listed - {"cli", "trainer", "callbacks", "worker"} == set(FLOORS)  # every room has its floor

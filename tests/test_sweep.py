@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from mnistres.runs import rundir
+from mnistres.runs import names, rundir
 from mnistres.sweep import plan as sweep
 from mnistres.cli import app
 from mnistres.config import RunConfig
@@ -196,11 +196,11 @@ def test_the_view_names_the_device_a_point_runs_on_not_auto(fast):
     on_auto = [a for i, a in enumerate(fast) if a != "--device" and fast[i - 1] != "--device"]
     result = invoke("sweep", "lr", "0.01", *on_auto, "--no-report", "--epochs", "1")
     assert result.exit_code == 0, result.output
-    assert f"started on {devices.resolve('auto')}" in result.output and "started on auto" not in result.output
+    assert f"started on {devices.torch_device('auto')}" in result.output and "started on auto" not in result.output
     # In the words a point on Dask reports (from its summary): the threads and the machine too.
     import socket
 
-    assert f"started on {devices.resolve('auto')} (1 thread) on {socket.gethostname()}" in result.output
+    assert f"started on {devices.torch_device('auto')} (1 thread) on {socket.gethostname()}" in result.output
     assert "Sweep of 1 point into" in result.output and "1 point: 1 completed" in result.output
 
 
@@ -335,7 +335,7 @@ def test_point_names_longer_than_a_filesystem_allows_are_shortened(fast):
     points = yaml.safe_load((root / "sweep.yaml").read_text())["points"]
     assert len(points) == 4 and len({p["name"] for p in points}) == 4
     for point in points:
-        assert len(point["name"]) <= rundir.POINT_NAME_LIMIT and point["name"].endswith(",seed=0")
+        assert len(point["name"]) <= names.POINT_NAME_LIMIT and point["name"].endswith(",seed=0")
         config = yaml.safe_load((root / point["name"] / "config.yaml").read_text())
         assert (config["optimizer"], config["schedule"]) == (point["values"]["optimizer"], point["values"]["schedule"])
         assert summary(root / point["name"])["status"] == "completed"
@@ -529,7 +529,7 @@ def test_a_sweep_file_of_the_most_points_a_sweep_may_have_reads_back(tmp_path):
         state.status, state.message = "failed", "cannot write runs/...: No space left on device; " * 50
     record = sweep.plan_record(plan, states)
     for number, point in enumerate(record["points"]):
-        point["name"] = f"{number:05d}-" + "n" * (rundir.POINT_NAME_LIMIT - 6)
+        point["name"] = f"{number:05d}-" + "n" * (names.POINT_NAME_LIMIT - 6)
     plan.directory.mkdir()
     rundir.write_sweep(plan.directory, record)
     read = rundir.read_sweep(plan.directory)

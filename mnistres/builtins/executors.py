@@ -21,7 +21,7 @@ def where(device: str, threads: int) -> str:
 
     from mnistres.train import devices as devices_module
 
-    return f"{devices_module.describe(devices_module.resolve(device), threads)} on {socket.gethostname()}"
+    return f"{devices_module.describe(devices_module.torch_device(device), threads)} on {socket.gethostname()}"
 
 
 class _Progress(Callback):

@@ -46,7 +46,7 @@ def report(
                                         for study, observed in zip(studies, written.observations)]})
     console = display.console(wide=True)
     for study, observed in zip(studies, written.observations):
-        console.print(display.results_table(study.title, results.result_rows(study)))
+        console.print(display.results_table(study.title, results.RESULT_HEADERS_SHORT, results.result_rows(study)))
         if published is not None and report_module.matched(study, published):
             headers, rows = report_module.reference_rows(study, published)
             console.print(display.plain_table(f"{study.title} beside {published.title}", headers, rows))

@@ -30,7 +30,7 @@ def summary(
     from mnistres.resolve import resolve
 
     network = model.from_config(resolve(run_config))
-    network.to(devices.resolve(run_config.device))
+    network.to(devices.torch_device(run_config.device))
     rows, totals = model.summary_rows(network)
     title = (f"ResNet: width {run_config.width}, {run_config.blocks} residual blocks, "
              f"activation {run_config.activation}, input (None, 1, 28, 28)")

@@ -83,7 +83,7 @@ def sweep(
                                executor=executor, scheduler=scheduler, scheduler_file=scheduler_file)
     study = results.load_sweep(plan.directory)
     if study.runs:
-        console.print(display.results_table(f"Sweep {plan.directory}", results.result_rows(study)))
+        console.print(display.results_table(f"Sweep {plan.directory}", results.RESULT_HEADERS_SHORT, results.result_rows(study)))
     statuses = ("completed", "diverged", "failed", "interrupted", "running", "pending")
     counts = ", ".join(f"{outcome.count(s)} {s}" for s in statuses if outcome.count(s))
     kept = sum(state.kept for state in outcome.states)

@@ -194,12 +194,10 @@ def _option(entry: Any, key: str, default: Any) -> str:
     return f"{key}={values.text(default)}" + (f" ({accepted})" if accepted else "")
 
 
-def results_table(title: str, rows: Iterable[list[str]]) -> Table:
-    """A study's results, one row per variant (rows from `results.result_rows`)."""
-    from mnistres.runs.results import RESULT_HEADERS_SHORT
-
+def results_table(title: str, headers: Iterable[str], rows: Iterable[list[str]]) -> Table:
+    """A study's results, one row per variant (`results.RESULT_HEADERS_SHORT` and `results.result_rows`)."""
     table = Table(title=Text(title), title_justify="left")
-    for number, header in enumerate(RESULT_HEADERS_SHORT):
+    for number, header in enumerate(headers):
         table.add_column(header, justify="left" if number in (0, 7) else "right", no_wrap=number == 0)
     for row in rows:
         table.add_row(*map(Text, row))

@@ -55,7 +55,7 @@ def load_trained(path: str | os.PathLike, *, device: str = "auto", threads: int 
     from mnistres.errors import ConfigError, UnknownNameError
 
     devices.set_threads(threads)
-    target = devices.resolve(device)
+    target = devices.torch_device(device)
     document = checkpoint.load(path)
     try:
         run_config = config_module.from_dict(document["config"], origin=f"checkpoint {path}")

@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from mnistres.train import resume
 from mnistres.runs import rundir
 from mnistres.errors import ConfigError, MnistresError
 from mnistres.core.values import echo, text
@@ -96,7 +95,7 @@ def describe(path: Path, name: str) -> Listed:
         final_val_acc=history[-1].get("val_acc") if history else None,
         started=str(summary.get("started") or _mtime(path)), seconds=sum(seconds) if seconds else None,
         bytes=size, config=config,
-        hint=resume.hint(path) if status in RESUMABLE else "",
+        hint=rundir.resume_hint(path) if status in RESUMABLE else "",
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from mnistres import config as config_module
 from mnistres.core import atomic
 from mnistres.sweep import driver
-from mnistres.runs import rundir
+from mnistres.runs import names, rundir
 from mnistres.config import RunConfig
 from mnistres.errors import ConfigError, WriteError, reason
 from mnistres.core.interrupts import Interrupted, OutputClosed, shielded, sigterm_as_interrupt
@@ -117,15 +117,15 @@ def make_plan(base: RunConfig, axes: Mapping[str, Sequence[Any]], seeds: int = 1
 
     directory = Path(base.out_dir) / (base.name or "-".join(typed) + "-sweep")
     points: list[Point] = []
-    names: set[str] = set()
+    taken: set[str] = set()
     for combination in itertools.product(*typed.values()):
         values = dict(zip(typed, combination))
         for seed in seed_list or [values["seed"]]:
             parts = [f"{key}={text(value)}" for key, value in values.items()]
             if "seed" not in typed:
                 parts.append(f"seed={seed}")
-            name = rundir.point_name(",".join(parts), names)
-            names.add(name)
+            name = names.point_name(",".join(parts), taken)
+            taken.add(name)
             try:
                 point_config = base.replace(**{**values, "seed": seed}, name=name, out_dir=str(directory))
             except ConfigError as error:
@@ -243,7 +243,7 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
     with sigterm_as_interrupt():
         # Missing data, an unavailable device or too many threads fail here, once, not in every point.
         for device in sorted(set(devices) or {point.config.device for point in plan.points}):
-            devices_module.resolve(device)
+            devices_module.torch_device(device)
         devices_module.check_threads(plan.base.threads)
         # What `threads: 0` stands for, resolved here once and handed to every point's process: a Dask
         # worker (OMP_NUM_THREADS=1) would otherwise compute a point with fewer threads than the sweep's own.
@@ -251,7 +251,7 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
         jobs = choose_jobs(jobs, devices, plan)
         runner = executors.build(spec, jobs=jobs, devices=list(devices), threads=threads)
         # Room for a point's folder and its files, the longest names a sweep writes inside.
-        atomic.check_place(plan.directory / rundir.LOGS, "sweep directory", room=rundir.POINT_NAME_LIMIT + 64)
+        atomic.check_place(plan.directory / rundir.LOGS, "sweep directory", room=names.POINT_NAME_LIMIT + 64)
         if plan.directory.exists() and not plan.directory.is_dir():
             raise ConfigError(f"{plan.directory} exists and is not a folder")
         lock = Lock(plan.directory, what="sweep")
@@ -319,7 +319,7 @@ def choose_jobs(jobs: Optional[int], devices: Sequence[str], plan: Plan) -> int:
         return max(jobs or 1, len(devices))
     cores = os.cpu_count() or 1
     per_point = plan.base.threads or devices_module.default_threads()
-    on_cpu = all(devices_module.resolve(point.config.device).type == "cpu" for point in plan.points[:1])
+    on_cpu = all(devices_module.torch_device(point.config.device).type == "cpu" for point in plan.points[:1])
     if not on_cpu:
         return jobs or 1
     if jobs is None:

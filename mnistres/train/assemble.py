@@ -25,7 +25,7 @@ SHUFFLE_SEED_OFFSET = 1_000_003
 
 def prepare(trainer: Any, root: Path) -> None:
     """Threads, device, data, batches, model and the callbacks: everything before the first step
-    (no collective operation in here: `together` wraps it)."""
+    (no collective operation in here: `fail_together` wraps it)."""
     config, resolved, world = trainer.config, trainer.resolved, trainer.world
     devices.set_threads(config.threads)
     trainer.device = device = distributed.device(config.device, world)

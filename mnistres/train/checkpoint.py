@@ -32,9 +32,9 @@ def save(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     an OSError with its reason, turned into one line naming the file, not an error from deep in
     torch's writer.
     """
-    document = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
+    saved = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
     buffer = io.BytesIO()
-    torch.save(document, buffer)
+    torch.save(saved, buffer)
     atomic.write_bytes(path, buffer.getbuffer())
 
 
@@ -58,7 +58,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
     if not zipfile.is_zipfile(path) and not _starts_like_pickle(path):
         raise CheckpointError(f"{path} is not a readable checkpoint (not a torch file, or truncated)")
     try:
-        document = torch.load(path, map_location=map_location, weights_only=True)
+        saved = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         refused = [line.strip() for line in str(error).splitlines() if "Unsupported" in line or "global" in line.lower()]
         if not refused:
@@ -70,46 +70,46 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file): {first}") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a torch file but not an mnistres checkpoint")
-    version = document.get("format_version")
+    version = saved.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} uses checkpoint format {version}, newer than this mnistres reads "
             f"({FORMAT_VERSION}); upgrade mnistres"
         )
     for key in ("config", "model"):
-        if key not in document:
+        if key not in saved:
             raise CheckpointError(f"{path} lacks '{key}'; it is damaged")
-    problem = _field_problem(document)
+    problem = _field_problem(saved)
     if problem:
         raise CheckpointError(f"{path}: {problem}; it is damaged or was not written by mnistres")
-    return document
+    return saved
 
 
-def _field_problem(document: dict[str, Any]) -> str:
+def _field_problem(saved: dict[str, Any]) -> str:
     """What in a loaded checkpoint does not have the shape mnistres writes ("" if nothing).
 
     A safe load guarantees only tensors and plain values; a crafted file can still put text where
     a number belongs, or a zero standard deviation that would divide every pixel by zero.
     """
-    if not isinstance(document["config"], dict) or not all(isinstance(k, str) for k in document["config"]):
+    if not isinstance(saved["config"], dict) or not all(isinstance(k, str) for k in saved["config"]):
         return "its config is not a mapping of settings"
-    model = document["model"]
+    model = saved["model"]
     if not isinstance(model, dict) or not model or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
         return "its weights are not a mapping of names to tensors"
-    epoch = document.get("epoch", 0)
+    epoch = saved.get("epoch", 0)
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         return f"epoch {echo(epoch)} is not an epoch number"
-    if "normalisation" in document:
-        pair = document["normalisation"]
+    if "normalisation" in saved:
+        pair = saved["normalisation"]
         numbers = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(
             isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in pair)
         if not numbers or not 0 < pair[1] < 1e6 or not -1e6 < pair[0] < 1e6:
             return f"normalisation {echo(pair)} is not a (mean, standard deviation > 0) pair"
     for key in ("metrics", "plugins", "rng"):
-        if key in document and not isinstance(document[key], dict):
+        if key in saved and not isinstance(saved[key], dict):
             return f"{key} is not a mapping"
     return ""
 

@@ -24,7 +24,7 @@ def available() -> list[str]:
     return found
 
 
-def resolve(spec: str) -> torch.device:
+def torch_device(spec: str) -> torch.device:
     """`auto` picks cuda, then mps, then cpu; anything unavailable fails in one line."""
     text = str(spec).strip().lower()
     match = _SPEC.match(text)

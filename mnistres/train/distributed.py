@@ -6,7 +6,7 @@ group (NCCL on CUDA, gloo on the CPU). Every process draws the same global batch
 share of each; BatchNorm statistics are those of the global batch (`GlobalBatchNorm2d`, unless
 `sync_bn` is off), so the run's numbers are those of one process, up to summation order. Only
 rank 0 writes files and prints. A mistake found on any rank, early stopping and Ctrl-C are
-decided together (`together`, `any_flag`), so that no process waits forever for another.
+decided together (`fail_together`, `raised_anywhere`), so that no process waits forever for another.
 Without torchrun, `World()` (one process) changes nothing.
 """
 
@@ -89,7 +89,7 @@ def device(spec: str, world: World) -> torch.device:
     from mnistres.train import devices
 
     if not world.several:
-        return devices.resolve(spec)
+        return devices.torch_device(spec)
     text = str(spec).strip().lower()
     if text not in ("auto", "cpu", "cuda"):
         raise DeviceError(f"under torchrun use --device cuda (each process takes the GPU of its LOCAL_RANK), "
@@ -171,12 +171,12 @@ class EndedElsewhere(MnistresError):
 
 
 @contextmanager
-def together(world: World) -> Iterator[None]:
+def fail_together(world: World) -> Iterator[None]:
     """Run the block on every process; if it fails on any of them, end it on all of them.
 
     Rank 0 raises the error of the lowest failing rank (naming the rank, if not its own); the other
     ranks end with `EndedElsewhere`, which prints nothing (a bug keeps its traceback where it
-    happened). Ctrl-C passes through: it is shared by `any_flag`.
+    happened). Ctrl-C passes through: it is shared by `raised_anywhere`.
     """
     if not world.several:
         yield
@@ -264,14 +264,14 @@ def lost_rank(error: BaseException, world: World) -> RankLost | None:
     return RankLost(f"lost contact with another process of the run (killed, or its machine went away): {first}")
 
 
-def any_flag(flag: bool, world: World) -> bool:
+def raised_anywhere(flag: bool, world: World) -> bool:
     """Whether any process raised its flag (every process learns the same answer)."""
     if not world.several:
         return flag
     return bool(all_sum(torch.tensor([float(flag)]), world).item() > 0)
 
 
-def first_text(text: str, world: World) -> str:
+def rank0_text(text: str, world: World) -> str:
     """The first non-empty text among the processes, lowest rank first (e.g. why to stop early)."""
     if not world.several:
         return text

@@ -114,7 +114,7 @@ class Trainer:
 
     def fit(self) -> RunResult:
         # Under torchrun the processes meet first: from then on a mistake found by any of them ends
-        # them all (`distributed.together`), instead of leaving the others waiting.
+        # them all (`distributed.fail_together`), instead of leaving the others waiting.
         world = distributed.launched()
         if world.several:
             world = distributed.join(world, distributed.device(self.config.device, world))
@@ -135,33 +135,33 @@ class Trainer:
 
     def _fit(self) -> RunResult:
         config, world = self.config, self.world
-        document: Optional[dict[str, Any]] = None
+        saved: Optional[dict[str, Any]] = None
         run_dir = Path()
-        with distributed.together(world):
+        with distributed.fail_together(world):
             # Every rank must run what rank 0 runs (and records in config.yaml).
             distributed.check_alike(rundir.result_settings(config.to_dict()), world)
             if world.main:  # a resumed run's place is checked as a new run's is: before any data is loaded
                 run_dir = record_module.place(config, overwrite=self.overwrite, resume=self.resume)
             if self.resume:
                 run_dir = Path(config.out_dir) / str(config.name)
-                document = resume_module.load_point(run_dir, config)  # every rank loads last.pt
+                saved = resume_module.load_point(run_dir, config)  # every rank loads last.pt
         # A new run's name may hold the time: rank 0's is the run's.
-        self.run_dir = Path(distributed.first_text(str(run_dir) if world.main else "", world))
+        self.run_dir = Path(distributed.rank0_text(str(run_dir) if world.main else "", world))
         self.record = record_module.RunRecord(self.run_dir, main=world.main, attempt=self.attempt)
         started, clock = datetime.now(timezone.utc), time.perf_counter()
         root = data_module.resolve_data_dir(config.data_dir)
         if world.several:  # downloads: rank 0 first, then one process on each other machine, then all read
             for first in (True, False):
-                with distributed.together(world):
+                with distributed.fail_together(world):
                     if (world.main if first else world.local_rank == 0 and not world.main):
                         data_module.ensure_files(config.dataset, root, config.download)
-        with distributed.together(world):  # no collective operation in there
+        with distributed.fail_together(world):  # no collective operation in there
             assemble.prepare(self, root)
         assemble.build_model(self)
         # Only now, with data, model and optimizer ready, does anything reach the disk; and only
         # while this process holds the run directory's lock (rank 0: the one that writes).
         lock = Lock(self.run_dir)
-        with distributed.together(world):
+        with distributed.fail_together(world):
             if world.main:
                 try:
                     self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +169,7 @@ class Trainer:
                     raise WriteError(f"cannot create run directory {self.run_dir}: {reason(error)}") from None
                 lock.acquire()
         try:
-            return self._run(document, started, clock)
+            return self._run(saved, started, clock)
         finally:
             if world.main:
                 lock.release()
@@ -180,13 +180,13 @@ class Trainer:
 
         return atomic.open_text(self.run_dir / name, mode)
 
-    def _run(self, document: Optional[dict[str, Any]], started: datetime, clock: float) -> RunResult:
+    def _run(self, saved: Optional[dict[str, Any]], started: datetime, clock: float) -> RunResult:
         """The epochs, with the run directory locked; summary.json says how they ended, whatever happened."""
         world, record = self.world, self.record
-        with distributed.together(world):
-            record.clear(new=document is None, overwrite=self.overwrite, outputs=self.outputs)
-            if document is not None:
-                record.resume(resume_module.restore(self, document))
+        with distributed.fail_together(world):
+            record.clear(new=saved is None, overwrite=self.overwrite, outputs=self.outputs)
+            if saved is not None:
+                record.resume(resume_module.restore(self, saved))
             record.begin(self.config, outputs=self.outputs, started=started, device=devices.describe(self.device),
                          processes=world.describe())
         status, message, error_in_flight = "completed", "", False
@@ -230,14 +230,14 @@ class Trainer:
             if logs is None:  # non-finite loss
                 return "diverged", self.divergence_message()
             self.evaluate(logs)
-            with distributed.together(world):
+            with distributed.fail_together(world):
                 self._emit("on_epoch_end", epoch, logs)
                 self.record.add_epoch(logs, lambda: resume_module.state_of(self, logs))
-            self.stop_reason = distributed.first_text(self.stop_reason, world)  # stop early together
+            self.stop_reason = distributed.rank0_text(self.stop_reason, world)  # stop early together
             # After the last epoch nothing is left to save for later: a flag raised now (a signal after the
             # last step, the output closed while the epoch's line was printed) lets the run complete. Every
             # process knows the epoch, so they all decide alike.
-            if epoch < config.epochs and distributed.any_flag(self.interrupt_flag.raised, world):
+            if epoch < config.epochs and distributed.raised_anywhere(self.interrupt_flag.raised, world):
                 raise interrupts.stop(self.interrupt_flag)
             if self.stop_reason:
                 return "completed", self.stop_reason
@@ -246,7 +246,7 @@ class Trainer:
     def _ending(self, error: BaseException) -> tuple[str, str, Optional[BaseException]]:
         """How an error ends the run: (status, message, the error to raise instead, None: itself). Every
         run stopped part-way is resumable: the messages say how."""
-        hint = resume_module.hint(self.run_dir)
+        hint = rundir.resume_hint(self.run_dir)
         if isinstance(error, KeyboardInterrupt):  # last.pt keeps the last completed epoch: a point to go on from
             saved = 0 < self.epoch <= len(self.history)  # stopped at the end of an epoch, once it was saved
             message = f"interrupted {'after' if saved else 'during'} epoch {self.epoch}"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from mnistres.core import atomic
-from mnistres.runs import rundir
+from mnistres.runs import names, rundir
 from mnistres.errors import ConfigError
 from mnistres.core.lock import Lock
 from mnistres.runs.summary import Summary
@@ -28,7 +28,7 @@ def place(config: Any, *, overwrite: bool = False, resume: bool = False) -> Path
     if resume:
         run_dir = Path(config.out_dir) / str(config.name)
     else:
-        run_dir = Path(config.out_dir) / (config.name or rundir.default_name(
+        run_dir = Path(config.out_dir) / (config.name or names.default_name(
             config.dataset, config.activation, config.optimizer, config.lr, config.batch_size))
     atomic.check_place(run_dir)
     if not resume and run_dir.exists() and not run_dir.is_dir():

@@ -23,13 +23,6 @@ RESUMABLE_FIELDS = ("optimizer", "scheduler", "rng", "global_step")
 # --- the rules ------------------------------------------------------------------------------------
 
 
-def hint(run_dir: Path) -> str:
-    """What the user can do after an interruption or a failed write."""
-    if (run_dir / rundir.LAST).is_file():
-        return f"`mnistres train --resume {run_dir}` continues it from its last completed epoch"
-    return "no epoch had finished; run the same command with --overwrite to start it again"
-
-
 def settings(run_dir: Path, changes: Mapping[str, Any], other_options: Iterable[str] = ()) -> dict[str, Any]:
     """The settings to resume the run in `run_dir` with: its own, with only execution keys changed
     (`changes`: key -> value, None for not given). `other_options` names command-line options given
@@ -133,37 +126,37 @@ def load_point(run_dir: Path, config: Any) -> dict[str, Any]:
     """The checkpoint to go on from: last.pt of this very config, not yet finished."""
     from mnistres.train import checkpoint
 
-    document = checkpoint.load(require_last(run_dir))
-    check(run_dir, dict(document.get("config", {})), config.to_dict())
+    saved = checkpoint.load(require_last(run_dir))
+    check(run_dir, dict(saved.get("config", {})), config.to_dict())
     for key in RESUMABLE_FIELDS + (("trained_model",) if config.ema > 0 else ()):
-        if key not in document:
+        if key not in saved:
             raise CheckpointError(f"{run_dir}/{rundir.LAST} lacks '{key}'; it cannot be resumed")
-    return document
+    return saved
 
 
-def restore(trainer: Any, document: Mapping[str, Any]) -> int:
+def restore(trainer: Any, saved: Mapping[str, Any]) -> int:
     """Put model, optimizer, schedule, random streams and the step count back as they were at the end of the
     checkpoint's epoch (`state_of`'s counterpart); the epoch it holds."""
     import torch
 
     try:
         if trainer.average is not None:
-            trainer.model.load_state_dict(document["trained_model"])
-            trainer.average.model.load_state_dict(document["model"])
+            trainer.model.load_state_dict(saved["trained_model"])
+            trainer.average.model.load_state_dict(saved["model"])
         else:
-            trainer.model.load_state_dict(document["model"])
-        trainer.optimizer.load_state_dict(document["optimizer"])
-        trainer.scheduler.load_state_dict(document["scheduler"])
-        rng = document["rng"]
+            trainer.model.load_state_dict(saved["model"])
+        trainer.optimizer.load_state_dict(saved["optimizer"])
+        trainer.scheduler.load_state_dict(saved["scheduler"])
+        rng = saved["rng"]
         torch.set_rng_state(rng["torch"])
         trainer.shuffle_generator.set_state(rng["shuffle"])
         if trainer.device.type == "cuda" and "cuda" in rng:
             torch.cuda.set_rng_state(rng["cuda"], trainer.device)
-        trainer.global_step = int(document["global_step"])
+        trainer.global_step = int(saved["global_step"])
     except (RuntimeError, ValueError, TypeError, KeyError) as error:
         raise CheckpointError(f"{trainer.run_dir / rundir.LAST} does not fit this run, so it cannot be resumed: "
                               f"{str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}") from None
-    return int(document["epoch"])
+    return int(saved["epoch"])
 
 
 def history_until(run_dir: Path, done: int) -> list[dict[str, Any]]:
