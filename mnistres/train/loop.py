@@ -81,22 +81,18 @@ class Trainer:
         self.device: torch.device = torch.device("cpu")
         self.data: Any = None  # data_module.Prepared: train and val splits on the device
         self.model: Any = None  # the model being trained
-        self.optimizer: Any = None
-        self.scheduler: Any = None
+        self.optimizer = self.scheduler = None  # and the learning-rate schedule
         self.steps_per_epoch = 0
         self.loss_sum, self.correct, self.seen = torch.zeros(()), torch.zeros((), dtype=torch.long), 0  # this epoch's
         # The machinery around it.
         self.amp: Optional[torch.dtype] = None  # the autocast dtype, if any
         self.average: Optional[WeightAverage] = None  # the weights' moving average, when `ema` is on
         self.evaluated: Any = None  # the model evaluated and saved: the trained one, or its average
-        self.forward: Any = None  # what a training step calls (DDP- and compile-wrapped)
-        self.eval_forward: Any = None  # what evaluation calls
-        self.train_batches: Any = None
-        self.val_batches: Any = None
+        self.forward = self.eval_forward = None  # what a training step calls (DDP-, compile-wrapped); evaluation
+        self.train_batches = self.val_batches = None
         self.shuffle_generator = torch.Generator()  # the batch order's random stream (and low_res windows')
         self.steps: Optional[Steps] = None
-        self.scaler: Any = None
-        self.criterion: Any = None
+        self.scaler = self.criterion = None
         self.criterion_sum: Any = None  # the loss summed over a share of the global batch (several processes)
         self.callbacks: list[Any] = []
         self.callback_names: list[str] = []  # who wrote each callback, for an error its hook raises
