@@ -160,8 +160,8 @@ def settings_table() -> str:
     for key in KEYS:
         default = _FIELDS[key].metadata.get("unset") or f"`{values.text(_FIELDS[key].default)}`"
         example = _FIELDS[key].metadata.get("example")
-        meaning = help_of(key) + (f" E.g. `{example}`." if example else "")
-        rows.append(f"| `{key}` | {default} | {meaning.replace('|', chr(92) + '|')} |")
+        meaning = (help_of(key) + (f" E.g. `{example}`." if example else "")).replace("|", "\\|")  # not a column
+        rows.append(f"| `{key}` | {default} | {meaning} |")
     return "\n".join(rows) + "\n"
 
 

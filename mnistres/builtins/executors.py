@@ -56,7 +56,7 @@ class HereExecutor(Executor):
         resolved = task.resolved if self.device is None else task.resolved.with_execution(device=self.device)
         task.started(where(resolved.config.device, resolved.config.threads or devices_module.default_threads()))
         with atomic.open_log(task.log, append=task.resuming) as log:
-            status, message = run_point(resolved, attempt=task.attempt, extra_callbacks=[_Progress(task)],
+            _, message = run_point(resolved, attempt=task.attempt, extra_callbacks=[_Progress(task)],
                                         console=make_console(file=log, width=120, no_color=True))
         return (task, message)
 
@@ -144,5 +144,4 @@ def dask(*, jobs: int, devices: Sequence[str] = (), threads: int = 0, scheduler:
          scheduler_file: str = "") -> Executor:
     from mnistres.sweep.on_dask import DaskExecutor
 
-    return DaskExecutor(jobs=jobs, devices=devices, threads=threads, scheduler=scheduler,
-                        scheduler_file=scheduler_file)
+    return DaskExecutor(jobs=jobs, devices=devices, scheduler=scheduler, scheduler_file=scheduler_file)

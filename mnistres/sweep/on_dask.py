@@ -46,8 +46,9 @@ class DaskExecutor(Executor):
     place = "a Dask worker"
     gone_hint = "start a scheduler and run the same sweep again to go on"
 
-    def __init__(self, *, jobs: int, devices: Sequence[str] = (), threads: int = 0, scheduler: str = "",
-                 scheduler_file: str = "") -> None:
+    def __init__(self, *, jobs: int, devices: Sequence[str] = (), scheduler: str = "", scheduler_file: str = "") -> None:
+        if scheduler and scheduler_file:
+            raise ConfigError("give --scheduler or --scheduler-file, not both")
         if devices:
             raise ConfigError("--devices assigns devices to local child processes; with --executor dask start one "
                               "Dask worker per GPU (--resources GPU=1) and give --device cuda")
@@ -124,8 +125,6 @@ def connect(jobs: int, scheduler: Optional[str], scheduler_file: Optional[str]) 
     $DASK_SCHEDULER_ADDRESS), or of a new LocalCluster of `jobs` single-threaded worker processes
     (cluster is then that cluster, to close; else None)."""
     distributed = import_distributed()
-    if scheduler and scheduler_file:
-        raise ConfigError("give --scheduler or --scheduler-file, not both")
     address = scheduler or (None if scheduler_file else os.environ.get(SCHEDULER_ENV) or None)
     if scheduler_file is not None and not Path(scheduler_file).is_file():
         raise ConfigError(f"--scheduler-file {scheduler_file}: no such file (the scheduler writes it when it starts: "

@@ -213,8 +213,6 @@ def executor_spec(executor: str, scheduler: Optional[str] = None, scheduler_file
             raise ConfigError("--scheduler and --scheduler-file choose a Dask scheduler: add --executor dask")
         spec = Spec(spec.name, {**spec.options, **({"scheduler": scheduler} if scheduler else {}),
                                 **({"scheduler_file": scheduler_file} if scheduler_file else {})})
-    if spec.name == "dask" and spec.options.get("scheduler") and spec.options.get("scheduler_file"):
-        raise ConfigError("give --scheduler or --scheduler-file, not both")
     return spec
 
 
