@@ -56,7 +56,7 @@ SEEDS = (0, 1, 2)
 # The script should end within 5 minutes of a lent GPU (issue 16), the CUDA tests included: no
 # measurement starts after this many seconds of gpu.py, and every figure is written as it is taken.
 BUDGET_SECONDS = 210.0
-# The fast preset until 2026-12-01 (benchmarks/README.md), as changes to today's.
+# The fast preset until 2026-12-01 (docs/benchmarks/fast-preset.md), as changes to today's.
 PREVIOUS_FAST = {"batch_size": 128, "lr": 0.2, "schedule": "onecycle", "label_smoothing": 0.1, "low_res": 0,
                  "low_res_epochs": 0.0, "low_res_batch_size": 0}
 

@@ -28,7 +28,7 @@ DEFAULT_CALLBACKS = ("per_class_accuracy", "progress")
 
 def setting(default: Any, help: str, **more: Any) -> Any:
     """A RunConfig field and its help, declared once: `mnistres train --help`, completion after --set and
-    the settings table in the README are made from it (`help_of`, `settings_table`). `more`: `metavar` (what
+    the settings reference page are made from it (`help_of`, `mnistres.cli.reference`). `more`: `metavar` (what
     the option takes, when its type does not say), `unset` (what the default means, where it is not a value),
     `registry` (the registry whose names it takes, for completion), `example` (a value, for the docs)."""
     return dataclasses.field(default=default, metadata={"help": help, **more})
@@ -154,15 +154,9 @@ def registry_of(key: str) -> Optional[str]:
     return _FIELDS[key].metadata.get("registry")
 
 
-def settings_table() -> str:
-    """The README's table of RunConfig keys, made from the fields (`python -m mnistres.config` prints it)."""
-    rows = ["| key | default | meaning |", "|---|---|---|"]
-    for key in KEYS:
-        default = _FIELDS[key].metadata.get("unset") or f"`{values.text(_FIELDS[key].default)}`"
-        example = _FIELDS[key].metadata.get("example")
-        meaning = (help_of(key) + (f" E.g. `{example}`." if example else "")).replace("|", "\\|")  # not a column
-        rows.append(f"| `{key}` | {default} | {meaning} |")
-    return "\n".join(rows) + "\n"
+def example_of(key: str) -> str:
+    """A value worth showing for the key, if its field gives one (for the docs)."""
+    return _FIELDS[key].metadata.get("example", "")
 
 
 # --- building -------------------------------------------------------------------------
@@ -371,6 +365,43 @@ INT_RANGES: dict[str, tuple[int, int, str]] = {
 }
 
 
+# The random warps of the training images: each one's largest value, and its unit.
+WARP_LIMITS = {"rotate": (180.0, "degrees"), "zoom": (0.9, "a fraction"), "translate": (14.0, "pixels"),
+               "elastic": (14.0, "pixels")}
+
+# What the other checked keys accept, in words: `validate`'s messages and the reference pages say the same.
+ACCEPTS: dict[str, str] = {
+    "val_split": "0 (use the test set) or a fraction between 0 and 1",
+    "lr": "a positive number",
+    "weight_decay": "zero or more",
+    "momentum": "from 0 up to (not including) 1",
+    "label_smoothing": "from 0 up to (not including) 1",
+    **{key: f"from 0 (off) to {high:g} ({unit})" for key, (high, unit) in WARP_LIMITS.items()},
+    "elastic_sigma": "from 0.5 to 14 (pixels)",
+    "low_res": f"0 (off) or from {LOW_RES_MIN} to {IMAGE_SIDE - 1} pixels (the images are {IMAGE_SIDE}x{IMAGE_SIDE})",
+    # These two name the current value in validate's message (batch_size=32, epochs=10).
+    "low_res_batch_size": "0 (batch_size) or a multiple of batch_size, up to 65,536",
+    "low_res_epochs": "from 0 up to (not including) epochs: the last part of training is at full size, the size the "
+                      "model is evaluated at",
+    "ema": "from 0 (off) up to (not including) 1, e.g. 0.999",
+    "amp": " | ".join(AMP_MODES),
+    "low_res_mode": " | ".join(LOW_RES_MODES),
+    "name": names.name_problem("/"),
+}
+
+
+def range_of(key: str) -> str:
+    """What the key accepts, in words, for the reference pages ("" where its type says it all)."""
+    if key in INT_RANGES:
+        low, high, meaning = INT_RANGES[key]
+        return f"from {low:,} to {high:,} ({meaning})" + ("; at most train_size" if key == "batch_size" else "")
+    if key in ACCEPTS:
+        return ACCEPTS[key]
+    if registry_of(key):
+        return f"a name from the {registry_of(key)} registry, with its options"
+    return "true | false" if _TYPES[key] is bool else ""
+
+
 def check_subset(train_size: int | None, val_split: float, total: int) -> tuple[int, int]:
     """(held out, left to train on) of `total` training images; a ConfigError when `val_split`
     holds out none or `train_size` asks for more than are left. The one statement of that rule:
@@ -408,26 +439,25 @@ def validate(config: RunConfig) -> None:
         if number is not None and not low <= number <= high:
             raise bad(key, f"from {low:,} to {high:,} ({meaning})")
     if not 0.0 <= config.val_split < 1.0:
-        raise bad("val_split", "0 (use the test set) or a fraction between 0 and 1")
+        raise bad("val_split", ACCEPTS["val_split"])
     check_subset(config.train_size, config.val_split, TRAIN_IMAGES)
     if not config.lr > 0:
-        raise bad("lr", "a positive number")
+        raise bad("lr", ACCEPTS["lr"])
     if config.weight_decay is not None and not config.weight_decay >= 0:
-        raise bad("weight_decay", "zero or more")
+        raise bad("weight_decay", ACCEPTS["weight_decay"])
     if config.momentum is not None and not 0.0 <= config.momentum < 1.0:
-        raise bad("momentum", "from 0 up to (not including) 1")
+        raise bad("momentum", ACCEPTS["momentum"])
     if config.train_size is not None and config.batch_size > config.train_size:
         raise bad("batch_size", f"at most train_size ({config.train_size}): a step cannot use more images than there are")
     if not 0.0 <= config.label_smoothing < 1.0:
-        raise bad("label_smoothing", "from 0 up to (not including) 1")
-    for key, high, unit in (("rotate", 180.0, "degrees"), ("zoom", 0.9, "a fraction"), ("translate", 14.0, "pixels"),
-                            ("elastic", 14.0, "pixels")):
+        raise bad("label_smoothing", ACCEPTS["label_smoothing"])
+    for key, (high, _) in WARP_LIMITS.items():
         if not 0.0 <= getattr(config, key) <= high:
-            raise bad(key, f"from 0 (off) to {high:g} ({unit})")
+            raise bad(key, ACCEPTS[key])
     if not 0.5 <= config.elastic_sigma <= 14.0:
-        raise bad("elastic_sigma", "from 0.5 to 14 (pixels)")
+        raise bad("elastic_sigma", ACCEPTS["elastic_sigma"])
     if config.low_res and not LOW_RES_MIN <= config.low_res < IMAGE_SIDE:
-        raise bad("low_res", f"0 (off) or from {LOW_RES_MIN} to {IMAGE_SIDE - 1} pixels (the images are {IMAGE_SIDE}x{IMAGE_SIDE})")
+        raise bad("low_res", ACCEPTS["low_res"])
     if config.low_res and (config.low_res_batch_size % config.batch_size or not 0 <= config.low_res_batch_size <= 65_536):
         raise bad("low_res_batch_size", f"0 (batch_size) or a multiple of batch_size={config.batch_size}, up to 65,536")
     if config.low_res_mode not in LOW_RES_MODES:
@@ -437,7 +467,7 @@ def validate(config: RunConfig) -> None:
         raise bad("low_res_epochs", f"from 0 up to (not including) epochs={config.epochs}: the last part of training "
                                     f"is at full size, the size the model is evaluated at")
     if not 0.0 <= config.ema < 1.0:
-        raise bad("ema", "from 0 (off) up to (not including) 1, e.g. 0.999")
+        raise bad("ema", ACCEPTS["ema"])
     if config.amp not in AMP_MODES:
         raise bad("amp", " | ".join(AMP_MODES) + wording.did_you_mean(config.amp, AMP_MODES), "is not one of the choices")
     if config.name is not None and names.name_problem(config.name):
@@ -447,7 +477,3 @@ def validate(config: RunConfig) -> None:
     for key in ("data_dir", "out_dir"):
         if "\0" in (getattr(config, key) or ""):
             raise bad(key, "a folder path (this one holds a NUL character)", "is not a usable path")
-
-
-if __name__ == "__main__":
-    print(settings_table(), end="")

@@ -1,7 +1,7 @@
 """benchmarks/speed.py runs end to end on tiny data and writes what it measured.
 
 Speed itself is never asserted: the machine is shared and noisy. This only checks that the
-benchmark works, so that its figures in benchmarks/README.md can be reproduced.
+benchmark works, so that its figures in docs/benchmarks/ can be reproduced.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ def test_defaults_are_the_reports_baseline():
     c = RunConfig()
     assert (c.activation, c.optimizer, c.lr, c.batch_size, c.epochs, c.seed) == ("relu", "adam", 0.001, 32, 10, 0)
     assert c.val_split == 0.0  # evaluated on the test set every epoch
-    assert c.schedule == "cosine"  # our one change to the recipe; the README says why
+    assert c.schedule == "cosine"  # our one change to the recipe; docs/guides/model-and-data.md says why
     assert "per_class_accuracy" in c.callbacks
 
 

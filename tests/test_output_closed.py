@@ -120,7 +120,7 @@ def test_a_run_stopped_after_its_last_epoch_was_saved_is_finished_by_resuming(da
 
 @pytest.mark.parametrize("args", [["--help"], ["train", "--help"]])
 def test_help_whose_reader_left_exits_141_like_every_command(args, tmp_path):
-    """`mnistres --help | head -1` exited 1 (Rich's console ends so on a broken pipe); the README says 141."""
+    """`mnistres --help | head -1` exited 1 (Rich's console ends so on a broken pipe); the docs say 141 (docs/index.md)."""
     read, write = os.pipe()
     os.close(read)  # the reader is gone before anything is written
     try:

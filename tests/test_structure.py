@@ -188,14 +188,14 @@ def test_one_rule_makes_names_and_one_rule_checks_them():
 
 
 def test_each_setting_is_described_once_on_its_field():
-    """The README's table of settings and the run options' help are made from RunConfig's fields."""
+    """The settings reference page (tests/test_reference.py keeps it fresh) and the run options' help are
+    made from RunConfig's fields."""
     from mnistres import config
-    from mnistres.cli import RUN_OPTIONS
+    from mnistres.cli import RUN_OPTIONS, reference
 
-    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
-    start = readme.index("-->\n", readme.index("<!-- settings:")) + 4
-    assert readme[start:readme.index("<!-- /settings -->")] == config.settings_table()
+    page = reference.settings_page()
     for key in config.KEYS:
+        assert config.help_of(key).replace("|", "\\|") in page, key
         assert config.help_of(key) and config.metavar_of(key) and config.default_text(key), key
     for key, option in RUN_OPTIONS.items():
         declared = option.__metadata__[0]

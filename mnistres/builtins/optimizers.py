@@ -18,7 +18,7 @@ def _fused_if_possible(optimizer_class, params, fused, **settings):
     and this torch has one for the parameters' device, else PyTorch's default implementation.
 
     The fused update is the same algorithm in one pass over the parameters; on the CPU it
-    made training faster (benchmarks/README.md has the measurement).
+    made training faster (docs/benchmarks/speed.md has the measurement).
     """
     params = list(params)
     if fused:

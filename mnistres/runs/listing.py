@@ -2,7 +2,7 @@
 
 Reads summary.json, metrics.jsonl and config.yaml through `rundir`'s readers and asks the lock
 whether a "running" run's process is still there; never opens a checkpoint, so a folder of a
-thousand runs lists in about a second (benchmarks/README.md). No torch.
+thousand runs lists in about a second (docs/benchmarks/tools.md). No torch.
 """
 
 from __future__ import annotations

@@ -41,6 +41,42 @@ CONFIG, METRICS, SUMMARY, LAST, BEST = "config.yaml", "metrics.jsonl", "summary.
 MISTAKES = "mistakes.npz"  # a completed run's most confident mistakes on its validation images (`mistakes`)
 RUN_FILES = (CONFIG, METRICS, SUMMARY, LAST, BEST, MISTAKES)
 SWEEP_FILE, LOGS, REPORT = "sweep.yaml", "logs", "report.md"
+LOCK = ".lock"  # the writer's claim on the folder (`core.lock`)
+
+# What each file of a run directory holds, for the reference pages (`python -m mnistres.cli.reference`).
+FILE_MEANINGS = {
+    CONFIG: "The resolved RunConfig: every key, as the run used it.",
+    METRICS: "One JSON object per epoch (the keys below), appended as each epoch ends.",
+    SUMMARY: "What the run is and reached: status (running | completed | diverged | interrupted | failed), final "
+             "and best metrics, per-class metrics and the confusion matrix of the last evaluation, times, versions, "
+             "device, numerics, the plugin behind each name used, and who runs it (the fields below).",
+    LAST: "Checkpoint of the last completed epoch (what --resume continues from).",
+    BEST: "Checkpoint of the epoch with the best validation accuracy.",
+    MISTAKES: "Once completed: the final model's most confident mistakes on the validation images (index, true and "
+              "predicted class, confidence, the pixels), for `report` to draw without a checkpoint; NumPy arrays, "
+              "no pickles.",
+    LOCK: "While a process writes the run: its machine, process id, start time and command.",
+}
+SWEEP_FILE_MEANINGS = {
+    SWEEP_FILE: "The sweep's plan and each point's state (status, message, attempt), rewritten as points end.",
+    REPORT: "The sweep's report, with its figures beside it (unless --no-report).",
+    LOGS + "/": "One log per point (POINT.log) and the config handed to its process (POINT.yaml).",
+    "POINT/": "One run directory per point, as above.",
+}
+# metrics.jsonl's keys, in the order a line holds them.
+METRICS_FIELDS = {
+    "epoch": "The epoch, from 1.",
+    "train_loss": "Mean cross-entropy over every training image of the epoch (summed, not a mean of batch means).",
+    "train_acc": "Accuracy over every training image of the epoch, as the weights were when each batch was seen.",
+    "lr": "The learning rate of the epoch's last step.",
+    "seconds": "Training time of the epoch (evaluation excluded).",
+    "images_per_s": "Training images per second.",
+    "threads": "On the CPU: the torch threads the epoch ran with (part of its numbers).",
+    "val_loss": "Cross-entropy on the validation images (the test set, or the held-out part with val_split).",
+    "val_acc": "Accuracy on the validation images.",
+    "eval_seconds": "Time of the evaluation (and precise-BN refresh) after the epoch.",
+    "val_acc_class_0 ... val_acc_class_9": "Validation accuracy per class (from the per_class_accuracy callback).",
+}
 
 
 def point_log(sweep_dir: Path, point: str) -> Path:

@@ -17,10 +17,10 @@ from mnistres.core.values import echo, is_number
 STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
 
 
-def _entry(*kinds: type) -> Any:
+def _entry(*kinds: type, means: str) -> Any:
     """A field of the summary, absent from the file while None; `kinds`: the JSON types a reader accepts
-    (none: the reader does not rely on it)."""
-    return field(default=None, metadata={"kinds": kinds})
+    (none: the reader does not rely on it); `means`: what it holds, for the reference pages."""
+    return field(default=None, metadata={"kinds": kinds, "means": means})
 
 
 @dataclass
@@ -28,32 +28,36 @@ class Summary:
     """summary.json, field by field, in the order it is written. Every field is optional: a run that is
     still running, or failed before it began, writes what it knows."""
 
-    status: Optional[str] = _entry(str)  # one of STATUSES
-    message: Optional[str] = _entry(str)  # why it stopped, when not simply completed
-    epochs_completed: Optional[int] = _entry()
-    epochs_planned: Optional[int] = _entry()
-    final: Optional[dict] = _entry(dict)  # the last epoch's line of metrics.jsonl
-    best: Optional[dict] = _entry(dict)  # epoch, val_acc, val_loss of the best epoch
-    val_set: Optional[str] = _entry(str)  # "test" or "held-out"
-    train_images: Optional[int] = _entry(int)
-    val_images: Optional[int] = _entry(int)
-    per_class: Optional[list] = _entry(list)  # the last evaluation's metrics per class
-    confusion_matrix: Optional[list] = _entry(list)  # the last evaluation's counts; rows: true class
-    parameters: Optional[int] = _entry(int)  # the model's parameter count
-    train_seconds: Optional[float] = _entry()  # the epochs' training time, summed
-    wall_seconds: Optional[float] = _entry()  # from start to end, this attempt
-    started: Optional[str] = _entry(str)  # ISO time, UTC
-    host: Optional[str] = _entry(str)  # who writes the run: host and pid
-    pid: Optional[int] = _entry(int)
-    attempt: Optional[str] = _entry(str)  # the attempt that started it, when named (a sweep's point)
-    finished: Optional[str] = _entry(str)  # ISO time, UTC
-    device: Optional[str] = _entry(str)  # in words: "cpu (2 threads)"
-    versions: Optional[dict] = _entry(dict)  # mnistres, torch, torchvision, python
-    numerics: Optional[dict] = _entry(dict)  # what the numbers depend on (`devices.numerics`)
-    plugins: Optional[dict] = _entry(dict)  # where each registry name came from
-    distributed: Optional[dict] = _entry()  # the processes of the run (`distributed.World.describe`)
-    outputs: Optional[list] = _entry(list)  # what the callbacks wrote in the run directory: --overwrite clears it
-    diverged_at: Optional[dict] = _entry(dict)  # epoch, step and lr where the loss stopped being finite
+    status: Optional[str] = _entry(str, means="One of running, completed, diverged, interrupted, failed.")
+    message: Optional[str] = _entry(str, means="Why it stopped, when not simply completed.")
+    epochs_completed: Optional[int] = _entry(means="Epochs finished so far.")
+    epochs_planned: Optional[int] = _entry(means="Epochs the config asks for.")
+    final: Optional[dict] = _entry(dict, means="The last epoch's line of metrics.jsonl.")
+    best: Optional[dict] = _entry(dict, means="epoch, val_acc and val_loss of the best epoch.")
+    val_set: Optional[str] = _entry(str, means="test, or held-out (with val_split).")
+    train_images: Optional[int] = _entry(int, means="Training images used.")
+    val_images: Optional[int] = _entry(int, means="Validation images.")
+    per_class: Optional[list] = _entry(list, means="The last evaluation's metrics per class (class, support, accuracy, "
+                                                    "precision, recall, f1).")
+    confusion_matrix: Optional[list] = _entry(list, means="The last evaluation's counts; rows: true class, columns: "
+                                                           "predicted.")
+    parameters: Optional[int] = _entry(int, means="The model's parameter count.")
+    train_seconds: Optional[float] = _entry(means="The epochs' training time, summed.")
+    wall_seconds: Optional[float] = _entry(means="From start to end of this attempt.")
+    started: Optional[str] = _entry(str, means="ISO time, UTC.")
+    host: Optional[str] = _entry(str, means="The machine that writes the run.")
+    pid: Optional[int] = _entry(int, means="Its process id.")
+    attempt: Optional[str] = _entry(str, means="The attempt that started it, when named (a sweep's point).")
+    finished: Optional[str] = _entry(str, means="ISO time, UTC.")
+    device: Optional[str] = _entry(str, means="In words, e.g. cpu (2 threads).")
+    versions: Optional[dict] = _entry(dict, means="mnistres, torch, torchvision, python.")
+    numerics: Optional[dict] = _entry(dict, means="What the numbers depend on: device, threads, CPU instruction set, "
+                                                   "precision, torch version.")
+    plugins: Optional[dict] = _entry(dict, means="Where each registry name the run used came from.")
+    distributed: Optional[dict] = _entry(means="Under torchrun: the processes of the run.")
+    outputs: Optional[list] = _entry(list, means="What the callbacks wrote in the run directory (--overwrite clears "
+                                                  "it).")
+    diverged_at: Optional[dict] = _entry(dict, means="epoch, step and lr where the loss stopped being finite.")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document: the fields that are set, in declaration order."""

@@ -19,7 +19,7 @@ CLASSES = 10
 
 def eval_batch_size(device: torch.device) -> int:
     """Images per evaluation batch. On a CPU, batches of 256 measured about a quarter faster than
-    batches of 1,000 (the activations stay in cache; benchmarks/README.md); elsewhere larger
+    batches of 1,000 (the activations stay in cache; docs/benchmarks/speed.md); elsewhere larger
     batches keep the device busy."""
     return 256 if device.type == "cpu" else 1024
 
