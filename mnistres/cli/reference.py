@@ -55,6 +55,13 @@ def _option_row(param: Any) -> list[str]:
     return [_code(names), _code(takes), shown, help_text]
 
 
+def _usage_piece(argument: Any) -> str:
+    """CHECKPOINT, [PARAM], IMAGE...: as `--help`'s usage line writes an argument."""
+    name = argument.metavar or argument.name.upper()
+    shown = name if argument.required else f"[{name}]"
+    return shown + ("..." if argument.nargs != 1 else "")
+
+
 def commands_page() -> str:
     import typer
 
@@ -70,7 +77,7 @@ def commands_page() -> str:
             continue
         arguments = [p for p in command.params if p.param_type_name == "argument"]
         options = [p for p in command.params if p.param_type_name != "argument" and not getattr(p, "hidden", False)]
-        usage = " ".join(["mnistres", name, *(p.metavar or p.name.upper() for p in arguments), "[OPTIONS]"])
+        usage = " ".join(["mnistres", name, *map(_usage_piece, arguments), "[OPTIONS]"])
         out += [f"\n## `mnistres {name}`\n\n", f"```\n{usage}\n```\n\n", (command.help or "").strip() + "\n\n"]
         if arguments:
             out.append(_table(["argument", "meaning"],
