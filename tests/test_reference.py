@@ -50,11 +50,12 @@ def test_the_pages_cover_every_command_setting_and_entry():
     commands, settings = reference.commands_page(), reference.settings_page()
     for command in ("train", "sweep", "report", "eval", "predict", "export", "summary", "plugins", "runs"):
         assert f"## `mnistres {command}`" in commands
-    assert "| `--batch-size` | `INT` | `32` |" in commands and "| `--json` |" in commands
+    assert "| `--batch-size INT` | `32` | Images per step. |" in commands and "| `--json` |" in commands
     for key in config.KEYS:
         assert f"| `{key}` |" in settings, key
-    assert "| `momentum` | `FLOAT` | the optimizer's | from 0 up to (not including) 1 |" in settings
-    assert "| `epochs` | `INT` | `10` | from 1 to 10,000 (passes over the data) |" in settings
+    assert "| `momentum` | `FLOAT` | the optimizer's | Momentum," in settings
+    assert "Accepts: from 0 up to (not including) 1. |" in settings
+    assert "| `epochs` | `INT` | `10` | Passes over the training set. Accepts: from 1 to 10,000 (passes over the data). |" in settings
     plugins = reference.plugins_page()
     assert "| `adam` |" in plugins and "beta2: 0 <= x < 1" in plugins and "## executors" in plugins
     directory = reference.run_directory_page()

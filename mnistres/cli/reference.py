@@ -52,7 +52,7 @@ def _option_row(param: Any) -> list[str]:
         default = str(param.default)
     takes = "" if getattr(param, "is_flag", False) else (param.metavar or param.name.upper())
     shown = default if " " in default else _code(default)  # a value as code; what an unset default means, as words
-    return [_code(names), _code(takes), shown, help_text]
+    return [_code(f"{names} {takes}".strip()), shown, help_text]
 
 
 def _usage_piece(argument: Any) -> str:
@@ -70,7 +70,7 @@ def commands_page() -> str:
     group = typer.main.get_command(app)
     out = [_STAMP, "# Commands\n\n", f"{group.help}\n\n",
            "Every command takes `--help`. Options of the `mnistres` command itself:\n\n",
-           _table(["option", "takes", "default", "meaning"],
+           _table(["option", "default", "meaning"],
                   (_option_row(p) for p in group.params if not getattr(p, "hidden", False)))]
     for name, command in group.commands.items():
         if getattr(command, "hidden", False):
@@ -83,7 +83,7 @@ def commands_page() -> str:
             out.append(_table(["argument", "meaning"],
                               ([_code(p.metavar or p.name.upper()), (getattr(p, "help", "") or "")] for p in arguments)))
             out.append("\n")
-        out.append(_table(["option", "takes", "default", "meaning"], (_option_row(p) for p in options)))
+        out.append(_table(["option", "default", "meaning"], (_option_row(p) for p in options)))
     return "".join(out)
 
 
@@ -97,18 +97,19 @@ def settings_page() -> str:
     rows = []
     for key in config.KEYS:
         example = config.example_of(key)
-        meaning = config.help_of(key) + (f" E.g. `{example}`." if example else "")
+        accepts = config.range_of(key)
+        meaning = (config.help_of(key) + (f" E.g. `{example}`." if example else "")
+                   + (f" Accepts: {accepts}." if accepts else ""))
         default = config.default_text(key)
         is_value = default == values.text(getattr(config.RunConfig(), key))  # else words: what unset means
-        rows.append([_code(key), _code(config.metavar_of(key)), _code(default) if is_value else default,
-                     config.range_of(key), meaning])
+        rows.append([_code(key), _code(config.metavar_of(key)), _code(default) if is_value else default, meaning])
     return "".join([
         _STAMP, "# Run settings (RunConfig)\n\n",
         "Every key a run is made of. Give one as an option of `train` and `sweep` (`--batch-size 64`, where it has "
         "one), as `--set KEY=VALUE`, in a YAML file for `--config`, or in a preset; later layers win: defaults < "
         "preset < file < options < `--set`. Each key is checked for its type and range before any work starts. "
         "Registry names take options as `NAME:key=value,...` (see [plugins](plugins.md)).\n\n",
-        _table(["key", "takes", "default", "accepts", "meaning"], rows)])
+        _table(["key", "takes", "default", "meaning"], rows)])
 
 
 # --- registries ---------------------------------------------------------------------------------------------
