@@ -386,15 +386,19 @@ ACCEPTS: dict[str, str] = {
     "ema": "from 0 (off) up to (not including) 1, e.g. 0.999",
     "amp": " | ".join(AMP_MODES),
     "low_res_mode": " | ".join(LOW_RES_MODES),
-    "name": names.name_problem("/"),
+    "name": names.NAME_RULE,
 }
+
+
+def _int_range(key: str) -> str:
+    low, high, meaning = INT_RANGES[key]
+    return f"from {low:,} to {high:,} ({meaning})"
 
 
 def range_of(key: str) -> str:
     """What the key accepts, in words, for the reference pages ("" where its type says it all)."""
     if key in INT_RANGES:
-        low, high, meaning = INT_RANGES[key]
-        return f"from {low:,} to {high:,} ({meaning})" + ("; at most train_size" if key == "batch_size" else "")
+        return _int_range(key) + ("; at most train_size" if key == "batch_size" else "")
     if key in ACCEPTS:
         return ACCEPTS[key]
     if registry_of(key):
@@ -434,10 +438,10 @@ def validate(config: RunConfig) -> None:
         known = [dataset_name(name) for name in datasets.names()]
         hint = wording.did_you_mean(config.dataset.lower(), known) or "."
         raise ConfigError(f"unknown dataset {values.echo(config.dataset)}{hint} Available: {', '.join(known)}")
-    for key, (low, high, meaning) in INT_RANGES.items():
+    for key, (low, high, _) in INT_RANGES.items():
         number = getattr(config, key)
         if number is not None and not low <= number <= high:
-            raise bad(key, f"from {low:,} to {high:,} ({meaning})")
+            raise bad(key, _int_range(key))
     if not 0.0 <= config.val_split < 1.0:
         raise bad("val_split", ACCEPTS["val_split"])
     check_subset(config.train_size, config.val_split, TRAIN_IMAGES)
@@ -461,7 +465,7 @@ def validate(config: RunConfig) -> None:
     if config.low_res and (config.low_res_batch_size % config.batch_size or not 0 <= config.low_res_batch_size <= 65_536):
         raise bad("low_res_batch_size", f"0 (batch_size) or a multiple of batch_size={config.batch_size}, up to 65,536")
     if config.low_res_mode not in LOW_RES_MODES:
-        raise bad("low_res_mode", " | ".join(LOW_RES_MODES) + wording.did_you_mean(config.low_res_mode, LOW_RES_MODES),
+        raise bad("low_res_mode", ACCEPTS["low_res_mode"] + wording.did_you_mean(config.low_res_mode, LOW_RES_MODES),
                   "is not one of the choices")
     if not 0.0 <= config.low_res_epochs < config.epochs:
         raise bad("low_res_epochs", f"from 0 up to (not including) epochs={config.epochs}: the last part of training "
@@ -469,7 +473,7 @@ def validate(config: RunConfig) -> None:
     if not 0.0 <= config.ema < 1.0:
         raise bad("ema", ACCEPTS["ema"])
     if config.amp not in AMP_MODES:
-        raise bad("amp", " | ".join(AMP_MODES) + wording.did_you_mean(config.amp, AMP_MODES), "is not one of the choices")
+        raise bad("amp", ACCEPTS["amp"] + wording.did_you_mean(config.amp, AMP_MODES), "is not one of the choices")
     if config.name is not None and names.name_problem(config.name):
         raise bad("name", names.name_problem(config.name), "cannot name a run directory")
     if not config.out_dir.strip():

@@ -11,6 +11,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -65,8 +66,6 @@ def test_the_pages_cover_every_command_setting_and_entry():
 
 def test_every_range_in_the_settings_page_is_the_one_validate_applies():
     """A value just outside each stated float range is refused with the same words."""
-    import pytest
-
     from mnistres.errors import ConfigError
 
     for key, outside in (("lr", 0.0), ("momentum", 1.0), ("ema", 1.0), ("rotate", 181.0), ("elastic_sigma", 0.1),

@@ -43,21 +43,26 @@ _DEFAULT_IN_HELP = re.compile(r"\s*\\?\[default: (.*?)\]\s*$")
 
 def _option_row(param: Any) -> list[str]:
     names = ", ".join([*param.opts, *param.secondary_opts])
+    is_flag = getattr(param, "is_flag", False)
     help_text = (getattr(param, "help", None) or "").replace("\\[", "[")
     default = ""
     found = _DEFAULT_IN_HELP.search(help_text)
     if found:  # run options show the RunConfig default in their help (theirs is None: "not given")
         help_text, default = help_text[:found.start()], found.group(1)
-    elif getattr(param, "show_default", False) and param.default not in (None, False, ()) and not param.is_flag:
+    elif getattr(param, "show_default", False) and param.default not in (None, False, ()) and not is_flag:
         default = str(param.default)
-    takes = "" if getattr(param, "is_flag", False) else (param.metavar or param.name.upper())
+    takes = "" if is_flag else (param.metavar or param.name.upper())
     shown = default if " " in default else _code(default)  # a value as code; what an unset default means, as words
     return [_code(f"{names} {takes}".strip()), shown, help_text]
 
 
+def _argument_name(argument: Any) -> str:
+    return argument.metavar or argument.name.upper()
+
+
 def _usage_piece(argument: Any) -> str:
     """CHECKPOINT, [PARAM], IMAGE...: as `--help`'s usage line writes an argument."""
-    name = argument.metavar or argument.name.upper()
+    name = _argument_name(argument)
     shown = name if argument.required else f"[{name}]"
     return shown + ("..." if argument.nargs != 1 else "")
 
@@ -81,7 +86,7 @@ def commands_page() -> str:
         out += [f"\n## `mnistres {name}`\n\n", f"```\n{usage}\n```\n\n", (command.help or "").strip() + "\n\n"]
         if arguments:
             out.append(_table(["argument", "meaning"],
-                              ([_code(p.metavar or p.name.upper()), (getattr(p, "help", "") or "")] for p in arguments)))
+                              ([_code(_argument_name(p)), getattr(p, "help", "") or ""] for p in arguments)))
             out.append("\n")
         out.append(_table(["option", "default", "meaning"], (_option_row(p) for p in options)))
     return "".join(out)

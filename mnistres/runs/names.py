@@ -14,12 +14,16 @@ POINT_NAME_LIMIT = 120  # characters; a point's folder, log and temporary files 
 _NAME_OK = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9{re.escape(NAME_PUNCTUATION)}]*$")
 
 
+# What a name may hold, in words (messages and the settings reference).
+NAME_RULE = (f"up to {NAME_LIMIT} letters, digits and {' '.join(NAME_PUNCTUATION)} (no slashes or spaces, "
+             f"not starting with a dot)")
+
+
 def name_problem(name: str) -> str:
     """What makes `name` unusable as a run or sweep name ("" if nothing)."""
     if len(name) <= NAME_LIMIT and _NAME_OK.match(name):
         return ""
-    return (f"up to {NAME_LIMIT} letters, digits and {' '.join(NAME_PUNCTUATION)} (no slashes or spaces, "
-            f"not starting with a dot)")
+    return NAME_RULE
 
 
 def safe_name(text: str) -> str:

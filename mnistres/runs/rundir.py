@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
 from mnistres.core import atomic, yamlfile
+from mnistres.core.lock import LOCK_FILE
 from mnistres.runs import summary as runsummary
 from mnistres.errors import ConfigError, MnistresError, WriteError, reason
 from mnistres.core.values import echo, is_number
@@ -41,7 +42,6 @@ CONFIG, METRICS, SUMMARY, LAST, BEST = "config.yaml", "metrics.jsonl", "summary.
 MISTAKES = "mistakes.npz"  # a completed run's most confident mistakes on its validation images (`mistakes`)
 RUN_FILES = (CONFIG, METRICS, SUMMARY, LAST, BEST, MISTAKES)
 SWEEP_FILE, LOGS, REPORT = "sweep.yaml", "logs", "report.md"
-LOCK = ".lock"  # the writer's claim on the folder (`core.lock`)
 
 # What each file of a run directory holds, for the reference pages (`python -m mnistres.cli.reference`).
 FILE_MEANINGS = {
@@ -55,7 +55,7 @@ FILE_MEANINGS = {
     MISTAKES: "Once completed: the final model's most confident mistakes on the validation images (index, true and "
               "predicted class, confidence, the pixels), for `report` to draw without a checkpoint; NumPy arrays, "
               "no pickles.",
-    LOCK: "While a process writes the run: its machine, process id, start time and command.",
+    LOCK_FILE: "While a process writes the run: its machine, process id, start time and command.",
 }
 SWEEP_FILE_MEANINGS = {
     SWEEP_FILE: "The sweep's plan and each point's state (status, message, attempt), rewritten as points end.",
@@ -398,7 +398,7 @@ def output_problem(name: Any) -> str:
     if not isinstance(name, str) or not name.strip() or "\0" in name:
         return f"{echo(name)} is not a file name"
     parts = Path(name).parts
-    if Path(name).is_absolute() or ".." in parts or not parts or parts[0] in (*RUN_FILES, ".lock", "."):
+    if Path(name).is_absolute() or ".." in parts or not parts or parts[0] in (*RUN_FILES, LOCK_FILE, "."):
         return f"{echo(name)} is not a name inside the run directory (relative, without '..', not a file of the run's own)"
     return ""
 
