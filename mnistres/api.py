@@ -28,7 +28,7 @@ from typing import Any, Optional, Protocol
 class TrainerState(Protocol):
     """What a callback's hooks receive: the running trainer, as far as a callback may use it.
 
-    Everything here may be read; only `stop_reason` is meant to be set (and `logs`, the dict that
+    Everything here may be read; only `stop_reason` (and `stop_status`) is meant to be set (and `logs`, the dict that
     `on_epoch_end` receives, to be added to: its keys land in metrics.jsonl).
     """
 
@@ -46,6 +46,8 @@ class TrainerState(Protocol):
     batch_loss: Any  # the last batch's loss, a device tensor: reading it waits for the device
     val_confusion: list[list[int]]  # the last evaluation's confusion matrix (rows: true class)
     stop_reason: str  # set to a sentence to end the run after the current epoch
+    stop_status: str  # with stop_reason: "completed" (the default), or "pruned" when a search (`mnistres tune`)
+    #             stops the run as not promising: a result that is not resumed
     world: Any  # the run's processes (mnistres.distributed.World): .rank, .size, .main; under torchrun every
     #             process runs the hooks, and only the one with .main true should write files or print
     history: list[dict[str, Any]]  # the epochs logged so far, one dict each as in metrics.jsonl; at

@@ -34,6 +34,8 @@ COMMANDS["predict"] = ["--no-preprocess", "--top", "--explain", "--device", "--t
 COMMANDS["export"] = ["--output", "--data-dir", "--json"]
 COMMANDS["train"] += ["--callback", "--preset"]
 COMMANDS["sweep"] += ["--callback", "--preset"]
+COMMANDS["tune"] = ["--trials", "--jobs", "--executor", "--sampler", "--pruner", "--storage", "--seed", "--name",
+                    "--epochs", "--train-size", "--val-split", "--threads", "--set", "--callback", "--preset", "--json"]
 for _command, _options in COMMANDS.items():
     if _command != "runs":  # `runs` reads run files only: no registry name, so no plugin to load
         _options.append("--plugin")  # every other command can load a plugin
@@ -69,7 +71,7 @@ def test_help_reads_like_a_well_made_cli(command):
         assert clumsy not in text, f"{command} --help shows {clumsy!r}"
     usage = next(line for line in text.splitlines() if "Usage:" in line)
     expected = {"eval": "CHECKPOINT", "predict": "CHECKPOINT IMAGE...", "export": "CHECKPOINT",
-                "report": "PATH...", "sweep": "[PARAM] [VALUE]...", "runs": "[DIR]"}
+                "report": "PATH...", "sweep": "[PARAM] [VALUE]...", "runs": "[DIR]", "tune": "SPACE.yaml"}
     assert usage.strip().endswith(expected.get(command, "[OPTIONS]")), usage
     flag = next(line for line in text.splitlines() if "--help" in line)
     assert "Show this message and exit." in flag and "<" not in flag

@@ -4,6 +4,7 @@ is what the commands really write."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -95,6 +96,10 @@ def test_every_json_output_has_the_documented_keys(fast, data_dir, tmp_path):
     swept = _json("sweep", "lr", "0.01", "0.02", *fast, "--epochs", "1", "--json")
     _keys_match("sweep", swept)
     _keys_match("report", _json("report", "runs/lr-sweep", "-o", str(tmp_path / "r.md"), "--json"))
+    if importlib.util.find_spec("optuna"):
+        space = tmp_path / "space.yaml"
+        space.write_text("lr: {low: 0.005, high: 0.05, log: true}\n")
+        _keys_match("tune", _json("tune", str(space), *fast, "--epochs", "1", "--trials", "2", "--jobs", "1", "--json"))
     _keys_match("summary", _json("summary", "--set", "width=8", "--set", "blocks=1", "--json"))
     _keys_match("plugins", _json("plugins", "--json"))
     _keys_match("runs", _json("runs", "--json"))

@@ -89,6 +89,18 @@ def test_every_callback_runs_in_a_training_run(name, data_dir, tmp_path):
 
     config = RunConfig(data_dir=str(data_dir), download=False, device="cpu", epochs=2, width=8, blocks=1,
                        lr=0.01, precise_bn=64, threads=1, callbacks=(name,), out_dir=str(tmp_path), name=name)
+    if name == "tune_trial":  # it reports to a search's trial: run as one, by `mnistres tune` (tests/test_tune.py)
+        pytest.importorskip("optuna")
+        from mnistres.tune import search
+
+        space = tmp_path / "space.yaml"
+        space.write_text("lr: [0.01, 0.02]\n")
+        found = search.plan_from(space, {**config.to_dict(), "callbacks": None, "val_split": None}, [], [], None, trials=1,
+                                 sampler="random", pruner="median", storage=None)
+        outcome = search.run(found, jobs=1, console=Console(file=open(tmp_path / "out.txt", "w")))
+        assert [t.state.name for t in outcome.trials] == ["COMPLETE"]
+        assert sorted(outcome.trials[0].intermediate_values) == [1, 2]  # the callback's reports, each epoch
+        return
     result = train(config, console=Console(file=open(tmp_path / "out.txt", "w")))
     assert result.status == "completed" and len(result.history) >= 1
 

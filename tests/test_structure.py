@@ -214,7 +214,8 @@ FLOORS = {
     "reporting": {"config", "core", "errors", "runs", "train"},
     "inference": {"config", "core", "errors", "registry", "reporting", "runs", "train"},
     "sweep": {"api", "config", "core", "errors", "registry", "resolve", "runs", "train"},
-    "builtins": {"api", "core", "errors", "registry", "runs", "sweep", "train"},
+    "tune": {"api", "config", "core", "errors", "inference", "registry", "resolve", "runs", "sweep", "train"},
+    "builtins": {"api", "core", "errors", "registry", "runs", "sweep", "train", "tune"},
     "testing": {"train"},
 }
 

@@ -33,6 +33,17 @@ class PerClassAccuracy(Callback):
 
 
 @callbacks.register(
+    "tune_trial",
+    help="reports each epoch's held-out accuracy to the tune study trial its run directory (trial-NNNN) is, "
+         "which may prune the run (mnistres tune adds it to every trial)",
+)
+def tune_trial() -> Callback:
+    from mnistres.tune.pruning import TuneTrial
+
+    return TuneTrial()
+
+
+@callbacks.register(
     "early_stopping",
     help="stop when `monitor` has not improved by min_delta for `patience` epochs",
     options={"monitor": Option("val_acc", choices=MONITORABLE), "patience": Option(3, low=1, high=100_000),

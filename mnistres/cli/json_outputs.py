@@ -11,7 +11,7 @@ from __future__ import annotations
 JSON_OUTPUTS: dict[str, dict[str, tuple[str, str]]] = {
     "train": {
         "run_dir": ("The run directory.", ""),
-        "status": ("completed, diverged, interrupted or failed.", ""),
+        "status": ("completed, diverged, interrupted or failed (pruned: a tune trial).", ""),
         "message": ("Why it stopped, when not simply completed; else null.", ""),
         "history": ("The epochs, as metrics.jsonl holds them.", ""),
         "summary": ("summary.json, as written.", ""),
@@ -22,6 +22,15 @@ JSON_OUTPUTS: dict[str, dict[str, tuple[str, str]]] = {
                    ""),
         "results": ("The end table: headers, rows.", ""),
         "report": ("The report's path; null with --no-report.", ""),
+    },
+    "tune": {
+        "directory": ("The tune directory.", ""),
+        "study": ("The study's name in its storage.", ""),
+        "storage": ("Where the study lives: a database URL, or a journal file's path.", ""),
+        "trials": ("The study's trials by how they ended: completed, pruned, failed, running elsewhere.", ""),
+        "best": ("The best trial: trial (its number), run (its run directory), held_out_acc (what the search "
+                 "maximised), params (the chosen settings), test (its best.pt on the test set, as "
+                 "best-on-test.json holds it); null while no trial completed.", ""),
     },
     "report": {
         "report": ("The report's path.", ""),

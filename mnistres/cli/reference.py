@@ -165,6 +165,8 @@ def run_directory_page() -> str:
         _table(["field", "meaning"], ([_code(f.name), f.metadata["means"]] for f in fields(summary.Summary))),
         "\n## A sweep directory\n\n`mnistres sweep` writes `OUT_DIR/NAME/` holding:\n\n",
         _table(["file", "holds"], ([_code(name), meaning] for name, meaning in rundir.SWEEP_FILE_MEANINGS.items())),
+        "\n## A tune directory\n\n`mnistres tune` writes `OUT_DIR/NAME/` holding:\n\n",
+        _table(["file", "holds"], ([_code(name), meaning] for name, meaning in rundir.TUNE_FILE_MEANINGS.items())),
     ])
 
 

@@ -167,6 +167,11 @@ def shown(key: str, value: Any) -> str:
     return text(value)
 
 
+def brief(key: str, value: Any) -> str:
+    """A chosen value in a narrow column: floats to 4 significant digits, the rest as `shown`."""
+    return f"{value:.4g}" if isinstance(value, float) else shown(key, value)
+
+
 # Characters that must not reach a terminal as they are: C0/C1 controls (a newline in a path would start
 # a fake line of output, an escape sequence would drive the terminal) and the bidirectional controls that
 # make text display in another order than it reads (a right-to-left override in a file name).

@@ -191,3 +191,97 @@ def _percent(probability: float) -> str:
 
 def _short(name: str, limit: int = 16) -> str:
     return name if len(name) <= limit else "…" + name[-(limit - 1):]
+
+
+# --- a search (mnistres tune) ---------------------------------------------------------------------------
+
+
+def plot_history(trials: Sequence[Any], path: Path) -> None:
+    """Each trial's held-out accuracy by trial number (pruned ones hollow, at the accuracy they had reached),
+    and the best so far."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = figure.subplots()
+    done = [t for t in trials if t.value is not None and t.run.status == "completed"]
+    pruned = [t for t in trials if t.value is not None and t.run.status == "pruned"]
+    ax.scatter([t.number for t in done], [100 * t.value for t in done], s=22, label="completed", zorder=3)
+    if pruned:
+        ax.scatter([t.number for t in pruned], [100 * t.value for t in pruned], s=22, facecolors="none",
+                   edgecolors="grey", label="pruned (when stopped)", zorder=3)
+    best, steps = None, []
+    for trial in sorted(done, key=lambda t: t.number):
+        best = trial.value if best is None else max(best, trial.value)
+        steps.append((trial.number, 100 * best))
+    if steps:
+        ax.step([n for n, _ in steps], [v for _, v in steps], where="post", color="tab:red", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    save(figure, path)
+
+
+def plot_importances(importances: dict[str, float], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    ordered = sorted(importances.items(), key=lambda item: item[1])
+    figure = Figure(figsize=(7, 0.5 * len(ordered) + 1.5), layout="constrained")
+    ax = figure.subplots()
+    ax.barh([name for name, _ in ordered], [value for _, value in ordered], color="tab:blue")
+    for y, (_, value) in enumerate(ordered):
+        ax.text(value, y, f" {value:.2f}", va="center", fontsize=8)
+    ax.set_xlabel("importance (PED-ANOVA: share in deciding the best trials)")
+    ax.set_xlim(0, max(1e-9, max(v for _, v in ordered)) * 1.2)
+    save(figure, path)
+
+
+def plot_parallel(trials: Sequence[Any], space: dict[str, Any], path: Path) -> None:
+    """One vertical axis per searched key and one for the held-out accuracy; a line per trial, coloured by its
+    accuracy (pruned ones grey). Ranges on their own scale (log where searched so), choices evenly spaced."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    from mnistres.core.values import text
+
+    keys = list(space)
+    shown_trials = [t for t in trials if t.value is not None]
+    figure = Figure(figsize=(1.8 * (len(keys) + 1) + 1, 5), layout="constrained")
+    ax = figure.subplots()
+    positions: dict[str, Any] = {}
+    labels: dict[str, list[tuple[float, str]]] = {}
+    for key in keys:
+        spec = space[key]
+        if "choices" in spec:
+            choices = [text(c) for c in spec["choices"]]
+            step = 1 / max(1, len(choices) - 1)
+            positions[key] = lambda v, choices=choices, step=step: choices.index(text(v)) * step \
+                if text(v) in choices else 0.5
+            labels[key] = [(i * step, choice) for i, choice in enumerate(choices)]
+        else:
+            low, high, log = float(spec["low"]), float(spec["high"]), bool(spec.get("log"))
+            scale = (lambda x: math.log10(x)) if log else (lambda x: x)
+            positions[key] = lambda v, low=low, high=high, scale=scale: (scale(float(v)) - scale(low)) / \
+                (scale(high) - scale(low))
+            labels[key] = [(0.0, f"{low:g}"), (1.0, f"{high:g}")]
+    values = [100 * t.value for t in shown_trials]
+    low_v, high_v = (min(values), max(values)) if values else (0.0, 100.0)
+    span = (high_v - low_v) or 1.0
+    colours = colormaps["viridis"]
+    ranked = sorted(shown_trials, key=lambda t: t.value)  # coloured by rank: most trials crowd near the top
+    for rank, trial in enumerate(ranked):
+        ys = [positions[key](trial.params.get(key)) for key in keys] + [(100 * trial.value - low_v) / span]
+        pruned = trial.run.status != "completed"
+        ax.plot(range(len(ys)), ys, color="lightgrey" if pruned else colours(rank / max(1, len(ranked) - 1)),
+                linewidth=0.8 if pruned else 1.5, zorder=1 if pruned else 2)
+    for x, key in enumerate(keys + ["held-out acc (%)"]):
+        ax.axvline(x, color="black", linewidth=0.8)
+        ticks = labels.get(key) or [(0.0, f"{low_v:.2f}"), (1.0, f"{high_v:.2f}")]
+        for y, label in ticks:
+            ax.text(x + 0.03, y, _short(label), fontsize=7, va="center")
+    ax.set_xticks(range(len(keys) + 1))
+    ax.set_xticklabels(keys + ["held-out acc (%)"], fontsize=8)
+    ax.set_yticks([])
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title("Trials (colour: rank by held-out accuracy, yellow best; grey: pruned)", fontsize=9)
+    save(figure, path)

@@ -86,9 +86,14 @@ def observations(study: Study) -> list[str]:
         found.append(f"{plural(len(diverged), 'run')} diverged (loss became NaN or infinite): {', '.join(where)}.")
     else:
         found.append("No run diverged.")
+    pruned = [run for run in study.runs if run.status == "pruned"]
+    if pruned:  # a search's own decision, not a run that failed to finish
+        stops = sorted({run.summary.get("epochs_completed") for run in pruned} - {None})
+        found.append(f"The search pruned {plural(len(pruned), 'trial')} as behind the others ("
+                     f"{', '.join(run.name for run in pruned)}), after epoch {' or '.join(map(str, stops)) or '?'}.")
     others = [f"{run.name} ({run.status}{': ' + run.summary['message'] if run.summary.get('message') else ''})"
               for run in study.runs
-              if run.status not in ("completed", "diverged")]
+              if run.status not in ("completed", "diverged", "pruned")]
     others += [f"{name} ({status}{': ' + reason if reason else ''})" for name, status, reason in study.missing]
     if others:
         found.append(f"Not finished: {'; '.join(others)}.")

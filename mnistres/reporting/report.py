@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from mnistres import __version__
 from mnistres.core import atomic
-from mnistres.reporting import figures as figures_module
+from mnistres.reporting import figures as figures_module, search
 from mnistres.reporting.observations import observations, pts
 from mnistres.runs import names, rundir
 from mnistres.runs import mistakes as mistakes_module
@@ -75,18 +75,21 @@ def write(studies: list[Study], output: Path, reference: Optional[Reference] = N
         if study.note:
             lines += [f"Note: {study.note}.", ""]
         lines += what_was_run(study, h)
+        if study.tune is not None:  # a search: its own figures, and its best trial as the search scored it
+            lines += search.section(study, output, stem, figures, h)
         lines += results_section(study, h)
         if reference is not None:
             lines += reference_section(study, reference, h)
-        curves = output.with_name(f"{stem}-curves.png")
-        figures_module.plot_curves(study, curves)
-        figures.append(curves)
-        lines += [f"{h} Curves", "", f"![Training curves, {study.title}]({curves.name})", "",
-                  "Mean over each variant's runs per epoch; the shaded band spans the lowest to the highest run. "
-                  "Train values are averaged over each epoch while the model learned; validation values are "
-                  "measured at the end of the epoch.", ""]
-        lines += per_class_section(study, h)
-        best = best_run(study)
+        if study.tune is None:  # a search's many variants: its history and parallel coordinates say it better
+            curves = output.with_name(f"{stem}-curves.png")
+            figures_module.plot_curves(study, curves)
+            figures.append(curves)
+            lines += [f"{h} Curves", "", f"![Training curves, {study.title}]({curves.name})", "",
+                      "Mean over each variant's runs per epoch; the shaded band spans the lowest to the highest run. "
+                      "Train values are averaged over each epoch while the model learned; validation values are "
+                      "measured at the end of the epoch.", ""]
+            lines += per_class_section(study, h)
+        best = search.best_run(study) if study.tune is not None else best_run(study)
         if best is not None:
             matrix = output.with_name(f"{stem}-confusion.png")
             figures_module.plot_confusion(best, matrix)
@@ -99,10 +102,7 @@ def write(studies: list[Study], output: Path, reference: Optional[Reference] = N
     return Written(output, figures, observed)
 
 
-def _table(headers: Any, rows: list[list[Any]]) -> list[str]:
-    from tabulate import tabulate
-
-    return [tabulate(rows, headers=list(headers), tablefmt="github", disable_numparse=True), ""]
+_table = search.markdown_table
 
 
 # --- sections --------------------------------------------------------------------------------

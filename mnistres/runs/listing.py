@@ -17,9 +17,9 @@ from mnistres.runs import rundir
 from mnistres.errors import ConfigError, MnistresError
 from mnistres.core.values import echo, text
 
-# What `runs` shows as a run's status: the five a run records, and a directory it cannot read.
+# What `runs` shows as a run's status: the six a run records, and a directory it cannot read.
 # A run recorded as "running" whose process is gone was killed: it is listed as interrupted.
-STATUSES = ("completed", "diverged", "interrupted", "failed", "running", "unreadable")
+STATUSES = ("completed", "diverged", "pruned", "interrupted", "failed", "running", "unreadable")
 MAX_DEPTH = 3  # runs/, a sweep inside it, its points: deeper folders are not looked into
 RESUMABLE = ("interrupted", "failed")
 

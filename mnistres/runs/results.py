@@ -71,6 +71,14 @@ class Study:
     # Sweep points with no run directory: (name, status, reason) as sweep.yaml records them.
     missing: list[tuple[str, str, str]] = field(default_factory=list)
     note: str = ""  # something a reader must know first (runs of several datasets split into studies)
+    tune: Optional[dict[str, Any]] = None  # a tune directory's record (tune.yaml): the search's space and settings
+
+    @property
+    def trials(self) -> list["Trial"]:
+        """A tune study's trials, as their run directories describe them (none for other studies)."""
+        if self.tune is None:
+            return []
+        return sorted((trial_of(run, list(self.tune["space"])) for run in self.runs), key=lambda t: t.number)
 
     @property
     def runs(self) -> list[Run]:
@@ -79,6 +87,23 @@ class Study:
 
 # --- reading ------------------------------------------------------------------------------
 # The files themselves are read (and checked) by `rundir`.
+
+
+@dataclass
+class Trial:
+    """A tune trial, from its run directory: its number, what it chose, how it ended and its objective."""
+
+    number: int
+    run: Run
+    params: dict[str, Any]
+    value: Optional[float]  # the best epoch's held-out accuracy (what the search maximises); None: no epoch
+
+
+def trial_of(run: Run, keys: list[str]) -> Trial:
+    best = (run.summary.get("best") or {}).get("val_acc")
+    number = rundir.trial_number(run.name)
+    return Trial(-1 if number is None else number, run, {key: run.config.get(key) for key in keys},
+                 float(best) if isinstance(best, (int, float)) else None)
 
 
 def load_run(path: Path) -> Run:
@@ -97,18 +122,22 @@ def load_studies(paths: Iterable[Path]) -> list[Study]:
             raise ConfigError(f"{path} is not a folder (expected a run or sweep directory)")
         if is_sweep(path):
             studies.append(load_sweep(path))
+        elif rundir.is_tune(path):
+            studies.append(load_tune(path))
         elif is_run(path):
             loose.append(load_run(path))
         else:
             children = sorted(child for child in path.iterdir() if child.is_dir())
             sweeps = [child for child in children if is_sweep(child)]
+            tunes = [child for child in children if rundir.is_tune(child)]
             runs = [child for child in children if is_run(child) and not is_sweep(child)]
-            if not sweeps and not runs:
+            if not sweeps and not runs and not tunes:
                 raise ConfigError(
-                    f"{path} is neither a run directory (summary.json) nor a sweep directory (sweep.yaml), "
-                    f"and holds neither"
+                    f"{path} is neither a run directory (summary.json), a sweep directory (sweep.yaml) nor a tune "
+                    f"directory (tune.yaml), and holds none"
                 )
             studies.extend(load_sweep(child) for child in sweeps)
+            studies.extend(load_tune(child) for child in tunes)
             loose.extend(load_run(child) for child in runs)
     if loose:
         # Runs on different datasets are no variants of each other: one study per dataset.
@@ -128,6 +157,18 @@ def load_sweep(path: Path) -> Study:
     study = study_of(path.name, path, runs, varied)
     study.missing = [(point["name"], point.get("status", "not run"), point.get("message", ""))
                      for point in plan["points"] if not is_run(path / point["name"])]
+    return study
+
+
+def load_tune(path: Path) -> Study:
+    """A tune directory: its trials' run directories, grouped by the parameters the search chose."""
+    record = rundir.read_tune(path)
+    runs = [load_run(child) for child in sorted(path.iterdir())
+            if child.name.startswith("trial-") and child.is_dir() and is_run(child)]
+    study = study_of(path.name, path, runs, list(record["space"]))
+    for variant in study.variants:  # a trial is a variant: named by its run (its parameters are in its row)
+        variant.label = ", ".join(run.name for run in variant.runs)
+    study.tune = record
     return study
 
 

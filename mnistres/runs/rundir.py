@@ -47,7 +47,7 @@ SWEEP_FILE, LOGS, REPORT = "sweep.yaml", "logs", "report.md"
 FILE_MEANINGS = {
     CONFIG: "The resolved RunConfig: every key, as the run used it.",
     METRICS: "One JSON object per epoch (the keys below), appended as each epoch ends.",
-    SUMMARY: "What the run is and reached: status (running | completed | diverged | interrupted | failed), final "
+    SUMMARY: "What the run is and reached: status (running | completed | diverged | pruned | interrupted | failed), final "
              "and best metrics, per-class metrics and the confusion matrix of the last evaluation, times, versions, "
              "device, numerics, the plugin behind each name used, and who runs it (the fields below).",
     LAST: "Checkpoint of the last completed epoch (what --resume continues from).",
@@ -77,6 +77,56 @@ METRICS_FIELDS = {
     "eval_seconds": "Time of the evaluation (and precise-BN refresh) after the epoch.",
     "val_acc_class_0 ... val_acc_class_9": "Validation accuracy per class (from the per_class_accuracy callback).",
 }
+
+
+# A tune directory (`mnistres tune`): tune.yaml, the study's storage (unless --storage put it elsewhere), one run
+# directory per trial (trial-NNNN), logs/ as a sweep's, and owners/ (one lock per tune process working on it).
+TUNE_FILE, STUDY_JOURNAL, OWNERS, TEST_RESULT = "tune.yaml", "study.journal", "owners", "best-on-test.json"
+TUNE_FILE_MEANINGS = {
+    TUNE_FILE: "The search: the space, the settings every trial shares, sampler, pruner, seed, and where the study "
+               "is stored (written once, by the first process; later ones must ask for the same search).",
+    STUDY_JOURNAL: "The Optuna study (a journal file), unless --storage named another place.",
+    TEST_RESULT: "The best trial's best.pt measured once on the test set (never used to choose).",
+    "trial-NNNN/": "One run directory per trial (NNNN: its number in the study), as above; its config.yaml holds "
+                   "the chosen settings, and the tune_trial callback that reports to the study.",
+    LOGS + "/": "One log per trial and the config handed to its process, as a sweep's.",
+    OWNERS + "/": "One lock per tune process working on the study (a trial whose process is gone is taken over).",
+    REPORT: "The search's report (`mnistres report DIR`), with its figures beside it.",
+}
+
+
+def trial_name(number: int) -> str:
+    """A tune trial's run directory name."""
+    return f"trial-{number:04d}"
+
+
+def trial_number(name: str) -> Optional[int]:
+    """The trial a run directory name is (`trial-0007` -> 7), None if it is none."""
+    prefix, _, digits = name.partition("-")
+    return int(digits) if prefix == "trial" and digits.isdigit() and len(digits) >= 4 else None
+
+
+def tune_part(name: str) -> bool:
+    """Is `name` something a tune directory holds (so that two processes starting one search may meet there)?"""
+    return name in (TUNE_FILE, OWNERS, TEST_RESULT, LOGS, LOCK_FILE) or trial_number(name) is not None or \
+        name.lstrip(".").startswith((TUNE_FILE, STUDY_JOURNAL))  # a write in progress; the journal's own lock
+
+
+def is_tune(path: Path) -> bool:
+    return (Path(path) / TUNE_FILE).is_file()
+
+
+def read_tune(path: Path) -> dict[str, Any]:
+    """A tune directory's tune.yaml, checked for what every reader relies on."""
+    record_path = Path(path) / TUNE_FILE
+    record = yamlfile.load(record_path, "tune file")
+    problem = "" if isinstance(record, dict) and isinstance(record.get("space"), dict) and \
+        isinstance(record.get("base"), dict) and isinstance(record.get("study"), str) else "it lacks space, base or study"
+    return _checked(record_path, record, problem, "a tune file")
+
+
+def write_tune(path: Path, record: Mapping[str, Any]) -> None:
+    atomic.write_text(Path(path) / TUNE_FILE, yamlfile.dump(dict(record)))
 
 
 def point_log(sweep_dir: Path, point: str) -> Path:
@@ -432,7 +482,7 @@ def clear(run_dir: Path, *, earlier_run: bool, outputs: Iterable[str] = ()) -> N
 
 # --- what may be done with a directory ---------------------------------------------------------------
 
-FINISHED = ("completed", "diverged")  # a sweep point with one of these is a result and is not run again
+FINISHED = ("completed", "diverged", "pruned")  # a sweep point or tune trial with one of these is a result, not run again
 # A run that stopped part-way with a checkpoint: Ctrl-C or SIGTERM, a failure (a full disk, a worker that
 # lost its data), or a kill that left it "running" with nobody holding its lock.
 UNFINISHED = ("interrupted", "failed", "running")

@@ -14,7 +14,8 @@ from mnistres.core.values import echo, is_number
 
 # "running" is written when a run starts; a run that finds it with nobody holding the directory's lock
 # was killed (or its machine went away) and may be resumed like an interrupted one.
-STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
+# "pruned": a `mnistres tune` trial its study's pruner stopped early as not promising (a result, not resumed).
+STATUSES = ("running", "completed", "diverged", "pruned", "interrupted", "failed")
 
 
 def _entry(*kinds: type, means: str) -> Any:
@@ -28,7 +29,7 @@ class Summary:
     """summary.json, field by field, in the order it is written. Every field is optional: a run that is
     still running, or failed before it began, writes what it knows."""
 
-    status: Optional[str] = _entry(str, means="One of running, completed, diverged, interrupted, failed.")
+    status: Optional[str] = _entry(str, means="One of running, completed, diverged, pruned, interrupted, failed.")
     message: Optional[str] = _entry(str, means="Why it stopped, when not simply completed.")
     epochs_completed: Optional[int] = _entry(means="Epochs finished so far.")
     epochs_planned: Optional[int] = _entry(means="Epochs the config asks for.")

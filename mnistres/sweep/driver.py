@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from mnistres.core import atomic, yamlfile
 from mnistres.train import resume
@@ -77,21 +77,34 @@ class Task:
         state.val_acc = state.val_acc if val_acc is None else val_acc
 
 
-def drive(executor: Executor, pending: list[PointState], view: Any, threads: int) -> None:
+def drive(executor: Executor, pending: list[PointState], view: Any, threads: int, *,
+          more: Optional[Callable[[], Optional[PointState]]] = None,
+          ended: Optional[Callable[[PointState], None]] = None) -> None:
     """Run `pending` through `executor`, at most `executor.capacity` at a time, until each has an outcome.
-    Ctrl-C or SIGTERM stops the running points (each records itself as interrupted) and propagates."""
+    Ctrl-C or SIGTERM stops the running points (each records itself as interrupted) and propagates.
+
+    `more` (a search's next trial) is asked for another point whenever a slot is free and `pending` is
+    used up, until it answers None; `ended` hears of each point that ended by itself (not one stopped)."""
     queue, running = list(pending), []
     starting: Optional[PointState] = None  # a point being started (an executor may run it to its end in `start`)
     try:
-        while queue or running:
-            while queue and len(running) < executor.capacity:
+        while queue or running or more is not None:
+            while len(running) < executor.capacity:
+                if not queue and more is not None:
+                    found = more()
+                    if found is None:
+                        more = None  # nothing more to start: finish the running ones
+                    else:
+                        queue.append(found)
+                if not queue:
+                    break
                 starting = queue.pop(0)
                 running.append((starting, executor.start(Task(starting, view, threads))))
                 starting = None
             what = executor.lost()
             if what:
                 _lost(executor, what, running, view)
-            ended = False
+            any_ended = False
             for state, handle in list(running):
                 if state.status == "pending":  # shown as running once its run directory says where, or it ended
                     where = rundir.running_on(state.point.run_dir, state.attempt)
@@ -101,8 +114,10 @@ def drive(executor: Executor, pending: list[PointState], view: Any, threads: int
                 if executor.done(handle):
                     running.remove((state, handle))
                     _finish(executor, state, handle, view, stopping=False)
-                    ended = True
-            if running and not ended:
+                    if ended is not None:
+                        ended(state)
+                    any_ended = True
+            if running and not any_ended:
                 time.sleep(POLL_S)
     except KeyboardInterrupt:
         with shielded():  # a second Ctrl-C or SIGTERM must not leave points running

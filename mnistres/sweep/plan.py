@@ -246,7 +246,7 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
         # What `threads: 0` stands for, resolved here once and handed to every point's process: a Dask
         # worker (OMP_NUM_THREADS=1) would otherwise compute a point with fewer threads than the sweep's own.
         threads = plan.base.threads or devices_module.default_threads()
-        jobs = choose_jobs(jobs, devices, plan)
+        jobs = choose_jobs(jobs, devices, plan.base.threads, plan.points[0].config.device)
         runner = executors.build(spec, jobs=jobs, devices=list(devices), threads=threads)
         # Room for a point's folder and its files, the longest names a sweep writes inside.
         atomic.check_place(plan.directory / rundir.LOGS, "sweep directory", room=names.POINT_NAME_LIMIT + 64)
@@ -303,7 +303,7 @@ def _run_locked(plan: Plan, states: list[PointState], pending: list[PointState],
                 rundir.write_sweep(plan.directory, plan_record(plan, states))
 
 
-def choose_jobs(jobs: Optional[int], devices: Sequence[str], plan: Plan) -> int:
+def choose_jobs(jobs: Optional[int], devices: Sequence[str], threads: int, device: str) -> int:
     """How many points run at once. A point's thread count is the sweep's (`threads`, 0: torch's
     default of one per core), whatever `jobs` is, so that its numbers do not depend on how many
     ran beside it. On the CPU, None fits as many points as the cores hold; an explicit `jobs` that
@@ -316,8 +316,8 @@ def choose_jobs(jobs: Optional[int], devices: Sequence[str], plan: Plan) -> int:
     if devices:
         return max(jobs or 1, len(devices))
     cores = os.cpu_count() or 1
-    per_point = plan.base.threads or devices_module.default_threads()
-    on_cpu = all(devices_module.torch_device(point.config.device).type == "cpu" for point in plan.points[:1])
+    per_point = threads or devices_module.default_threads()
+    on_cpu = devices_module.torch_device(device).type == "cpu"
     if not on_cpu:
         return jobs or 1
     if jobs is None:

@@ -32,7 +32,7 @@ class PointState:
     """What the live view shows of one point."""
 
     point: ShownPoint
-    status: str = "pending"  # pending | running | completed | diverged | failed | interrupted (+ "kept")
+    status: str = "pending"  # pending | running | completed | diverged | pruned | failed | interrupted (+ "kept")
     kept: bool = False  # finished in an earlier invocation, not run now
     epoch: int = 0  # epoch in progress (in-process) or last completed (child process)
     fraction: float = 0.0  # of the current epoch, when known
@@ -43,7 +43,7 @@ class PointState:
     device: str = ""
     attempt: str = ""  # names the current start of the point; its outcome in summary.json carries it
 
-STYLES = {"pending": "dim", "running": "cyan", "completed": "green", "diverged": "yellow",
+STYLES = {"pending": "dim", "running": "cyan", "completed": "green", "diverged": "yellow", "pruned": "blue",
           "failed": "red", "interrupted": "magenta"}
 
 

@@ -37,7 +37,7 @@ __all__ = ["RunResult", "Trainer", "resume_config", "train"]
 @dataclass
 class RunResult:
     run_dir: Path
-    status: str  # completed | diverged | interrupted | failed
+    status: str  # completed | diverged | pruned | interrupted | failed
     message: str  # why it stopped, when not simply completed
     history: list[dict[str, Any]]
     summary: dict[str, Any]
@@ -76,6 +76,7 @@ class Trainer:
         self.epoch = 0  # current epoch, from 1
         self.global_step = 0  # steps so far, in batches of batch_size images
         self.stop_reason = ""  # set by a callback (e.g. early stopping) to end after this epoch
+        self.stop_status = "completed"  # how a run a callback stopped ends: completed, or pruned (by a tune study)
         self.val_confusion: list[list[int]] = []
         self.batch_loss: Optional[torch.Tensor] = None
         self.device: torch.device = torch.device("cpu")
@@ -230,13 +231,15 @@ class Trainer:
                 self._emit("on_epoch_end", epoch, logs)
                 self.record.add_epoch(logs, lambda: resume_module.state_of(self, logs))
             self.stop_reason = distributed.rank0_text(self.stop_reason, world)  # stop early together
+            if self.stop_reason:  # every process knows it now: they agree on how too
+                self.stop_status = distributed.rank0_text(self.stop_status if self.world.main else "", world)
             # After the last epoch nothing is left to save for later: a flag raised now (a signal after the
             # last step, the output closed while the epoch's line was printed) lets the run complete. Every
             # process knows the epoch, so they all decide alike.
             if epoch < config.epochs and distributed.raised_anywhere(self.interrupt_flag.raised, world):
                 raise interrupts.stop(self.interrupt_flag)
             if self.stop_reason:
-                return "completed", self.stop_reason
+                return ("pruned" if self.stop_status == "pruned" else "completed"), self.stop_reason
         return "completed", ""
 
     def _ending(self, error: BaseException) -> tuple[str, str, Optional[BaseException]]:

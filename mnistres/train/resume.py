@@ -76,6 +76,8 @@ def check(run_dir: Path, stored: Mapping[str, Any], wanted: Mapping[str, Any]) -
         raise ConfigError(f"{run_dir} diverged; resuming would diverge again. Start anew with other settings")
     if status == "completed":
         raise ConfigError(f"{run_dir} has already completed: nothing to resume")
+    if status == "pruned":
+        raise ConfigError(f"{run_dir} was pruned by its tune study as not promising: nothing to resume")
     # Not completed though its last epoch is saved: stopped before the run's end was recorded; resuming
     # trains nothing and finishes it (its mistakes, its summary).
 

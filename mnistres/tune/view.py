@@ -1,0 +1,63 @@
+"""The live view of a search: the sweep's table with each trial's number and parameters."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from mnistres.core.values import brief
+from mnistres.core.wording import duration, plural
+from mnistres.sweep.view import STYLES, PointState, SweepView
+
+
+class TuneView(SweepView):
+    """Trials appear as they are asked for; a log gets one line as each starts and ends."""
+
+    def __init__(self, states: list[PointState], console: Any, search: Any, before: int) -> None:
+        super().__init__(states, console)
+        self.search, self.before = search, before
+
+    def __enter__(self) -> "TuneView":
+        search = self.search
+        earlier = f"; the study holds {plural(self.before, 'trial')} already" if self.before else ""
+        self.console.print(f"Search of {plural(search.trials, 'trial')} in all ({search.sampler} sampler, "
+                           f"{search.pruner['name']} pruner) into {search.directory}{earlier}",
+                           markup=False, highlight=False, soft_wrap=True)
+        if self.live:
+            self.live.start()
+        return self
+
+    def _line(self, state: PointState, text: str) -> None:
+        values = ", ".join(f"{key}={brief(key, value)}" for key, value in state.point.values.items())
+        self.console.print(f"{state.point.name} ({values}): {text}", markup=False, highlight=False, soft_wrap=True)
+
+    def finished(self, state: PointState) -> None:
+        state.seconds = time.time() - state.started if state.started else 0.0
+        if not self.live:
+            accuracy = f"val_acc {state.val_acc:.4f}, " if isinstance(state.val_acc, float) else ""
+            reason = f": {state.message}" if state.message and state.status != "completed" else ""
+            self._line(state, f"{state.status} ({accuracy}{duration(state.seconds)}){reason}")
+
+    def __rich__(self) -> Table:
+        table = Table(title_justify="left", box=None, pad_edge=False)
+        keys = list(self.search.space.params)
+        for header, justify in (("trial", "left"), ("status", "left"), *((key, "right") for key in keys),
+                                ("epoch", "right"), ("val acc", "right"), ("time", "right"), ("on", "left")):
+            table.add_column(header, justify=justify)
+        now = time.time()
+        for state in self.states[-40:]:  # the latest: a long search would not fit a terminal
+            epochs = state.point.config.epochs
+            if state.status == "running":
+                epoch = f"{state.epoch}/{epochs}" + (f" {state.fraction:4.0%}" if state.fraction else "")
+                elapsed = duration(now - state.started)
+            else:
+                epoch = f"{state.epoch}/{epochs}" if state.epoch else ""
+                elapsed = duration(state.seconds) if state.seconds else ""
+            accuracy = f"{state.val_acc:.4f}" if isinstance(state.val_acc, float) else ""
+            table.add_row(Text(state.point.name), Text(state.status, style=STYLES.get(state.status, "")),
+                          *(Text(brief(key, state.point.values[key])) for key in keys), epoch, accuracy, elapsed,
+                          Text(state.device))
+        return table
