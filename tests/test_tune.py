@@ -104,6 +104,13 @@ def test_a_missing_space_file_and_bad_options_are_refused(tmp_path, fast):
         assert result.exit_code == 2 and fragment in result.output, result.output
 
 
+def test_without_optuna_tune_says_how_to_get_it(monkeypatch, tmp_path, fast):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if it were not installed
+    result = invoke(str(space_file(tmp_path / "space.yaml")), *quick(fast))
+    assert result.exit_code == 2 and 'pip install "mnistres[tune]"' in result.output, result.output
+    assert not Path("runs").exists()
+
+
 def test_the_grid_sampler_needs_a_finite_grid(tmp_path, fast):
     result = invoke(str(space_file(tmp_path / "s.yaml")), *quick(fast), "--sampler", "grid")
     assert result.exit_code == 2 and "lr has neither" in result.output

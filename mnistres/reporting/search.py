@@ -76,8 +76,12 @@ def importances(study: Study) -> tuple[Optional[dict[str, float]], str]:
     try:  # PED-ANOVA: NumPy alone (fANOVA would need scikit-learn)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "experimental", and its note on few trials: said in the report instead
-            found = optuna.importance.get_param_importances(
-                rebuilt, evaluator=optuna.importance.PedAnovaImportanceEvaluator(target_quantile=TOP_QUANTILE))
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator
+            try:
+                chosen = evaluator(target_quantile=TOP_QUANTILE)
+            except TypeError:  # its older name (Optuna 4.0 has only this one)
+                chosen = evaluator(baseline_quantile=TOP_QUANTILE)
+            found = optuna.importance.get_param_importances(rebuilt, evaluator=chosen)
     except (ImportError, RuntimeError, ValueError) as error:
         return None, f"{type(error).__name__}: {error}"
     return {key: float(value) for key, value in found.items()}, ""

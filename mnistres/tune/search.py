@@ -281,6 +281,7 @@ def run(search: Search, *, jobs: Optional[int] = None, console: Any = None, exec
     from mnistres.train import data as data_module, devices as devices_module
     from mnistres.tune.view import TuneView
 
+    study_module.require_optuna()  # a missing extra: one line, before anything else
     console = console or display.console(wide=True)
     base = search.base
     spec = executor_spec(executor)
