@@ -98,14 +98,19 @@ class SweepView:
         now = time.time()
         for state in self.states:
             status = f"{state.status} (kept)" if state.kept else state.status
-            epochs = state.point.config.epochs
-            if state.status == "running":
-                epoch = f"{state.epoch}/{epochs}" + (f" {state.fraction:4.0%}" if state.fraction else "")
-                elapsed = duration(now - state.started)
-            else:
-                epoch = f"{state.epoch}/{epochs}" if state.epoch else ""
-                elapsed = duration(state.seconds) if state.seconds else ""
-            accuracy = f"{state.val_acc:.4f}" if isinstance(state.val_acc, float) else ""
-            table.add_row(Text(state.point.name), Text(status, style=STYLES.get(state.status, "")), epoch, accuracy,
-                          elapsed, Text(state.device))  # the device, and with Dask the machine
+            table.add_row(Text(state.point.name), Text(status, style=STYLES.get(state.status, "")),
+                          *progress_cells(state, now), Text(state.device))  # the device, and with Dask the machine
         return table
+
+
+def progress_cells(state: PointState, now: float) -> tuple[str, str, str]:
+    """A point's epoch (with the share of a running one), its latest validation accuracy and its time, as the
+    live tables show them."""
+    epochs = state.point.config.epochs
+    if state.status == "running":
+        epoch = f"{state.epoch}/{epochs}" + (f" {state.fraction:4.0%}" if state.fraction else "")
+        elapsed = duration(now - state.started)
+    else:
+        epoch = f"{state.epoch}/{epochs}" if state.epoch else ""
+        elapsed = duration(state.seconds) if state.seconds else ""
+    return epoch, f"{state.val_acc:.4f}" if isinstance(state.val_acc, float) else "", elapsed

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from mnistres.core.values import brief
 from mnistres.core.wording import duration, plural
-from mnistres.sweep.view import STYLES, PointState, SweepView
+from mnistres.sweep.view import STYLES, PointState, SweepView, progress_cells
 
 
 class TuneView(SweepView):
@@ -49,15 +49,7 @@ class TuneView(SweepView):
             table.add_column(header, justify=justify)
         now = time.time()
         for state in self.states[-40:]:  # the latest: a long search would not fit a terminal
-            epochs = state.point.config.epochs
-            if state.status == "running":
-                epoch = f"{state.epoch}/{epochs}" + (f" {state.fraction:4.0%}" if state.fraction else "")
-                elapsed = duration(now - state.started)
-            else:
-                epoch = f"{state.epoch}/{epochs}" if state.epoch else ""
-                elapsed = duration(state.seconds) if state.seconds else ""
-            accuracy = f"{state.val_acc:.4f}" if isinstance(state.val_acc, float) else ""
             table.add_row(Text(state.point.name), Text(state.status, style=STYLES.get(state.status, "")),
-                          *(Text(brief(key, state.point.values[key])) for key in keys), epoch, accuracy, elapsed,
+                          *(Text(brief(key, state.point.values[key])) for key in keys), *progress_cells(state, now),
                           Text(state.device))
         return table
