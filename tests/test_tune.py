@@ -114,6 +114,7 @@ def test_without_optuna_tune_says_how_to_get_it(monkeypatch, tmp_path, fast):
 def test_the_grid_sampler_needs_a_finite_grid(tmp_path, fast):
     result = invoke(str(space_file(tmp_path / "s.yaml")), *quick(fast), "--sampler", "grid")
     assert result.exit_code == 2 and "lr has neither" in result.output
+    assert not Path("runs").exists()  # refused before anything is written
     stepped = dict(SPACE, lr={"low": 0.01, "high": 0.03, "step": 0.01})
     result = invoke(str(space_file(tmp_path / "s.yaml", stepped)), *quick(fast), "--sampler", "grid", "--trials", "7")
     assert result.exit_code == 2 and "the grid has 6 points" in result.output

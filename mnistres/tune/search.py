@@ -80,9 +80,8 @@ def plan_from(space_file: str | Path, options: Mapping[str, Any], sets: list[str
     if problem:
         raise ConfigError(f"--name {name!r}: {problem}")
     directory = Path(base.out_dir) / name
-    size = study_module.grid_size(space)
-    if sampler == "grid" and size is not None and trials > size:
-        raise ConfigError(f"--sampler grid: the grid has {size:,} points; ask for at most --trials {size:,}")
+    if sampler == "grid":
+        study_module.check_grid(space, trials)
     return Search(directory, study or name, study_module.storage_place(storage, directory), base, space, trials,
                   sampler, study_module.pruner_settings(pruner, base.epochs), base.seed, storage is not None)
 

@@ -65,8 +65,7 @@ class Param:
 
 @dataclass(frozen=True)
 class Space:
-    params: dict[str, Param]  # key -> what the search chooses from
-    fixed: dict[str, Any]  # the file's plain keys: one value for every trial (a config file's layer)
+    params: dict[str, Param]  # key -> what the search chooses from (the file's plain keys are a config layer)
 
     def record(self) -> dict[str, Any]:
         return {key: param.record() for key, param in self.params.items()}
@@ -117,7 +116,7 @@ def check(searched: Mapping[str, Any], base: RunConfig, origin: str) -> Space:
     if not params:
         raise ConfigError(f"{origin} searches nothing: give at least one key a range ({{low: ..., high: ...}}) "
                           f"or a list of choices")
-    return Space(params, {})
+    return Space(params)
 
 
 def _try(key: str, value: Any, base: RunConfig, where: str) -> Any:

@@ -117,12 +117,8 @@ def make_sampler(name: str, seed: int, space: Any) -> Any:
             raise ConfigError('--sampler cmaes needs the cmaes package: pip install "mnistres[tune]"') from None
         # Choices are not CMA-ES's: they are drawn at random beside it (Optuna warns once; we say it here).
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "grid":
+    if name == "grid":  # `check_grid` made sure that every key has a grid
         grid = {key: param.grid() for key, param in space.params.items()}
-        endless = sorted(key for key, values in grid.items() if values is None)
-        if endless:
-            raise ConfigError(f"--sampler grid needs choices or ranges with a step: {', '.join(endless)} "
-                              f"{'has' if len(endless) == 1 else 'have'} neither")
         from mnistres.core.values import text
 
         # Choices as Optuna holds them (text: `tune.space.to_distributions`), range steps as numbers.
@@ -134,11 +130,18 @@ def make_sampler(name: str, seed: int, space: Any) -> Any:
     raise ConfigError(f"--sampler {name}: expected {' | '.join(SAMPLERS)}")
 
 
-def grid_size(space: Any) -> Optional[int]:
+def check_grid(space: Any, trials: int) -> None:
+    """--sampler grid: every key must have finitely many values, and --trials no more than their combinations."""
     import math
 
-    grids = [param.grid() for param in space.params.values()]
-    return None if any(g is None for g in grids) else math.prod(len(g) for g in grids)
+    grids = {key: param.grid() for key, param in space.params.items()}
+    endless = sorted(key for key, values in grids.items() if values is None)
+    if endless:
+        raise ConfigError(f"--sampler grid needs choices or ranges with a step: {', '.join(endless)} "
+                          f"{'has' if len(endless) == 1 else 'have'} neither")
+    size = math.prod(len(values) for values in grids.values())
+    if trials > size:
+        raise ConfigError(f"--sampler grid: the grid has {size:,} points; ask for at most --trials {size:,}")
 
 
 def process_seed(seed: int, trials_before: int, shared: bool) -> int:
