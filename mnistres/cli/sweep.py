@@ -84,7 +84,7 @@ def sweep(
     study = results.load_sweep(plan.directory)
     if study.runs:
         console.print(display.results_table(f"Sweep {plan.directory}", results.RESULT_HEADERS_SHORT, results.result_rows(study)))
-    statuses = ("completed", "diverged", "failed", "interrupted", "running", "pending")
+    statuses = ("completed", "diverged", "pruned", "failed", "interrupted", "running", "pending")
     counts = ", ".join(f"{outcome.count(s)} {s}" for s in statuses if outcome.count(s))
     kept = sum(state.kept for state in outcome.states)
     console.print(f"{plural(len(outcome.states), 'point')}: {counts}" + (f" ({kept} kept from an earlier run)" if kept else ""),
