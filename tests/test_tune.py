@@ -353,8 +353,10 @@ def test_a_database_storage_works_with_heartbeats(tmp_path, fast):
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds processes through /proc")
-def test_a_killed_tune_process_loses_no_trial(tmp_path, data_dir):
-    """SIGKILL while trials run in child processes: they stop themselves, and the next tune resumes them."""
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_or_killed_tune_process_loses_no_trial(how, tmp_path, data_dir):
+    """SIGTERM (stops its trials, exit 130) or SIGKILL (its trials' processes stop themselves) while trials run
+    in child processes: the next tune resumes them, and the search ends with the count asked for."""
     import signal
     import time
 
@@ -374,8 +376,8 @@ def test_a_killed_tune_process_loses_no_trial(tmp_path, data_dir):
             except Exception:
                 return False
         wait_for(two_epochs_in, process)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+        process.send_signal(getattr(signal, how))
+        assert process.wait(timeout=60) == (130 if how == "SIGTERM" else -signal.SIGKILL)
     finally:
         if process.poll() is None:
             process.kill()

@@ -103,10 +103,19 @@ def observations(study: Study) -> list[str]:
               for v, s in stats if s.usable and not s.reached_target]
     target = f"{100 * TARGET_ACC:g} %"
     if reached:
-        found.append(f"Epochs to {target} validation accuracy: " + ", ".join(f"{l}: {t}" for l, t in reached) + ".")
+        found.append(f"Epochs to {target} validation accuracy: " + _listed([f"{l}: {t}" for l, t in reached]) + ".")
     if missed:
-        found.append(f"Never reached {target} validation accuracy: {', '.join(missed)}.")
+        found.append(f"Never reached {target} validation accuracy: {_listed(missed)}.")
     return found
+
+
+LISTED = 8  # a sentence names at most this many variants (a search has dozens); the tables have them all
+
+
+def _listed(items: list[str]) -> str:
+    if len(items) <= LISTED:
+        return ", ".join(items)
+    return f"{', '.join(items[:LISTED])} and {len(items) - LISTED} more (see the results table)"
 
 
 def _largest_fall(run: Run, window: int) -> float:
