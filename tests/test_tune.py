@@ -338,9 +338,16 @@ def test_each_sampler_and_pruner_runs_a_search(sampler, pruner, tmp_path, fast):
         assert len({(t.params["lr"], t.params["batch_size"]) for t in trials}) == 3
 
 
+def study_module_place(given: str) -> str:
+    from mnistres.tune import study as study_module
+
+    return study_module.storage_place(given, Path("runs/x"))
+
+
 def test_a_database_storage_works_with_heartbeats(tmp_path, fast):
     pytest.importorskip("sqlalchemy")
     url = f"sqlite:///{tmp_path / 'tune.db'}"
+    assert study_module_place("sqlite:///tune.db") == url  # a relative file, made absolute for every process
     result = invoke(str(space_file(tmp_path / "space.yaml")), *quick(fast), "--trials", "2", "--jobs", "1",
                     "--storage", url, "--json")
     assert result.exit_code == 0, result.output

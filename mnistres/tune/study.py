@@ -53,6 +53,8 @@ def storage_place(given: Optional[str], directory: Path) -> str:
     absolute (a worker on another machine opens it by that path); none given: the tune directory's journal."""
     if not given:
         return str((Path(directory) / rundir.STUDY_JOURNAL).resolve())
+    if given.startswith("sqlite:///") and given != "sqlite:///:memory:":  # a file too: made absolute, as a journal's
+        return "sqlite:///" + str(Path(given.removeprefix("sqlite:///")).expanduser().resolve())
     if "://" in given:
         return given
     return str(Path(given).expanduser().resolve())
