@@ -34,8 +34,8 @@ class PerClassAccuracy(Callback):
 
 @callbacks.register(
     "tune_trial",
-    help="reports each epoch's held-out accuracy to the tune study trial its run directory (trial-NNNN) is, "
-         "which may prune the run (mnistres tune adds it to every trial)",
+    help="reports each epoch's held-out accuracy to its tune study, whose pruner may stop the run (mnistres tune "
+         "adds it to every trial; the run directory, trial-NNNN, names the trial)",
 )
 def tune_trial() -> Callback:
     from mnistres.tune.pruning import TuneTrial
