@@ -11,7 +11,6 @@ from mnistres.cli.app import app, json_mode, one_process, print_json, use_plugin
 from mnistres.cli.options import PluginOpt, RunRequest, registry_names, with_run_options
 from mnistres.core.wording import plural
 
-TOP = 5  # the best trials the end table shows
 
 
 @app.command()
@@ -66,6 +65,7 @@ def tune(
     use_plugins(plugin)
     from mnistres.core import display
     from mnistres.runs import rundir
+    from mnistres.runs.results import BEST_SHOWN, rank
     from mnistres.tune import search as search_module
     from mnistres.core.values import brief
 
@@ -75,7 +75,7 @@ def tune(
     outcome = search_module.run(search, jobs=jobs, console=console, executor=executor)
     keys = list(search.space.params)
     ranked = sorted((t for t in outcome.trials if t.value is not None and t.state.name == "COMPLETE"),
-                    key=lambda t: -t.value)[:TOP]
+                    key=lambda t: rank(t.value, t.number))[:BEST_SHOWN]
     rows = [[f"{t.number}", f"{t.value:.4f}", *(brief(k, v) for k, v in outcome.params(t).items())] for t in ranked]
     if rows:
         console.print(display.results_table(f"Best trials of {search.directory} (held-out accuracy)",

@@ -274,3 +274,10 @@ def _bar(probability: float) -> str:
     eighths = round(max(0.0, min(1.0, probability)) * BAR_WIDTH * 8)
     full, rest = divmod(eighths, 8)
     return ("█" * full + (" ▏▎▍▌▋▊▉"[rest] if rest else "")).ljust(BAR_WIDTH)
+
+
+def markdown_table(headers: Any, rows: list[list[Any]]) -> list[str]:
+    """A GitHub Markdown table (for reports), and the blank line after it."""
+    from tabulate import tabulate
+
+    return [tabulate(rows, headers=list(headers), tablefmt="github", disable_numparse=True), ""]

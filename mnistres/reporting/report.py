@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from mnistres import __version__
 from mnistres.core import atomic
+from mnistres.core.display import markdown_table
 from mnistres.reporting import figures as figures_module, search
 from mnistres.reporting.observations import observations, pts
 from mnistres.runs import names, rundir
@@ -102,7 +103,7 @@ def write(studies: list[Study], output: Path, reference: Optional[Reference] = N
     return Written(output, figures, observed)
 
 
-_table = search.markdown_table
+_table = markdown_table
 
 
 # --- sections --------------------------------------------------------------------------------

@@ -12,12 +12,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
+from mnistres.core.display import markdown_table as _table
 from mnistres.core.values import brief, text
 from mnistres.core.wording import plural
 from mnistres.runs import rundir
-from mnistres.runs.results import Run, Study, Trial
+from mnistres.runs.results import BEST_SHOWN, Run, Study, Trial, rank, space_distributions
 
-TOP = 5  # the best trials the table shows
 MIN_FOR_IMPORTANCE = 8  # completed trials below which importances say nothing worth a figure
 TOP_QUANTILE = 0.25  # importances say what decides whether a trial is among this best fraction
 
@@ -25,7 +25,7 @@ TOP_QUANTILE = 0.25  # importances say what decides whether a trial is among thi
 def best_trial(study: Study) -> Optional[Trial]:
     """The completed trial with the best held-out accuracy (the earliest of equals), as the search chose it."""
     done = [t for t in study.trials if t.value is not None and t.run.status in ("completed", "diverged")]
-    return max(done, key=lambda t: (t.value, -t.number)) if done else None
+    return min(done, key=lambda t: rank(t.value, t.number)) if done else None
 
 
 def best_run(study: Study) -> Optional[Run]:
@@ -44,7 +44,7 @@ def test_result(study: Study) -> Optional[dict[str, Any]]:
 
 
 def importances(study: Study) -> tuple[Optional[dict[str, float]], str]:
-    """fANOVA importances of the searched keys for the held-out accuracy, or None and why not."""
+    """PED-ANOVA importances of the searched keys for the held-out accuracy, or None and why not."""
     space = study.tune["space"] if study.tune else {}
     done = [t for t in study.trials if t.value is not None and t.run.status == "completed"]
     if len(space) < 2:
@@ -56,16 +56,7 @@ def importances(study: Study) -> tuple[Optional[dict[str, float]], str]:
     except ImportError:
         return None, 'they are computed by Optuna: pip install "mnistres[tune]"'
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    distributions = {}
-    for key, spec in space.items():
-        if "choices" in spec:
-            distributions[key] = optuna.distributions.CategoricalDistribution([text(c) for c in spec["choices"]])
-        elif isinstance(spec["low"], int) and isinstance(spec["high"], int):
-            distributions[key] = optuna.distributions.IntDistribution(spec["low"], spec["high"], log=bool(spec.get("log")),
-                                                                      step=spec.get("step") or 1)
-        else:
-            distributions[key] = optuna.distributions.FloatDistribution(spec["low"], spec["high"],
-                                                                        log=bool(spec.get("log")), step=spec.get("step"))
+    distributions = space_distributions(space)
     rebuilt = optuna.create_study(direction="maximize")
     for trial in done:
         params = {key: text(value) if "choices" in space[key] else value for key, value in trial.params.items()}
@@ -109,10 +100,10 @@ def section(study: Study, output: Path, stem: str, figures: list[Path], h: str) 
              "Searched: " + "; ".join(_space_text(key, spec) for key, spec in space.items()) + ".", ""]
     keys = list(space)
     ranked = sorted((t for t in trials if t.value is not None and t.run.status in ("completed", "diverged")),
-                    key=lambda t: (-t.value, t.number))[:TOP]
+                    key=lambda t: rank(t.value, t.number))[:BEST_SHOWN]
     if ranked:
         rows = [[t.run.name, f"{100 * t.value:.2f}", *(brief(k, t.params.get(k)) for k in keys)] for t in ranked]
-        lines += [f"{h} Best trials", ""] + markdown_table(["trial", "held-out acc (%)", *keys], rows)
+        lines += [f"{h} Best trials", ""] + _table(["trial", "held-out acc (%)", *keys], rows)
     test = test_result(study)
     best = best_trial(study)
     if test is not None and best is not None and test.get("trial") == best.number:
@@ -145,7 +136,7 @@ def section(study: Study, output: Path, stem: str, figures: list[Path], h: str) 
         rows = [[str(row["class"]), f"{100 * row['accuracy']:.2f}" if row.get("accuracy") is not None else ""]
                 for row in best.run.summary["per_class"]]
         lines += [f"{h} Per-class held-out accuracy of the best trial (`{best.run.name}`, final epoch, %)", ""] \
-            + markdown_table(["class", "accuracy"], rows)
+            + _table(["class", "accuracy"], rows)
     return lines
 
 
@@ -159,9 +150,3 @@ def _space_text(key: str, spec: dict[str, Any]) -> str:
 
 def _percent(fraction: Any) -> str:
     return f"{100 * fraction:g} %" if isinstance(fraction, (int, float)) else "part"
-
-
-def markdown_table(headers: Any, rows: list[list[Any]]) -> list[str]:
-    from tabulate import tabulate
-
-    return [tabulate(rows, headers=list(headers), tablefmt="github", disable_numparse=True), ""]

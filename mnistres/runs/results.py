@@ -99,11 +99,44 @@ class Trial:
     value: Optional[float]  # the best epoch's held-out accuracy (what the search maximises); None: no epoch
 
 
+BEST_SHOWN = 5  # the best trials a search's end table and its report show
+
+
+def objective_of(summary: dict[str, Any]) -> Optional[float]:
+    """What a search maximises, from a trial's summary.json: its best epoch's held-out accuracy (None: no epoch)."""
+    best = (summary.get("best") or {}).get("val_acc")
+    return float(best) if isinstance(best, (int, float)) else None
+
+
+def rank(value: float, number: int) -> tuple[float, int]:
+    """Trials ordered best first by this key (sorted ascending): the higher value, and of equals the earlier."""
+    return -value, number
+
+
+def space_distributions(space: dict[str, Any]) -> dict[str, Any]:
+    """A search space as tune.yaml records it (`tune.space.Param.record`), as Optuna distributions: choices as
+    the text Optuna holds, ranges as ints or floats."""
+    from optuna import distributions
+
+    from mnistres.core.values import text
+
+    made: dict[str, Any] = {}
+    for key, spec in space.items():
+        if "choices" in spec:
+            made[key] = distributions.CategoricalDistribution([text(c) for c in spec["choices"]])
+        elif isinstance(spec["low"], int) and isinstance(spec["high"], int):
+            made[key] = distributions.IntDistribution(spec["low"], spec["high"], log=bool(spec.get("log")),
+                                                      step=spec.get("step") or 1)
+        else:
+            made[key] = distributions.FloatDistribution(spec["low"], spec["high"], log=bool(spec.get("log")),
+                                                        step=spec.get("step"))
+    return made
+
+
 def trial_of(run: Run, keys: list[str]) -> Trial:
-    best = (run.summary.get("best") or {}).get("val_acc")
     number = rundir.trial_number(run.name)
     return Trial(-1 if number is None else number, run, {key: run.config.get(key) for key in keys},
-                 float(best) if isinstance(best, (int, float)) else None)
+                 objective_of(run.summary))
 
 
 def load_run(path: Path) -> Run:

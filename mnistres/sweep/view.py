@@ -79,9 +79,12 @@ class SweepView:
         if not self.live:
             accuracy = f"val_acc {state.val_acc:.4f}, " if isinstance(state.val_acc, float) else ""
             reason = f": {state.message}" if state.message and state.status != "completed" else ""
-            done = sum(s.status not in ("pending", "running") for s in self.states)
-            self._line(state, f"{state.status} ({accuracy}{duration(state.seconds)}; "
-                              f"{done} of {len(self.states)} done){reason}")
+            self._line(state, f"{state.status} ({accuracy}{duration(state.seconds)}{self._done()}){reason}")
+
+    def _done(self) -> str:
+        """How far the whole is, for a point's end line."""
+        done = sum(s.status not in ("pending", "running") for s in self.states)
+        return f"; {done} of {len(self.states)} done"
 
     def _line(self, state: PointState, text: str) -> None:
         """One line for a log: tagged with the point's own place in the sweep, so that with --jobs (points

@@ -26,6 +26,7 @@ from mnistres.core.values import text
 from mnistres.errors import ConfigError, WriteError, reason
 from mnistres.resolve import resolve
 from mnistres.runs import names, rundir
+from mnistres.runs.results import objective_of, rank
 from mnistres.sweep import driver
 from mnistres.sweep.plan import Point, choose_jobs, executor_spec
 from mnistres.sweep.view import PointState
@@ -156,8 +157,7 @@ class Outcome:
 
     def params(self, trial: Any) -> dict[str, Any]:
         """A trial's parameters, typed as RunConfig takes them (Optuna holds choices as text)."""
-        return {key: space_module.value_of(key, trial.params[key]) for key in self.search.space.params
-                if key in trial.params}
+        return space_module.typed(self.search.space, trial.params)
 
     def count(self, state: str) -> int:
         return sum(t.state.name == state for t in self.trials if study_module.counts(t, self.trials))
@@ -179,7 +179,7 @@ class Trials:
 
     def point(self, number: int, params: Mapping[str, Any]) -> Point:
         """The trial's run: the shared settings with its parameters, in TUNE_DIR/trial-NNNN."""
-        values = {key: space_module.value_of(key, params[key]) for key in self.search.space.params}
+        values = space_module.typed(self.search.space, params)
         name = rundir.trial_name(number)
         config = self.search.base.replace(**values, name=name, out_dir=str(self.search.directory),
                                           callbacks=(*self.search.base.callbacks, CALLBACK))
@@ -197,7 +197,8 @@ class Trials:
         if self.heartbeat:
             optuna.storages.fail_stale_trials(self.study)
         while True:
-            taken = self._take_over()
+            trials = self.study.get_trials(deepcopy=False)
+            taken = self._take_over(trials)
             if taken is None:
                 break
             state = self._state(*taken)
@@ -208,7 +209,6 @@ class Trials:
                 self.ended(state)
                 continue
             return state
-        trials = self.study.get_trials(deepcopy=False)
         waiting = any(t.state == optuna.trial.TrialState.WAITING for t in trials)  # enqueued: asked for first
         if study_module.counted(trials) >= self.search.trials and not waiting:
             return None
@@ -222,11 +222,11 @@ class Trials:
             return None
         return self._state(trial.number, trial.params)
 
-    def _take_over(self) -> Optional[tuple[int, dict[str, Any]]]:
+    def _take_over(self, trials: list[Any]) -> Optional[tuple[int, dict[str, Any]]]:
         """A RUNNING trial whose process is gone, now this process's: (number, params); None if there is none."""
         running = study_module.require_optuna().trial.TrialState.RUNNING
         mine = set(self.numbers.values())
-        for trial in self.study.get_trials(deepcopy=False):
+        for trial in trials:
             if trial.state != running or trial.number in mine or not study_module.orphaned(self.search.directory, trial):
                 continue
             with study_module.TakeOver(self.search.directory) as got:
@@ -245,7 +245,8 @@ class Trials:
         with deferred():
             try:
                 if state.status in ("completed", "diverged"):
-                    self.study.tell(number, objective(state.point.run_dir))
+                    summary = rundir.read_summary(state.point.run_dir / rundir.SUMMARY)
+                    self.study.tell(number, objective_of(summary) or 0.0)  # diverged before any epoch: 0
                 elif state.status == "pruned":
                     self.study.tell(number, state=optuna.trial.TrialState.PRUNED)
                 else:
@@ -262,13 +263,6 @@ class Trials:
                         self.storage.record_heartbeat(self.trial_id(self.numbers[id(state)]))
                     except Exception:  # a database that does not answer now: the next beat tries again
                         pass
-
-
-def objective(run_dir: Path) -> float:
-    """What the search maximises: the best epoch's held-out accuracy (0 if no epoch finished)."""
-    summary = rundir.read_summary(run_dir / rundir.SUMMARY)
-    best = (summary.get("best") or {}).get("val_acc")
-    return float(best) if isinstance(best, (int, float)) else 0.0
 
 
 def run(search: Search, *, jobs: Optional[int] = None, console: Any = None, executor: str = "local") -> Outcome:
@@ -334,7 +328,7 @@ def run(search: Search, *, jobs: Optional[int] = None, console: Any = None, exec
 
 def best_trial(trials: list[Any]) -> Optional[Any]:
     complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None and study_module.counts(t, trials)]
-    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+    return min(complete, key=lambda t: rank(t.value, t.number)) if complete else None
 
 
 def measure_on_test(search: Search, best: Any, threads: int) -> dict[str, Any]:
@@ -354,6 +348,6 @@ def measure_on_test(search: Search, best: Any, threads: int) -> dict[str, Any]:
     result = {"trial": best.number, "run": rundir.trial_name(best.number), "held_out_acc": best.value,
               "test_acc": measured["accuracy"], "test_loss": measured["loss"], "test_images": measured["images"],
               "checkpoint": str(checkpoint), "epoch": measured["epoch"],
-              "params": {key: space_module.value_of(key, best.params[key]) for key in search.space.params}}
+              "params": space_module.typed(search.space, best.params)}
     atomic.write_text(path, json.dumps(result, indent=2) + "\n")
     return result

@@ -25,6 +25,7 @@ from mnistres.core.values import ValueProblem, echo, text, to_bool
 from mnistres.errors import ConfigError
 from mnistres.resolve import canonical, meaning, resolve
 from mnistres.runs import rundir
+from mnistres.runs.results import space_distributions
 
 RANGE_KEYS = ("low", "high", "log", "step")  # what a range's mapping may hold
 MAX_CHOICES = 1000  # beyond this a list of choices is a mistake, not a search
@@ -183,20 +184,10 @@ def _range(key: str, written: dict[str, Any], base: RunConfig, where: str) -> Pa
 
 
 def to_distributions(space: Space) -> dict[str, Any]:
-    """The space as Optuna distributions (choices as text, what Optuna stores; `value_of` types them back)."""
-    from optuna import distributions
-
-    made: dict[str, Any] = {}
-    for key, param in space.params.items():
-        if param.choices is not None:
-            made[key] = distributions.CategoricalDistribution([text(c) for c in param.choices])
-        elif isinstance(param.low, int):
-            made[key] = distributions.IntDistribution(param.low, param.high, log=param.log, step=param.step)
-        else:
-            made[key] = distributions.FloatDistribution(param.low, param.high, log=param.log, step=param.step)
-    return made
+    """The space as Optuna distributions (choices as text, what Optuna stores; `typed` types them back)."""
+    return space_distributions(space.record())
 
 
-def value_of(key: str, chosen: Any) -> Any:
-    """A value Optuna chose, typed as the key takes it."""
-    return canonical(key, config_module.coerce(key, chosen))
+def typed(space: Space, chosen: Mapping[str, Any]) -> dict[str, Any]:
+    """The values Optuna chose for the space's keys, typed as RunConfig takes them."""
+    return {key: canonical(key, config_module.coerce(key, chosen[key])) for key in space.params if key in chosen}

@@ -40,9 +40,11 @@ def require_optuna() -> Any:
         import optuna
     except ImportError:
         raise ConfigError('mnistres tune needs Optuna: pip install "mnistres[tune]"') from None
+    # Set at every call, not once: a caller's warnings.catch_warnings() (pytest's, for one) restores the filters.
+    # (filterwarnings replaces an identical filter instead of adding a second.)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # its INFO line per trial would cut into the live table
     # Heartbeats and the stale-trial retry are "experimental" in Optuna, and it warns that heartbeats are meant for
-    # Study.optimize: tune uses them knowingly (with ask and tell, beating itself), so these are not the user's news.
+    # Study.optimize: tune uses them knowingly (ask and tell, beating itself), so these are not the user's news.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     return optuna
@@ -120,13 +122,12 @@ def make_sampler(name: str, seed: int, space: Any) -> Any:
         # Choices are not CMA-ES's: they are drawn at random beside it (Optuna warns once; we say it here).
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "grid":  # `check_grid` made sure that every key has a grid
-        grid = {key: param.grid() for key, param in space.params.items()}
-        from mnistres.core.values import text
+        from mnistres.tune.space import to_distributions
 
-        # Choices as Optuna holds them (text: `tune.space.to_distributions`), range steps as numbers.
-        texts = {key: [text(v) for v in grid[key]] if param.choices is not None else grid[key]
-                 for key, param in space.params.items()}
-        return optuna.samplers.GridSampler(texts, seed=seed)
+        held = to_distributions(space)  # choices as Optuna holds them; a range's steps as numbers
+        grid = {key: list(held[key].choices) if param.choices is not None else param.grid()
+                for key, param in space.params.items()}
+        return optuna.samplers.GridSampler(grid, seed=seed)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
     raise ConfigError(f"--sampler {name}: expected {' | '.join(SAMPLERS)}")

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnistres.core.values import brief
-from mnistres.core.wording import duration, plural
+from mnistres.core.wording import plural
 from mnistres.sweep.view import STYLES, PointState, SweepView, progress_cells
 
 
@@ -34,12 +34,8 @@ class TuneView(SweepView):
         values = ", ".join(f"{key}={brief(key, value)}" for key, value in state.point.values.items())
         self.console.print(f"{state.point.name} ({values}): {text}", markup=False, highlight=False, soft_wrap=True)
 
-    def finished(self, state: PointState) -> None:
-        state.seconds = time.time() - state.started if state.started else 0.0
-        if not self.live:
-            accuracy = f"val_acc {state.val_acc:.4f}, " if isinstance(state.val_acc, float) else ""
-            reason = f": {state.message}" if state.message and state.status != "completed" else ""
-            self._line(state, f"{state.status} ({accuracy}{duration(state.seconds)}){reason}")
+    def _done(self) -> str:
+        return ""  # trials are asked for as the search goes: there is no whole to count against
 
     def __rich__(self) -> Table:
         table = Table(title_justify="left", box=None, pad_edge=False)
