@@ -34,6 +34,7 @@ COMMANDS["predict"] = ["--no-preprocess", "--top", "--explain", "--device", "--t
 COMMANDS["export"] = ["--output", "--data-dir", "--json"]
 COMMANDS["train"] += ["--callback", "--preset"]
 COMMANDS["sweep"] += ["--callback", "--preset"]
+COMMANDS["serve"] = ["--checkpoint", "--host", "--port", "--open", "--max-upload", "--device", "--threads"]
 COMMANDS["tune"] = ["--trials", "--jobs", "--executor", "--sampler", "--pruner", "--storage", "--seed", "--name",
                     "--epochs", "--train-size", "--val-split", "--threads", "--set", "--callback", "--preset", "--json"]
 for _command, _options in COMMANDS.items():
@@ -71,7 +72,7 @@ def test_help_reads_like_a_well_made_cli(command):
         assert clumsy not in text, f"{command} --help shows {clumsy!r}"
     usage = next(line for line in text.splitlines() if "Usage:" in line)
     expected = {"eval": "CHECKPOINT", "predict": "CHECKPOINT IMAGE...", "export": "CHECKPOINT",
-                "report": "PATH...", "sweep": "[PARAM] [VALUE]...", "runs": "[DIR]", "tune": "SPACE.yaml"}
+                "report": "PATH...", "sweep": "[PARAM] [VALUE]...", "runs": "[DIR]", "tune": "SPACE.yaml", "serve": "[RUNS_DIR]"}
     assert usage.strip().endswith(expected.get(command, "[OPTIONS]")), usage
     flag = next(line for line in text.splitlines() if "--help" in line)
     assert "Show this message and exit." in flag and "<" not in flag

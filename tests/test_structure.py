@@ -216,6 +216,7 @@ FLOORS = {
     "sweep": {"api", "config", "core", "errors", "registry", "resolve", "runs", "train"},
     "tune": {"api", "config", "core", "errors", "inference", "registry", "resolve", "runs", "sweep", "train"},
     "builtins": {"api", "core", "errors", "registry", "runs", "sweep", "train", "tune"},
+    "serve": {"config", "core", "errors", "inference", "registry", "reporting", "runs", "train"},
     "testing": {"train"},
 }
 

@@ -11,7 +11,7 @@ from mnistres.cli.app import app, main
 from mnistres.cli.options import LAYER_OPTIONS, RUN_OPTIONS
 
 # Each command registers itself on `app` as it is imported; `--help` lists them in this order.
-for _command in ("train", "sweep", "tune", "report", "eval", "predict", "export", "summary", "plugins", "runs"):
+for _command in ("train", "sweep", "tune", "report", "eval", "predict", "export", "summary", "plugins", "runs", "serve"):
     importlib.import_module(f"mnistres.cli.{_command}")
 
 __all__ = ["LAYER_OPTIONS", "RUN_OPTIONS", "app", "main"]

@@ -188,12 +188,38 @@ def json_page() -> str:
     return "".join(out)
 
 
+# --- serve's HTTP API -----------------------------------------------------------------------------------------
+
+
+def http_api_page() -> str:
+    from mnistres.serve.server import MAX_UPLOAD_MB, ROUTES
+
+    out = [_STAMP, "# HTTP API (`mnistres serve`)\n\n",
+           "What the page of `mnistres serve` asks the server, and scripts can too. Every answer is JSON (a figure is "
+           "a PNG); an error is `{\"error\": message}` with its status: 400 a parameter, 403 a host name other than "
+           "localhost's (when serving on 127.0.0.1), 404 nothing there (or not under the served folder), 405 another "
+           "method, 409 no checkpoint to predict with, 411 a body without Content-Length, 413 a body larger than "
+           f"`--max-upload` (default {MAX_UPLOAD_MB:g} MB), 415 a form instead of the file's bytes, 422 an image or "
+           "checkpoint that cannot be used, 500 a bug (its type and first line; never a traceback). Ids are paths "
+           "inside the served folder, as `mnistres runs` names the runs; give them URL-encoded.\n\n"
+           "```\ncurl --data-binary @digit.png http://127.0.0.1:8000/api/predict\n```\n"]
+    for route in ROUTES:
+        out.append(f"\n## `{route.method} {route.path}`\n\n{route.help}\n\n")
+        if route.params:
+            out.append(_table(["parameter", "what it says"], ([_code(name), meaning]
+                                                            for name, meaning in route.params.items())))
+            out.append("\n")
+        out.append(f"Answers: {route.returns}\n")
+    return "".join(out)
+
+
 PAGES: dict[str, Callable[[], str]] = {
     "commands.md": commands_page,
     "settings.md": settings_page,
     "plugins.md": plugins_page,
     "run-directory.md": run_directory_page,
     "json.md": json_page,
+    "http-api.md": http_api_page,
 }
 
 

@@ -10,12 +10,13 @@ side to 20 pixels, paste by centre of mass.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, BinaryIO, Callable, Iterable
 
 import numpy as np
 
@@ -104,27 +105,43 @@ def read(path: Path, preprocess: bool = True) -> list[Sample]:
     this file's (or this image's) row.
     """
     suffix = path.suffix.lower()
+    kind = "picture" if suffix in IMAGE_SUFFIXES else suffix[1:] if suffix in ARRAY_SUFFIXES else ""
+    return _samples(path, str(path), kind, preprocess)
+
+
+# The first bytes of each format mnistres reads: an upload has no file name to go by.
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "picture"), (b"\xff\xd8\xff", "picture"), (b"BM", "picture"),
+          (b"\x93NUMPY", "npy"), (b"PK\x03\x04", "npz"), (b"PK\x05\x06", "npz"))
+
+
+def read_bytes(content: bytes, name: str, preprocess: bool = True) -> list[Sample]:
+    """Every image in a file's bytes (an upload), told apart by its first bytes, not by a name."""
+    kind = next((kind for magic, kind in _MAGIC if content.startswith(magic)), "")
+    return _samples(io.BytesIO(content), name, kind, preprocess)
+
+
+def _samples(source: Path | BinaryIO, name: str, kind: str, preprocess: bool) -> list[Sample]:
     try:
-        if suffix in IMAGE_SUFFIXES:
-            arrays = [(str(path), _read_picture(path))]
-        elif suffix in ARRAY_SUFFIXES:
-            arrays = _read_arrays(path)
+        if kind == "picture":
+            arrays = [(name, _read_picture(source))]
+        elif kind in ("npy", "npz"):
+            arrays = _read_arrays(source, name, kind)
         else:
-            return [Sample(str(path), None, f"not a format mnistres reads ({', '.join(IMAGE_SUFFIXES + ARRAY_SUFFIXES)})")]
+            return [Sample(name, None, f"not a format mnistres reads ({', '.join(IMAGE_SUFFIXES + ARRAY_SUFFIXES)})")]
     except Exception as error:  # noqa: BLE001 - any failure to decode is this file's problem, not the run's
-        return [Sample(str(path), None, f"cannot read it: {_reason(error)}")]
+        return [Sample(name, None, f"cannot read it: {_reason(error)}")]
     if not arrays:
-        return [Sample(str(path), None, "holds no images")]
+        return [Sample(name, None, "holds no images")]
     samples = []
-    for name, gray in arrays:
+    for image_name, gray in arrays:
         try:
             pixels = to_mnist(gray()) if preprocess else as_mnist(gray())
         except ValueError as problem:
-            samples.append(Sample(name, None, str(problem)))
+            samples.append(Sample(image_name, None, str(problem)))
         except Exception as error:  # noqa: BLE001 - e.g. MemoryError: this image's row, not the end of predict
-            samples.append(Sample(name, None, f"cannot use it: {_reason(error)}"))
+            samples.append(Sample(image_name, None, f"cannot use it: {_reason(error)}"))
         else:
-            samples.append(Sample(name, pixels))
+            samples.append(Sample(image_name, pixels))
     return samples
 
 
@@ -133,12 +150,12 @@ def _reason(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _read_picture(path: Path) -> Callable[[], np.ndarray]:
+def _read_picture(source: Path | BinaryIO) -> Callable[[], np.ndarray]:
     """A PNG, JPEG or BMP as grayscale 0-255, upright (EXIF rotation applied), transparency on white,
     16-bit images in their own range, shrunk to WORK_SIDE as it is read."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as opened:
+    with Image.open(source, formats=list(PICTURE_FORMATS)) as opened:
         width, height = opened.size
         if width * height > MAX_PIXELS:
             raise ValueError(f"it is {width}x{height} pixels, more than {MAX_PIXELS // 1_000_000} million; "
@@ -174,18 +191,25 @@ def _sixteen_bit_as_eight(picture: Any) -> Any:
     return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
 
 
-def _read_arrays(path: Path) -> list[tuple[str, Callable[[], np.ndarray]]]:
-    """The 28x28 (or any 2-D) images in a .npy (one image, or a stack) or .npz (each array in it).
+def _read_arrays(source: Path | BinaryIO, path: str, kind: str) -> list[tuple[str, Callable[[], np.ndarray]]]:
+    """The 28x28 (or any 2-D) images in a .npy (one image, or a stack) or .npz (each array in it), from a
+    file or an upload's bytes; `path` names it in messages.
 
     Shapes are read from the headers and bounded before any pixel is loaded; each image is turned
     into floats only when it is used.
     """
-    if path.suffix.lower() == ".npy":
-        named = [(str(path), np.load(path, mmap_mode="r", allow_pickle=False))]  # maps the file: nothing read yet
-        _check_size(str(path), named[0][1].shape, named[0][1].dtype)
+    if kind == "npy":
+        if isinstance(source, Path):
+            array = np.load(source, mmap_mode="r", allow_pickle=False)  # maps the file: nothing read yet
+        else:
+            _check_size(path, *_npy_header(source))
+            source.seek(0)
+            array = np.load(source, allow_pickle=False)
+        named = [(path, array)]
+        _check_size(path, array.shape, array.dtype)
     else:
         named = []
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(source) as archive:
             members = [info for info in archive.infolist() if info.filename.endswith(".npy")]
             if len(members) > MAX_ARRAYS:
                 raise ValueError(f"it holds {len(members):,} arrays; at most {MAX_ARRAYS:,} are read")
@@ -198,7 +222,9 @@ def _read_arrays(path: Path) -> list[tuple[str, Callable[[], np.ndarray]]]:
                 if total > MAX_ARRAY_VALUES:
                     raise ValueError(f"its arrays hold more than {MAX_ARRAY_VALUES:,} values together")
                 named.append((f"{path}:{key}", None))
-        loaded = np.load(path, allow_pickle=False)  # never unpickle: an array file must not run code
+        if not isinstance(source, Path):
+            source.seek(0)
+        loaded = np.load(source, allow_pickle=False)  # never unpickle: an array file must not run code
         with loaded:
             named = [(name, loaded[name.rsplit(":", 1)[1]]) for name, _ in named]
     arrays: list[tuple[str, Callable[[], np.ndarray]]] = []

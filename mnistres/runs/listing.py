@@ -111,8 +111,13 @@ def list_runs(folder: str | os.PathLike, status: Optional[str] = None) -> tuple[
               for path in run_dirs(folder)]
     if status is not None:
         listed = [run for run in listed if run.status == status]
-    listed.sort(key=lambda run: (_when(run.started), run.name), reverse=True)
+    listed = newest_first(listed)
     return listed, differing(listed)
+
+
+def newest_first(listed: list[Listed]) -> list[Listed]:
+    """Runs in the order `runs` lists them: the newest start first, by name where equal."""
+    return sorted(listed, key=lambda run: (_when(run.started), run.name), reverse=True)
 
 
 def differing(listed: list[Listed]) -> list[str]:
