@@ -5,35 +5,20 @@
     mnistres serve runs --checkpoint runs/fast/best.pt &
     python benchmarks/serve_screenshots.py http://127.0.0.1:8000/ docs/guides/serve
 
-Draws a 3 with the mouse (two bows, as a person would), then opens the runs, the run `fast` and the
+Draws a 3 with the mouse (two bows, as a person would), then opens the runs, a run of the sweep and the
 sweep's report. Prints the digit the page showed for the 3.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
-import time
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
-
-def arc(x: float, y: float, radius: float, start: float, end: float, steps: int = 24) -> list[tuple[float, float]]:
-    angles = [math.radians(start + (end - start) * k / steps) for k in range(steps + 1)]
-    return [(x + radius * math.cos(a), y + radius * math.sin(a)) for a in angles]
-
-
-THREE = [arc(135, 95, 45, -160, 90), arc(135, 185, 45, -90, 160)]
-
-
-def until(page, condition: str, timeout: float = 60) -> None:
-    """Poll a JavaScript condition (the page's Content-Security-Policy forbids wait_for_function's eval)."""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(condition):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {condition}")
-        time.sleep(0.05)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from serving import THREE, draw, until  # noqa: E402 - the browser tests' own strokes and waits
 
 
 def main() -> None:
@@ -52,13 +37,7 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1100, "height": 520})
         page.goto(args.url)
         page.wait_for_selector("#checkpoint option", state="attached")
-        box = page.locator("#pad").bounding_box()
-        for stroke in THREE:
-            page.mouse.move(box["x"] + stroke[0][0], box["y"] + stroke[0][1])
-            page.mouse.down()
-            for x, y in stroke[1:]:
-                page.mouse.move(box["x"] + x, box["y"] + y)
-            page.mouse.up()
+        draw(page, THREE)
         until(page, "document.body.dataset.asking === 'no' && document.getElementById('digit').dataset.digit !== ''")
         print("the drawn 3 shows as", page.inner_text("#digit"), page.inner_text("#confidence"))
         page.screenshot(path=args.folder / "draw.png")

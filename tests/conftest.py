@@ -50,3 +50,20 @@ def pytest_configure(config):
     # `_isolate` removes MNISTRES_DATA_DIR from every test; keep where it pointed for the real-data tests.
     if os.environ.get("MNISTRES_DATA_DIR"):
         os.environ.setdefault("MNISTRES_REAL_DATA_DIR", os.environ["MNISTRES_DATA_DIR"])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_dir) -> Path:
+    """For the serve tests: runs/ with one run (`one`) and a sweep (`lr`, two points)."""
+    from serving import make_runs
+
+    return make_runs(tmp_path_factory.mktemp("served"), data_dir)
+
+
+@pytest.fixture(scope="module")
+def site(runs):
+    """For the serve tests: a server of `runs` on a free port, for the module's tests."""
+    from serving import running
+
+    with running(runs) as serving:
+        yield serving

@@ -1,11 +1,14 @@
-"""Helpers for the `serve` tests: a folder of tiny runs, a server on a free port in a thread, requests."""
+"""Helpers for the `serve` tests: a folder of tiny runs, a server on a free port in a thread, requests, and
+mouse strokes on the page (benchmarks/serve_screenshots.py draws with them too)."""
 
 from __future__ import annotations
 
 import http.client
 import io
 import json
+import math
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -82,3 +85,36 @@ def first_test_digits(data_dir: Path, count: int) -> tuple[np.ndarray, np.ndarra
     images = np.frombuffer(gzip.open(raw / "t10k-images-idx3-ubyte.gz").read(), np.uint8, offset=16).reshape(-1, 28, 28)
     labels = np.frombuffer(gzip.open(raw / "t10k-labels-idx1-ubyte.gz").read(), np.uint8, offset=8)
     return images[:count], labels[:count]
+
+
+# --- the page -----------------------------------------------------------------------------------------
+
+
+def until(page, condition: str, timeout: float = 30) -> None:
+    """Wait until the JavaScript expression `condition` holds on the page. (Playwright's wait_for_function
+    evaluates its text with eval, which the page's Content-Security-Policy forbids, as it should.)"""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(condition):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {condition}")
+        time.sleep(0.05)
+
+
+def draw(page, strokes) -> None:
+    """Mouse strokes on the drawing pad: each a list of (x, y) in the pad's pixels."""
+    box = page.locator("#pad").bounding_box()
+    for stroke in strokes:
+        page.mouse.move(box["x"] + stroke[0][0], box["y"] + stroke[0][1])
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(box["x"] + x, box["y"] + y)
+        page.mouse.up()
+
+
+def arc(x: float, y: float, radius: float, start: float, end: float, steps: int = 24) -> list[tuple[float, float]]:
+    angles = [math.radians(start + (end - start) * k / steps) for k in range(steps + 1)]
+    return [(x + radius * math.cos(a), y + radius * math.sin(a)) for a in angles]
+
+
+THREE = [arc(135, 95, 45, -160, 90), arc(135, 185, 45, -90, 160)]  # two bows, one above the other
+ONE = [[(140, 40 + 10 * k) for k in range(21)]]

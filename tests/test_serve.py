@@ -21,20 +21,9 @@ from typer.testing import CliRunner
 
 from mnistres.cli import app
 from mnistres.serve import markdown, server
-from serving import first_test_digits, get_json, make_runs, png_of, request, running
+from serving import first_test_digits, get_json, png_of, request, running
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, data_dir) -> Path:
-    return make_runs(tmp_path_factory.mktemp("served"), data_dir)
-
-
-@pytest.fixture(scope="module")
-def site(runs):
-    with running(runs) as serving:
-        yield serving
 
 
 # --- what it serves ------------------------------------------------------------------------------
@@ -136,6 +125,15 @@ def test_predict_refuses_unusable_uploads_in_words(site, body, status, words):
         body = png_of(np.full((64, 64), 255))
     got, answer = get_json(site.url, "/api/predict?checkpoint=one/best.pt", body=body)
     assert got == status and words in answer["error"], answer
+
+
+def test_an_image_larger_than_predict_reads_is_refused_from_its_header(site):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (8000, 8000)).save(buffer, "PNG")  # 64 megapixels in a few kilobytes
+    got, answer = get_json(site.url, "/api/predict?checkpoint=one/best.pt", body=buffer.getvalue())
+    assert got == 422 and "8000x8000 pixels, more than 50 million" in answer["error"], answer
 
 
 def test_predict_without_preprocessing_wants_28_by_28(site):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import os
 import shutil
 import signal
@@ -20,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mnistres.cli import app
-from serving import first_test_digits, get_json, make_runs, png_of, running
+from serving import ONE, THREE, draw, first_test_digits, get_json, png_of, running, until
 
 REQUIRED = os.environ.get("MNISTRES_BROWSER_TESTS") == "required"
 
@@ -55,17 +54,6 @@ def browser():
             launched.close()
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, data_dir) -> Path:
-    return make_runs(tmp_path_factory.mktemp("browsed"), data_dir)
-
-
-@pytest.fixture(scope="module")
-def site(runs):
-    with running(runs) as serving:
-        yield serving
-
-
 @pytest.fixture
 def page(browser, site):
     """A fresh page; every address it asks for is kept, to check that none is elsewhere."""
@@ -80,36 +68,6 @@ def page(browser, site):
     context.close()
     assert all(url.startswith(site.url) or url.startswith(("data:", "blob:")) for url in opened.asked), opened.asked
     assert not opened.problems, opened.problems
-
-
-def until(page, condition: str, timeout: float = 30) -> None:
-    """Wait until the JavaScript expression `condition` holds on the page. (Playwright's wait_for_function
-    evaluates its text with eval, which the page's Content-Security-Policy forbids, as it should.)"""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(condition):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {condition}")
-        time.sleep(0.05)
-
-
-def draw(page, strokes) -> None:
-    """Mouse strokes on the drawing pad: each a list of (x, y) in the pad's pixels."""
-    box = page.locator("#pad").bounding_box()
-    for stroke in strokes:
-        page.mouse.move(box["x"] + stroke[0][0], box["y"] + stroke[0][1])
-        page.mouse.down()
-        for x, y in stroke[1:]:
-            page.mouse.move(box["x"] + x, box["y"] + y)
-        page.mouse.up()
-
-
-def arc(x: float, y: float, radius: float, start: float, end: float, steps: int = 24) -> list[tuple[float, float]]:
-    angles = [math.radians(start + (end - start) * k / steps) for k in range(steps + 1)]
-    return [(x + radius * math.cos(a), y + radius * math.sin(a)) for a in angles]
-
-
-THREE = [arc(135, 95, 45, -160, 90), arc(135, 185, 45, -90, 160)]  # two bows, one above the other
-ONE = [[(140, 40 + 10 * k) for k in range(21)]]
 
 
 def shown_answer(page) -> tuple[str, list[list[int]]]:
