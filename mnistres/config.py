@@ -98,7 +98,7 @@ class RunConfig:
                                   "process); false: each process's share.")
     # execution
     device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps.", metavar="DEVICE")
-    amp: str = setting("auto", "Mixed precision: auto (bf16 on CUDA, off elsewhere) | off | bf16 | fp16.",
+    amp: str = setting("auto", "Mixed precision: auto (bf16 on CUDA and on CPUs with bf16 in hardware (AVX512-BF16, AMX), off elsewhere) | off | bf16 | fp16.",
                        metavar="MODE")
     compile: bool = setting(False, "torch.compile the model.")
     channels_last: bool = setting(True, "NHWC memory layout (faster convolutions on CPU and GPU).")

@@ -80,4 +80,4 @@ def load_trained(path: str | os.PathLike, *, device: str = "auto", threads: int 
     network.eval()
     mean, std = document["normalisation"] if "normalisation" in document else data.normalisation(run_config.dataset)
     return Trained(str(path), network, run_config, document.get("epoch"), float(mean), float(std), target,
-                   devices.amp_dtype(run_config.amp, target))
+                   devices.amp_dtype(run_config.amp, target, document.get("precision")))

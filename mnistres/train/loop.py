@@ -87,6 +87,7 @@ class Trainer:
         self.loss_sum, self.correct, self.seen = torch.zeros(()), torch.zeros((), dtype=torch.long), 0  # this epoch's
         # The machinery around it.
         self.amp: Optional[torch.dtype] = None  # the autocast dtype, if any
+        self.recorded_precision: Optional[str] = ""  # a resumed last.pt's precision ("" new run, None unrecorded)
         self.average: Optional[WeightAverage] = None  # the weights' moving average, when `ema` is on
         self.evaluated: Any = None  # the model evaluated and saved: the trained one, or its average
         self.forward = self.eval_forward = None  # what a training step calls (DDP-, compile-wrapped); evaluation
@@ -152,6 +153,9 @@ class Trainer:
                 with distributed.fail_together(world):
                     if (world.main if first else world.local_rank == 0 and not world.main):
                         data_module.ensure_files(config.dataset, root, config.download)
+        # Under amp=auto a resumed run goes on in the precision its last.pt was made in (None: made before
+        # checkpoints recorded it), a new one in what this machine computes fastest.
+        self.recorded_precision = saved.get("precision") if saved is not None else ""
         with distributed.fail_together(world):  # no collective operation in there
             assemble.prepare(self, root)
         assemble.build_model(self)

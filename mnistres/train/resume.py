@@ -104,6 +104,7 @@ def state_of(trainer: Any, logs: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     import mnistres
+    from mnistres.train import devices
 
     rng = {"torch": torch.get_rng_state(), "shuffle": trainer.shuffle_generator.get_state()}
     if trainer.device.type == "cuda":
@@ -121,6 +122,7 @@ def state_of(trainer: Any, logs: Mapping[str, Any]) -> dict[str, Any]:
         "scheduler": trainer.scheduler.state_dict(),
         "rng": rng,
         "plugins": trainer.provenance,  # so that eval can say which plugin a missing name came from
+        "precision": devices.precision_name(trainer.amp),  # what amp=auto chose: eval and --resume keep it
     }
 
 
