@@ -19,16 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+
+from bf16 import machine  # the machine and its CPU flags, as bf16.py records them (same folder)
 
 VARIANTS = {
     "default": ({}, []),
@@ -60,21 +59,6 @@ def train_speed(data_dir: Path, scratch: Path, images: int, batch_size: int, env
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     line = json.loads((out / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     return float(line["images_per_s"])
-
-
-def machine() -> dict[str, Any]:
-    flags = ""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    import torch
-
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "flags": [flag for flag in wanted if f" {flag}" in flags], "torch": torch.__version__,
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "load_average_at_end": os.getloadavg()}
 
 
 def main(argv: list[str] | None = None) -> int:
