@@ -98,18 +98,17 @@ class Library:
                 refused[run_id] = problem
                 continue
             runs[run_id] = path
-            parent = path.parent if path != self.root else None
-            for folder in (parent, self.root):
-                if folder is None or not self.inside(folder):
-                    continue
-                kind = "tune" if rundir.is_tune(folder) else "sweep" if rundir.is_sweep(folder) else ""
-                group_id = self.id_of(folder) if folder != self.root else "."
-                if kind and group_id not in groups and group_id not in refused:
-                    problem = self.confined(folder)
-                    if problem:
-                        refused[group_id] = problem
-                    else:
-                        groups[group_id] = Group(group_id, folder, kind)
+        # A sweep or tune directory holds its runs directly: the served folder itself, or a run's parent.
+        for folder in dict.fromkeys([self.root] + [path.parent for path in runs.values() if path != self.root]):
+            kind = "tune" if rundir.is_tune(folder) else "sweep" if rundir.is_sweep(folder) else ""
+            if not kind:
+                continue
+            group_id = self.id_of(folder) if folder != self.root else "."
+            problem = self.confined(folder)
+            if problem:
+                refused[group_id] = problem
+            else:
+                groups[group_id] = Group(group_id, folder, kind)
         return Found(runs, groups, refused, time.monotonic())
 
     def id_of(self, path: Path) -> str:

@@ -24,9 +24,9 @@ from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from mnistres import __version__
-from mnistres.errors import CheckpointError, ConfigError, MnistresError
+from mnistres.errors import ConfigError, MnistresError
 from mnistres.serve.library import Library, NotFound
-from mnistres.serve.predictor import Predictor, Unusable
+from mnistres.serve.predictor import Predictor
 from mnistres.serve.reports import Reports
 
 MAX_UPLOAD_MB = 20.0  # default bound of a request's body: a 48-megapixel phone photo as JPEG fits
@@ -257,7 +257,7 @@ def make_handler(site: Site, loopback: bool) -> type[http.server.BaseHTTPRequest
                 answer = Answer({"error": str(error)}, status=error.status)
             except NotFound as error:
                 answer = Answer({"error": str(error)}, status=404)
-            except (Unusable, CheckpointError, ConfigError, MnistresError) as error:
+            except MnistresError as error:  # an unusable image or checkpoint (Unusable, CheckpointError, ...)
                 answer = Answer({"error": str(error)}, status=422)
             except Exception as error:  # noqa: BLE001 - a bug answers as JSON; the traceback goes to the log only
                 first = (str(error).strip().splitlines() or [""])[0]
@@ -346,15 +346,9 @@ def _megabytes(count: int) -> str:
 
 
 def _loopback_host(host: str) -> bool:
-    """Whether a Host header names this machine's loopback (localhost, 127.x.x.x, [::1]), with any port."""
+    """Whether a Host header names this machine's loopback (localhost, a.localhost, 127.x.x.x, [::1]), any port."""
     name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    name = name.strip("[]").lower()
-    if name in LOOPBACK_NAMES or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(name) or name.lower().endswith(".localhost")
 
 
 class Server(http.server.ThreadingHTTPServer):
@@ -368,10 +362,11 @@ class Server(http.server.ThreadingHTTPServer):
 
 
 def is_loopback(host: str) -> bool:
+    """Whether an address (or localhost) is this machine's loopback; IPv6 with or without brackets."""
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
-        return host.lower() == "localhost"
+        return host.lower() in LOOPBACK_NAMES
 
 
 @dataclass
