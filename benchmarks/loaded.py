@@ -1,17 +1,20 @@
 """Training speed with another busy process on the machine, beside the same run on a quiet machine.
 
 Each measurement is one `mnistres train` process (a fresh interpreter, so that OpenMP starts with the
-settings given), training `--images` real MNIST images for one epoch; its training images/s is read
-from the run's metrics.jsonl. Quiet and loaded measurements alternate round by round, and so do the
-settings compared (`--variants`), so that a drift of the machine touches every side alike. "Loaded"
-is one other process spinning on the CPU (a Python busy loop, as a second job or a browser tab would
-be) for the whole of the run.
+settings given), training `--images` real MNIST images per epoch; its training images/s is read from the
+run's metrics.jsonl. Three conditions: `quiet`; `loaded`, one other process spinning on the CPU (a Python
+busy loop, as a second job or a busy browser tab would be) from before the run starts to its end; and
+`late`, a run of two epochs where the busy process starts `--late-after` seconds into the first epoch,
+measured by its second epoch (the one a run that follows the load should have adapted for). Conditions
+and the settings compared (`--variants`) alternate round by round, so that a drift of the machine
+touches every side alike.
 
     python benchmarks/loaded.py --data-dir ../shared/data --rounds 3 --json loaded.json
 
-Variants: `default` (mnistres as installed), `spin` (OpenMP's threads spinning while they wait, the
-behaviour before mnistres chose passive waiting: OMP_WAIT_POLICY=ACTIVE), `passive`
-(OMP_WAIT_POLICY=PASSIVE), `threads1` (--threads 1). Any other variant is NAME=ENV:VALUE[,...].
+Variants: `default` (mnistres as installed: threads=0 follows the cores other processes leave free),
+`fixed` (`--threads` = this machine's cores: what threads=0 meant before, torch's default),
+`passive` (that, with OpenMP's threads sleeping while they wait: OMP_WAIT_POLICY=PASSIVE),
+`threads1` (--threads 1). Any other variant is NAME=ENV:VALUE[,...].
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from pathlib import Path
 
 from bf16 import machine  # the machine and its CPU flags, as bf16.py records them (same folder)
 
+CORES = len(os.sched_getaffinity(0))
 VARIANTS = {
     "default": ({}, []),
-    "spin": ({"OMP_WAIT_POLICY": "ACTIVE"}, []),
-    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
+    "fixed": ({}, ["--threads", str(CORES)]),
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, ["--threads", str(CORES)]),
     "threads1": ({}, ["--threads", "1"]),
 }
+CONDITIONS = ("quiet", "loaded", "late")
 
 
 def variant(text: str) -> tuple[str, dict[str, str], list[str]]:
@@ -45,18 +50,41 @@ def variant(text: str) -> tuple[str, dict[str, str], list[str]]:
     return name, environment, []
 
 
-def train_speed(data_dir: Path, scratch: Path, images: int, batch_size: int, environment: dict[str, str],
-                options: list[str], extra: list[str]) -> float:
-    """Training images/s of one run in a fresh process."""
+def busy_process() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def train_speed(data_dir: Path, scratch: Path, condition: str, images: int, batch_size: int, late_after: float,
+                environment: dict[str, str], options: list[str], extra: list[str]) -> float:
+    """Training images/s of one run in a fresh process, under `condition`: its only epoch's, or (late) its
+    second's."""
     out = scratch / "runs"
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, **environment}
-    if "OMP_WAIT_POLICY" not in environment:
-        env.pop("OMP_WAIT_POLICY", None)
+    for name in ("OMP_WAIT_POLICY", "MNISTRES_CPU_OTHERS"):
+        if name not in environment:
+            env.pop(name, None)
+    epochs = 2 if condition == "late" else 1
     command = [sys.executable, "-m", "mnistres", "train", "--data-dir", str(data_dir), "--no-download", "--device",
-               "cpu", "--train-size", str(images), "--epochs", "1", "--batch-size", str(batch_size), "--set",
+               "cpu", "--train-size", str(images), "--epochs", str(epochs), "--batch-size", str(batch_size), "--set",
                "precise_bn=0", "--out-dir", str(out), "--name", "run", *options, *extra]
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    busy = busy_process() if condition == "loaded" else None
+    try:
+        if busy is not None:
+            time.sleep(0.5)  # spinning before the run starts
+        run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if condition == "late":
+            while run.poll() is None and not (out / "run" / "config.yaml").exists():  # written as training starts
+                time.sleep(0.05)
+            time.sleep(late_after)
+            busy = busy_process()
+        _, errors = run.communicate()
+        if run.returncode:
+            raise SystemExit(f"the run failed: {errors}")
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
     line = json.loads((out / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     return float(line["images_per_s"])
 
@@ -67,39 +95,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--images", type=int, default=12800, help="training images per measurement")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--variants", nargs="+", default=["default", "spin", "passive", "threads1"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--late-after", type=float, default=2.0, help="seconds into the first epoch the load starts (late)")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="more train options, e.g. amp=bf16")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     extra = [item for setting in args.extra for item in ("--set", setting)]
     chosen = [variant(text) for text in args.variants]
-    found: dict[str, dict[str, list[float]]] = {name: {"quiet": [], "loaded": []} for name, _, _ in chosen}
+    found: dict[str, dict[str, list[float]]] = {name: {c: [] for c in CONDITIONS} for name, _, _ in chosen}
     with tempfile.TemporaryDirectory() as scratch:
         for round_number in range(args.rounds):
-            for condition in ("quiet", "loaded"):
+            for condition in CONDITIONS:
                 for name, environment, options in (chosen if round_number % 2 == 0 else chosen[::-1]):
-                    busy = None
-                    if condition == "loaded":
-                        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                        time.sleep(0.5)
-                    try:
-                        speed = train_speed(args.data_dir, Path(scratch), args.images, args.batch_size, environment,
-                                            options, extra)
-                    finally:
-                        if busy is not None:
-                            busy.kill()
-                            busy.wait()
+                    speed = train_speed(args.data_dir, Path(scratch), condition, args.images, args.batch_size,
+                                        args.late_after, environment, options, extra)
                     found[name][condition].append(speed)
                     print(f"round {round_number + 1} {condition:6} {name:10} {speed:8.0f} images/s", flush=True)
     rows = {}
-    print(f"\n{'variant':10} {'quiet (median)':>15} {'loaded (median)':>16} {'loaded/quiet':>13}")
+    baseline = statistics.median(found["fixed"]["quiet"]) if "fixed" in found else None
+    print(f"\n{'variant':10} {'quiet':>8} {'loaded':>8} {'late':>8} {'loaded/quiet':>13} {'late/quiet':>11}"
+          + (f" {'quiet/fixed':>12}" if baseline else ""))
     for name, sides in found.items():
-        quiet, loaded = statistics.median(sides["quiet"]), statistics.median(sides["loaded"])
-        rows[name] = {"quiet": sides["quiet"], "loaded": sides["loaded"], "quiet_median": quiet,
-                      "loaded_median": loaded, "loaded_share": loaded / quiet}
-        print(f"{name:10} {quiet:15.0f} {loaded:16.0f} {loaded / quiet:13.2f}")
+        medians = {condition: statistics.median(sides[condition]) for condition in CONDITIONS}
+        rows[name] = {**sides, **{f"{c}_median": m for c, m in medians.items()},
+                      "loaded_share": medians["loaded"] / medians["quiet"], "late_share": medians["late"] / medians["quiet"],
+                      **({"quiet_vs_fixed": medians["quiet"] / baseline} if baseline else {})}
+        print(f"{name:10} {medians['quiet']:8.0f} {medians['loaded']:8.0f} {medians['late']:8.0f} "
+              f"{rows[name]['loaded_share']:13.2f} {rows[name]['late_share']:11.2f}"
+              + (f" {rows[name]['quiet_vs_fixed']:12.3f}" if baseline else ""))
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "images": args.images, "batch_size": args.batch_size,
+        args.json.write_text(json.dumps({"machine": machine(), "command": " ".join(sys.argv), "images": args.images,
+                                         "batch_size": args.batch_size, "late_after": args.late_after,
                                          "extra": args.extra, "rounds": args.rounds, "variants": rows}, indent=1))
     return 0
 

@@ -102,8 +102,9 @@ class RunConfig:
                        metavar="MODE")
     compile: bool = setting(False, "torch.compile the model.")
     channels_last: bool = setting(True, "NHWC memory layout (faster convolutions on CPU and GPU).")
-    threads: int = setting(0, "CPU threads for torch; 0: torch's default (one per core). On the CPU the thread "
-                              "count is part of a run's numbers.")
+    threads: int = setting(0, "CPU threads for torch; 0: one per core this process may use (within a container's "
+                              "CPU quota), fewer while other processes keep cores busy, chosen again before each "
+                              "epoch. On the CPU the thread count is part of a run's numbers: N fixes it.")
     callbacks: Tuple[str, ...] = setting(DEFAULT_CALLBACKS, "Callbacks to run, each with its options; the list "
                                                             "replaces the default.", metavar=SPEC,
                                          registry="callbacks")
@@ -361,7 +362,7 @@ INT_RANGES: dict[str, tuple[int, int, str]] = {
     "seed": (0, 2**32 - 1, "seeds, as numpy takes them"),
     "precise_bn": (0, 1_000_000, "images; 0 turns it off"),
     # Any machine's limit; the machine a run is on allows fewer (devices.set_threads says how many).
-    "threads": (0, 4096, "CPU threads; 0 is torch's default"),
+    "threads": (0, 4096, "CPU threads; 0 follows the cores left free"),
 }
 
 

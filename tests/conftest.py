@@ -30,6 +30,9 @@ def _isolate(tmp_path, monkeypatch):
     # amp=auto takes bf16 on CPUs with bf16 in hardware: the suite's runs stay in float32 on every CPU, and
     # test_precision.py says which CPU it means.
     monkeypatch.setenv("MNISTRES_CPU_BF16", "0")
+    # threads=0 follows the cores other processes leave free, which on a test machine changes from one moment
+    # to the next: the suite's runs take the machine as quiet, and test_cpus.py says otherwise where it means to.
+    monkeypatch.setenv("MNISTRES_CPU_OTHERS", "0")
 
 
 @pytest.fixture

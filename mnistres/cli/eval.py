@@ -27,7 +27,7 @@ def eval_command(
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
     batch_size: Annotated[Optional[int], typer.Option(
         metavar="INT", help="Images per evaluation batch. \\[default: 256 on the CPU, 1024 on a GPU]")] = None,
-    threads: Annotated[int, typer.Option(metavar="INT", help="CPU threads for torch (0: torch's default).")] = 0,
+    threads: Annotated[int, typer.Option(metavar="INT", help="CPU threads for torch (0: one per core, fewer while other processes keep cores busy).")] = 0,
     download: Annotated[bool, typer.Option("--download/--no-download", show_default=False,
                                            help="Fetch missing dataset files. \\[default: --download]")] = True,
     images: Annotated[Optional[Path], typer.Option(

@@ -26,7 +26,7 @@ def predict(
     explain: Annotated[bool, typer.Option(
         "--explain", help="Show the likeliest digits one per line, each with a bar as long as its probability.")] = False,
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
-    threads: Annotated[int, typer.Option(metavar="INT", help="CPU threads for torch (0: torch's default).")] = 0,
+    threads: Annotated[int, typer.Option(metavar="INT", help="CPU threads for torch (0: one per core, fewer while other processes keep cores busy).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
     plugin: PluginOpt = None,
 ) -> None:

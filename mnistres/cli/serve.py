@@ -29,7 +29,7 @@ def serve(
         metavar="MB", help="The largest image upload accepted, in megabytes (a larger one gets HTTP 413).",
         min=0.001)] = MAX_UPLOAD_MB,
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
-    threads: Annotated[int, typer.Option(metavar="INT", help="CPU threads for torch (0: torch's default).")] = 0,
+    threads: Annotated[int, typer.Option(metavar="INT", help="CPU threads for torch (0: one per core, fewer while other processes keep cores busy).")] = 0,
     plugin: PluginOpt = None,
 ) -> None:
     """A local web page: draw a digit and see what a checkpoint thinks, and browse the runs under RUNS_DIR

@@ -56,6 +56,7 @@ def load_trained(path: str | os.PathLike, *, device: str = "auto", threads: int 
 
     devices.set_threads(threads)
     target = devices.torch_device(device)
+    share = devices.core_share(threads, target)
     document = checkpoint.load(path)
     try:
         run_config = config_module.from_dict(document["config"], origin=f"checkpoint {path}")
@@ -78,6 +79,8 @@ def load_trained(path: str | os.PathLike, *, device: str = "auto", threads: int 
     # The same memory layout as in training, so eval reproduces the logged accuracy exactly.
     network.to(target, memory_format=torch.channels_last if run_config.channels_last else torch.contiguous_format)
     network.eval()
+    if share is not None:  # threads=0 on the CPU: those the cores left free by other processes allow
+        torch.set_num_threads(share.choose())
     mean, std = document["normalisation"] if "normalisation" in document else data.normalisation(run_config.dataset)
     return Trained(str(path), network, run_config, document.get("epoch"), float(mean), float(std), target,
                    devices.amp_dtype(run_config.amp, target, document.get("precision")))

@@ -186,7 +186,12 @@ def _numerics_text(numerics: Any) -> str:
     if numerics.get("device") == "cuda":
         parts += [str(numerics.get("gpu", "")), f"cuDNN {numerics.get('cudnn')}"]
     else:
-        parts += [plural(int(numerics.get("threads", 0) or 0), "thread"), str(numerics.get("cpu_capability", ""))]
+        counts = numerics.get("threads_by_epoch")  # present where the epochs' counts differ
+        if isinstance(counts, list) and counts and all(isinstance(n, int) for n in counts):
+            threads = f"{min(counts)}–{max(counts)} threads"
+        else:
+            threads = plural(int(numerics.get("threads", 0) or 0), "thread")
+        parts += [threads, str(numerics.get("cpu_capability", ""))]
     parts.append(str(numerics.get("precision", "")))
     if numerics.get("environment"):
         parts.append(", ".join(f"{k}={v}" for k, v in sorted(numerics["environment"].items())))

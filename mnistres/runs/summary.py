@@ -52,8 +52,8 @@ class Summary:
     finished: Optional[str] = _entry(str, means="ISO time, UTC.")
     device: Optional[str] = _entry(str, means="In words, e.g. cpu (2 threads).")
     versions: Optional[dict] = _entry(dict, means="mnistres, torch, torchvision, python.")
-    numerics: Optional[dict] = _entry(dict, means="What the numbers depend on: device, threads, CPU instruction set, "
-                                                   "precision, torch version.")
+    numerics: Optional[dict] = _entry(dict, means="What the numbers depend on: device, threads (threads_by_epoch where "
+                                                   "the epochs' differ), CPU instruction set, precision, torch version.")
     plugins: Optional[dict] = _entry(dict, means="Where each registry name the run used came from.")
     distributed: Optional[dict] = _entry(means="Under torchrun: the processes of the run.")
     outputs: Optional[list] = _entry(list, means="What the callbacks wrote in the run directory (--overwrite clears "

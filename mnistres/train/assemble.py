@@ -29,6 +29,7 @@ def prepare(trainer: Any, root: Path) -> None:
     config, resolved, world = trainer.config, trainer.resolved, trainer.world
     devices.set_threads(config.threads)
     trainer.device = device = distributed.device(config.device, world)
+    trainer.cpu_share = devices.core_share(config.threads, device)  # watches the cores from now on
     trainer.amp = devices.amp_dtype(config.amp, device, trainer.recorded_precision)
     torch.manual_seed(config.seed)
     trainer.data = data = data_module.prepare(

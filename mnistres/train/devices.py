@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from typing import Sequence
 
 import torch
 
+from mnistres.core import cpus
 from mnistres.errors import DeviceError
 from mnistres.core.wording import plural
 
@@ -62,20 +64,27 @@ def check_threads(threads: int) -> None:
     """A thread count this machine can run (the config's own range is machine-independent)."""
     if threads > max_threads():
         raise DeviceError(f"threads={threads} is more than this machine can use: at most {max_threads()} "
-                          f"({THREADS_PER_CORE} per core; 0 is torch's default)")
+                          f"({THREADS_PER_CORE} per core; 0 follows the cores left free)")
 
 
-_TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before anything here changes it
+def _torch_default_threads() -> int:
+    """torch's own count (OMP_NUM_THREADS, else one per core this process may run on), capped by the
+    control group's CPU quota, which torch does not look at (a container's `--cpus`)."""
+    quota = cpus.quota_cores()
+    return max(1, min(torch.get_num_threads(), quota) if quota else torch.get_num_threads())
+
+
+_TORCH_DEFAULT_THREADS = _torch_default_threads()  # before anything here changes it
 
 
 def default_threads() -> int:
-    """What `threads: 0` means: torch's own choice for this process (one per core, or OMP_NUM_THREADS),
-    unless `use_default_threads` set it."""
+    """The most threads `threads: 0` uses: torch's own choice for this process (one per core, or
+    OMP_NUM_THREADS) within the CPU quota, unless `use_default_threads` set it."""
     return _TORCH_DEFAULT_THREADS
 
 
 def use_default_threads(threads: int) -> None:
-    """Make `threads: 0` mean `threads` in this process. A sweep resolves it once, in its own process,
+    """Make `threads: 0` mean up to `threads` in this process. A sweep resolves it once, in its own process,
     and hands the number to each point's process, so that a point run as a child or on a Dask worker
     (which sets OMP_NUM_THREADS=1) computes with the count the sweep's own points use."""
     global _TORCH_DEFAULT_THREADS
@@ -84,13 +93,23 @@ def use_default_threads(threads: int) -> None:
 
 
 def set_threads(threads: int) -> None:
-    """Use `threads` CPU threads; 0: torch's default, even if an earlier run in this process changed it.
+    """Use `threads` CPU threads; 0: the default, even if an earlier run in this process changed it
+    (`core_share` then lowers it while other processes hold cores).
 
     On the CPU the thread count is part of a run's result: reductions are split across threads,
     so 1 and 2 threads sum in different orders and differ in the last digits.
     """
     check_threads(threads)
     torch.set_num_threads(threads or _TORCH_DEFAULT_THREADS)
+
+
+def core_share(threads: int, device: torch.device) -> cpus.Share | None:
+    """For `threads: 0` on the CPU, what chooses the thread count from the cores other processes leave
+    free (`cpus.Share`; its `choose()` then goes to `torch.set_num_threads`); None for a fixed count or
+    another device."""
+    if threads or device.type != "cpu":
+        return None
+    return cpus.Share(_TORCH_DEFAULT_THREADS)
 
 
 def amp_dtype(mode: str, device: torch.device, recorded: str | None = "") -> torch.dtype | None:
@@ -180,11 +199,12 @@ NUMERIC_ENVIRONMENT = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILIT
                        "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE")
 
 
-def numerics(device: torch.device, amp: torch.dtype | None) -> dict[str, object]:
+def numerics(device: torch.device, amp: torch.dtype | None, epoch_threads: Sequence[int] = ()) -> dict[str, object]:
     """What a run's numbers depend on besides its config and seed, for summary.json.
 
     Two runs agree to the last digit only where all of this agrees: on the CPU the thread count
-    (reductions are split across threads) and the instruction set the kernels were chosen for; on
+    (reductions are split across threads: `threads_by_epoch` lists the counts where the epochs' differ,
+    `epoch_threads` as metrics.jsonl has them) and the instruction set the kernels were chosen for; on
     a GPU its model, CUDA and cuDNN versions and TF32; everywhere the torch version, the precision
     and the variables below when set.
     """
@@ -196,6 +216,8 @@ def numerics(device: torch.device, amp: torch.dtype | None) -> dict[str, object]
         "cpu_capability": _cpu_capability(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
     }
+    if device.type == "cpu" and len(set(epoch_threads)) > 1:
+        found["threads_by_epoch"] = list(epoch_threads)
     if device.type == "cuda":
         found.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
                      cudnn=torch.backends.cudnn.version(), tf32_matmul=torch.backends.cuda.matmul.allow_tf32,

@@ -19,6 +19,7 @@ import torch
 
 from mnistres.train import assemble, data as data_module, devices, distributed, metrics, record as record_module
 from mnistres.core import interrupts
+from mnistres.core.wording import plural
 from mnistres.train import model as model_module, resume as resume_module
 from mnistres.runs import rundir
 from mnistres.api import Callback
@@ -87,6 +88,7 @@ class Trainer:
         self.loss_sum, self.correct, self.seen = torch.zeros(()), torch.zeros((), dtype=torch.long), 0  # this epoch's
         # The machinery around it.
         self.amp: Optional[torch.dtype] = None  # the autocast dtype, if any
+        self.cpu_share: Any = None  # cpus.Share: for threads=0 on the CPU, the threads the cores left free allow
         self.recorded_precision: Optional[str] = ""  # a resumed last.pt's precision ("" new run, None unrecorded)
         self.average: Optional[WeightAverage] = None  # the weights' moving average, when `ema` is on
         self.evaluated: Any = None  # the model evaluated and saved: the trained one, or its average
@@ -159,6 +161,7 @@ class Trainer:
         with distributed.fail_together(world):  # no collective operation in there
             assemble.prepare(self, root)
         assemble.build_model(self)
+        self.follow_free_cores("from the start")  # looks at what others did while this run got ready
         # Only now, with data, model and optimizer ready, does anything reach the disk; and only
         # while this process holds the run directory's lock (rank 0: the one that writes).
         lock = Lock(self.run_dir)
@@ -224,8 +227,11 @@ class Trainer:
     def _epochs(self) -> tuple[str, str]:
         """The epochs still to train: (status, message) once they end, by themselves or as a callback asks."""
         config, world = self.config, self.world
-        for epoch in range(len(self.history) + 1, config.epochs + 1):
+        first = len(self.history) + 1
+        for epoch in range(first, config.epochs + 1):
             self.epoch = epoch
+            if epoch > first:
+                self.follow_free_cores(f"from epoch {epoch}")
             self._emit("on_epoch_begin", epoch)
             logs = self.train_epoch(self.train_batches)
             if logs is None:  # non-finite loss
@@ -245,6 +251,22 @@ class Trainer:
             if self.stop_reason:
                 return ("pruned" if self.stop_status == "pruned" else "completed"), self.stop_reason
         return "completed", ""
+
+    def follow_free_cores(self, when: str) -> None:
+        """Under `threads: 0` on the CPU, compute with the threads the cores left free by other processes
+        allow (`cpus.Share`), chosen before each epoch; a change is said on the console. Each epoch's count
+        goes into metrics.jsonl: it is part of the numbers."""
+        if self.cpu_share is None:
+            return
+        before, threads = torch.get_num_threads(), self.cpu_share.choose()
+        if threads == before:
+            return
+        torch.set_num_threads(threads)
+        share = self.cpu_share
+        why = (f"other processes keep {share.others:.1f} of {plural(share.cores, 'core')} busy"
+               if threads < share.cap else "the cores are free again")
+        self.console.print(f"{plural(threads, 'CPU thread')} {when}: {why} (--threads N fixes the count)",
+                           style="dim", highlight=False, soft_wrap=True)
 
     def _ending(self, error: BaseException) -> tuple[str, str, Optional[BaseException]]:
         """How an error ends the run: (status, message, the error to raise instead, None: itself). Every
@@ -289,6 +311,8 @@ class Trainer:
         start = time.perf_counter()
         for updates, step in enumerate(self.steps.of_epoch(batches, lambda: self.global_step), start=1):
             lr = self.take_step(step)
+            if self.cpu_share is not None:
+                self.cpu_share.look()
             if updates % check_every == 0 or step.done == len(batches):
                 if not self.check_step():
                     self.diverged_at = (self.epoch, step.done, lr)

@@ -155,7 +155,8 @@ class RunRecord:
             started=started.isoformat(timespec="seconds"), **rundir.writer(self.attempt),
             finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             device=devices.describe(trainer.device), versions=versions(),
-            numerics=devices.numerics(trainer.device, trainer.amp), plugins=trainer.provenance,
+            numerics=devices.numerics(trainer.device, trainer.amp, [row["threads"] for row in history if "threads" in row]),
+            plugins=trainer.provenance,
             distributed={**trainer.world.describe(), "sync_bn": config.sync_bn}, outputs=trainer.outputs,
             diverged_at=None if diverged_at is None else dict(zip(("epoch", "step", "lr"), diverged_at)))
 
