@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -367,7 +368,6 @@ def test_a_stopped_or_killed_tune_process_loses_no_trial(how, tmp_path, data_dir
     """SIGTERM (stops its trials, exit 130) or SIGKILL (its trials' processes stop themselves) while trials run
     in child processes: the next tune resumes them, and the search ends with the count asked for."""
     import signal
-    import time
 
     from processes import processes_mentioning, status, wait_for
 
@@ -421,3 +421,31 @@ def test_retried_and_surplus_trials_do_not_count():
     assert study_module.counted(trials) == 2  # 0 and 4
     assert study_module.counted(trials, up_to=0) == 1
     assert [t.number for t in trials if study_module.counts(t, trials)] == [0, 4]
+
+
+def test_a_signal_while_the_study_is_written_waits_until_it_is(monkeypatch):
+    """A Ctrl-C (or the tune process gone) that lands while a trial reports to its study interrupts the trial
+    after the report, not inside it: cut in the middle of Optuna's journal lock release, it came out as a
+    FileNotFoundError and the trial as failed."""
+    import signal
+    from types import SimpleNamespace
+
+    from mnistres.tune.pruning import TuneTrial
+
+    class Trial:
+        reported = asked = False
+
+        def report(self, value, step):
+            os.kill(os.getpid(), signal.SIGINT)  # arrives here, in the middle of writing
+            time.sleep(0.2)
+            self.reported = True
+
+        def should_prune(self):
+            self.asked = True
+            return False
+
+    callback = TuneTrial()
+    callback.trial = Trial()
+    with pytest.raises(KeyboardInterrupt):
+        callback.on_epoch_end(SimpleNamespace(config=SimpleNamespace(epochs=3)), 1, {"val_acc": 0.5})
+    assert callback.trial.reported and callback.trial.asked

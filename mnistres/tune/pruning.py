@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from mnistres.api import Callback, TrainerState
+from mnistres.core.interrupts import deferred
 from mnistres.errors import ConfigError
 from mnistres.runs import rundir
 
@@ -27,15 +28,21 @@ class TuneTrial(Callback):
         from mnistres.tune import study as study_module
 
         record = rundir.read_tune(directory)
-        self.trial = study_module.trial_in(record, number)
+        with deferred():  # see on_epoch_end
+            self.trial = study_module.trial_in(record, number)
 
     def on_epoch_end(self, trainer: TrainerState, epoch: int, logs: dict[str, Any]) -> None:
         if self.trial is None:
             return
         accuracy = float(logs["val_acc"])
-        self.trial.report(accuracy, epoch)
-        # The last epoch ends the trial anyway: its value is a result, not a reason to prune.
-        if epoch < trainer.config.epochs and self.trial.should_prune():
+        # A Ctrl-C (or the tune process gone) waits until the study is written: Optuna's journal lock, cut
+        # by KeyboardInterrupt while it is released, raises FileNotFoundError in its place, and the trial
+        # would be recorded as failed instead of interrupted.
+        with deferred():
+            self.trial.report(accuracy, epoch)
+            # The last epoch ends the trial anyway: its value is a result, not a reason to prune.
+            prune = epoch < trainer.config.epochs and self.trial.should_prune()
+        if prune:
             trainer.stop_reason = (f"pruned after epoch {epoch}: held-out accuracy {accuracy:.4f} was behind the "
                                    f"study's other trials at that epoch")
             trainer.stop_status = "pruned"

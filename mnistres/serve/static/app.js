@@ -147,6 +147,7 @@ function setUpPad() {
       ink.drawImage(picture, (pad.width - picture.width * scale) / 2, (pad.height - picture.height * scale) / 2,
         picture.width * scale, picture.height * scale);
     } catch (error) { /* not a picture the browser shows: the server may still read it */ }
+    state.pending = false;  // the pad now shows the file: a drawing's question still to come is gone with it
     await send(file, file.name);
     $("upload").value = "";
   });
@@ -161,6 +162,10 @@ function ask() {
   if (!state.drawn) return;
   busy(true);
   if (state.sending) { state.pending = true; return; }
+  // Taken from now, though toBlob answers later: an ask in between waits its turn, or two questions would
+  // be in flight and an older answer could arrive last and stay on screen.
+  state.sending = true;
+  state.pending = false;
   $("pad").toBlob((blob) => send(blob, "drawing"), "image/png");
 }
 
@@ -171,7 +176,6 @@ function busy(asking) {  // whether an answer is still to come (tests and screen
 async function send(body, what) {
   busy(true);
   state.sending = true;
-  state.pending = false;
   state.lastSent = Date.now();
   const query = state.checkpoint ? `?checkpoint=${encodeURIComponent(state.checkpoint)}` : "";
   try {
