@@ -29,14 +29,15 @@ COMMANDS = {
 }
 COMMANDS["plugins"] = ["--json"]
 COMMANDS["eval"] += ["--images", "--no-preprocess", "--mistakes", "--output"]
-COMMANDS["runs"] = ["--status", "--json"]
+COMMANDS["runs"] = ["--status", "--json", "--csv", "--tag"]
 COMMANDS["predict"] = ["--no-preprocess", "--top", "--explain", "--device", "--threads", "--json"]
 COMMANDS["export"] = ["--output", "--data-dir", "--json"]
-COMMANDS["train"] += ["--callback", "--preset"]
-COMMANDS["sweep"] += ["--callback", "--preset"]
+COMMANDS["train"] += ["--callback", "--preset", "--tag", "--note"]
+COMMANDS["sweep"] += ["--callback", "--preset", "--tag", "--note"]
 COMMANDS["serve"] = ["--checkpoint", "--host", "--port", "--open", "--max-upload", "--device", "--threads"]
 COMMANDS["tune"] = ["--trials", "--jobs", "--executor", "--sampler", "--pruner", "--storage", "--seed", "--name",
-                    "--epochs", "--train-size", "--val-split", "--threads", "--set", "--callback", "--preset", "--json"]
+                    "--epochs", "--train-size", "--val-split", "--threads", "--set", "--callback", "--preset", "--json",
+                    "--tag", "--note"]
 for _command, _options in COMMANDS.items():
     if _command != "runs":  # `runs` reads run files only: no registry name, so no plugin to load
         _options.append("--plugin")  # every other command can load a plugin

@@ -103,6 +103,9 @@ def test_every_json_output_has_the_documented_keys(fast, data_dir, tmp_path):
     _keys_match("summary", _json("summary", "--set", "width=8", "--set", "blocks=1", "--json"))
     _keys_match("plugins", _json("plugins", "--json"))
     _keys_match("runs", _json("runs", "--json"))
+    _keys_match("runs tag", _json("runs", "tag", "runs/j", "checked", "--note", "seen", "--json"))
+    _keys_match("runs rm", _json("runs", "rm", "runs/lr-sweep", "--dry-run", "--json"))
+    _keys_match("runs gc", _json("runs", "gc", "--dry-run", "--json"))
     from mnistres.testing import write_synthetic_dataset
 
     fashion = write_synthetic_dataset(tmp_path / "fashion", folder="FashionMNIST")

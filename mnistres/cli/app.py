@@ -208,6 +208,29 @@ def print_json(result: Any) -> None:
         interrupts.output_closed(out)
 
 
+def print_csv(rows: list[dict[str, Any]]) -> None:
+    """--csv: the rows as CSV on stdout and nothing else (after `json_mode(True)`, which sends the rest to
+    stderr): a header of every key, in the order the rows first have them."""
+    import csv
+    import io
+
+    from mnistres.core.values import text
+
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(keys)
+    for row in rows:  # numbers as Python writes them (every digit), lists as a,b, nothing for none
+        writer.writerow(["" if row.get(key) is None else row[key] if isinstance(row[key], str) else text(row[key])
+                         for key in keys])
+    out = _json_stdout[0] if _json_stdout else sys.stdout
+    try:
+        out.write(buffer.getvalue())
+        out.flush()
+    except BrokenPipeError:
+        interrupts.output_closed(out)
+
+
 def main() -> None:
     from mnistres.core.display import degrade_output
     from mnistres.core.interrupts import as_started_process

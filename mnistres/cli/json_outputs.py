@@ -89,6 +89,25 @@ JSON_OUTPUTS: dict[str, dict[str, tuple[str, str]]] = {
         "folder": ("The folder listed.", ""),
         "settings": ("The settings whose values differ between the listed runs.", ""),
         "runs": ("One per run, newest first: name, path, status, note, epochs_done, epochs_planned, best_val_acc, "
-                 "final_val_acc, settings, started, seconds, bytes, hint.", ""),
+                 "final_val_acc, settings, started, seconds, bytes, hint, about (tags: its own and its sweep's or search's; "
+                 "note: the user's).", ""),
+    },
+    "runs tag": {
+        "path": ("The run, sweep or tune directory.", ""),
+        "tags": ("Its tags, after the change.", ""),
+        "note": ("Its note, after the change (\"\" for none).", ""),
+    },
+    "runs rm": {
+        "chosen": ("The directories chosen: path, name, kind (run, sweep, search), status, bytes.", ""),
+        "kept": ("What a filter matched but keeps, each with why (in use, a search's trial).", ""),
+        "bytes": ("Their size in all.", ""),
+        "dry_run": ("Whether --dry-run was given.", ""),
+        "done": ("Whether they were removed (false: a dry run, nothing chosen, or the question answered no).", ""),
+    },
+    "runs gc": {
+        "folder": ("The folder looked through.", ""),
+        "files": ("What was (or, with --dry-run, would be) removed: path, run, bytes, why.", ""),
+        "bytes": ("Their size in all.", ""),
+        "dry_run": ("Whether --dry-run was given.", ""),
     },
 }

@@ -94,6 +94,9 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FI
 SetOpt = Annotated[Optional[List[str]], typer.Option(
     "--set", "-s", metavar="KEY=VALUE", help="Any RunConfig key; repeatable; wins over everything else.",
     autocompletion=config_keys("="))]
+TagOpt = Annotated[Optional[List[str]], typer.Option(
+    "--tag", metavar="TAG", help="A tag to keep on it (`mnistres runs DIR --tag TAG` finds it); repeatable.")]
+NoteOpt = Annotated[Optional[str], typer.Option("--note", metavar="TEXT", help="A note to keep on it.")]
 PluginOpt = Annotated[Optional[List[str]], typer.Option(
     "--plugin", metavar="MODULE|FILE.py", help="Load a plugin; repeatable (also $MNISTRES_PLUGINS).")]
 PresetOpt = Annotated[Optional[str], typer.Option(

@@ -77,12 +77,22 @@ def commands_page() -> str:
            "Every command takes `--help`. Options of the `mnistres` command itself:\n\n",
            _table(["option", "default", "meaning"],
                   (_option_row(p) for p in group.params if not getattr(p, "hidden", False)))]
+    # A group (`runs`) is its commands, each under its own heading; the one it runs when given none
+    # (`default_command`) under the group's name: `mnistres runs [list]`, then `mnistres runs tag`.
+    named: list[tuple[str, str, Any]] = []
     for name, command in group.commands.items():
+        if not hasattr(command, "commands"):
+            named.append((name, name, command))
+            continue
+        default = getattr(command, "default_command", None)
+        named += [(name if sub == default else f"{name} {sub}", f"{name} [{sub}]" if sub == default else f"{name} {sub}",
+                   each) for sub, each in command.commands.items()]
+    for name, called, command in named:
         if getattr(command, "hidden", False):
             continue
         arguments = [p for p in command.params if p.param_type_name == "argument"]
         options = [p for p in command.params if p.param_type_name != "argument" and not getattr(p, "hidden", False)]
-        usage = " ".join(["mnistres", name, *map(_usage_piece, arguments), "[OPTIONS]"])
+        usage = " ".join(["mnistres", called, *map(_usage_piece, arguments), "[OPTIONS]"])
         out += [f"\n## `mnistres {name}`\n\n", f"```\n{usage}\n```\n\n", (command.help or "").strip() + "\n\n"]
         if arguments:
             out.append(_table(["argument", "meaning"],

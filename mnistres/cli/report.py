@@ -7,7 +7,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from mnistres.cli.app import app, json_mode, print_json, use_plugins
+from mnistres.cli.app import app, json_mode, print_csv, print_json, use_plugins
+from mnistres.errors import MnistresError
 from mnistres.cli.options import PluginOpt
 from mnistres.core.wording import plural
 
@@ -24,9 +25,14 @@ def report(
                                                  "examples/reference/course-report.yaml.")] = None,
     plugin: PluginOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results and the report's path as one JSON object.")] = False,
+    as_csv: Annotated[bool, typer.Option(
+        "--csv", help="Print one CSV row per run of the report (its study and variant first, then as "
+                      "`mnistres runs --csv`) and nothing else; the report is written all the same.")] = False,
 ) -> None:
     """Write a Markdown report with figures from finished runs; reads only their files."""
-    json_mode(as_json)
+    if as_json and as_csv:
+        raise MnistresError("--json and --csv: choose one")
+    json_mode(as_json or as_csv)
     use_plugins(plugin)
     from mnistres.core import display
     from mnistres.reporting import report as report_module
@@ -39,6 +45,11 @@ def report(
     written = report_module.write(studies, output or report_module.default_output(paths), published)
     for note in dict.fromkeys(study.note for study in studies if study.note):
         display.console(stderr=True).print(f"Note: {note}.", style="yellow", markup=False, soft_wrap=True)
+    if as_csv:
+        from mnistres.runs import listing
+
+        display.console(stderr=True).print(f"Report: {written.path}", markup=False, highlight=False)
+        return print_csv(listing.study_rows(studies))
     if as_json:
         return print_json({"report": str(written.path), "figures": [str(path) for path in written.figures],
                             "studies": [{"title": study.title, "headers": list(results.RESULT_HEADERS),

@@ -9,7 +9,8 @@ from typing import Annotated, List, Optional
 import typer
 
 from mnistres.cli.app import app, json_mode, one_process, print_json, use_plugins
-from mnistres.cli.options import PluginOpt, RunRequest, config_keys, default_of, registry_names, with_run_options
+from mnistres.cli.options import (NoteOpt, PluginOpt, RunRequest, TagOpt, config_keys, default_of, registry_names,
+                                  with_run_options)
 from mnistres.errors import MnistresError
 from mnistres.core.wording import plural
 
@@ -53,6 +54,8 @@ def sweep(
         "--config", "-c", metavar="FILE",
         help="YAML of RunConfig keys, plus optional 'axes:' (each key with a list of values) and 'seeds:' N.")] = None,
     plugin: PluginOpt = None,
+    tag: TagOpt = None,
+    note: NoteOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print each point's outcome and the results as one JSON object (the rest goes to stderr).")] = False,
     *,
     run: RunRequest,  # the run and layer options, filled in by with_run_options
@@ -80,7 +83,8 @@ def sweep(
 
     console = display.console(wide=True)
     outcome = sweep_module.run(plan, jobs=jobs, devices=device_list, console=console, overwrite=overwrite,
-                               executor=executor, scheduler=scheduler, scheduler_file=scheduler_file)
+                               executor=executor, scheduler=scheduler, scheduler_file=scheduler_file,
+                               tags=tag or (), note=note)
     study = results.load_sweep(plan.directory)
     if study.runs:
         console.print(display.results_table(f"Sweep {plan.directory}", results.RESULT_HEADERS_SHORT, results.result_rows(study)))

@@ -9,7 +9,7 @@ import typer
 
 from mnistres import config as config_module
 from mnistres.cli.app import app, json_mode, print_json, use_plugins
-from mnistres.cli.options import ConfigOpt, PluginOpt, RunRequest, with_run_options
+from mnistres.cli.options import ConfigOpt, NoteOpt, PluginOpt, RunRequest, TagOpt, with_run_options
 
 
 @app.command()
@@ -21,6 +21,8 @@ def train(
         "--resume", metavar="RUN_DIR", help="Continue the interrupted run in this run directory, with its own "
                                             "settings (only --device, --threads, --data-dir, --download may change).")] = None,
     plugin: PluginOpt = None,
+    tag: TagOpt = None,
+    note: NoteOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run's outcome as one JSON object (the rest goes to stderr).")] = False,
     *,
     run: RunRequest,  # the run and layer options, filled in by with_run_options
@@ -44,7 +46,8 @@ def train(
 
     console = display.console(wide=True)
     console.quiet = not is_main_process()  # under torchrun only rank 0 prints
-    result = run_training(run_config, console=console, overwrite=overwrite, resume=resume is not None)
+    result = run_training(run_config, console=console, overwrite=overwrite, resume=resume is not None, tags=tag or (),
+                          note=note)
     if result.history:
         console.print(display.history_table(result.history, result.summary["val_set"]))
     if result.summary["per_class"]:

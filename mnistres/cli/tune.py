@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from mnistres.cli.app import app, json_mode, one_process, print_json, use_plugins
-from mnistres.cli.options import PluginOpt, RunRequest, registry_names, with_run_options
+from mnistres.cli.options import NoteOpt, PluginOpt, RunRequest, TagOpt, registry_names, with_run_options
 from mnistres.core.wording import plural
 
 
@@ -47,6 +47,8 @@ def tune(
                                  "postgresql://...) or a journal file on a filesystem that several tune processes "
                                  "share. \\[default: study.journal in the tune directory]")] = None,
     plugin: PluginOpt = None,
+    tag: TagOpt = None,
+    note: NoteOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the best trial and the counts as one JSON object "
                                                          "(the rest goes to stderr).")] = False,
     *,
@@ -72,7 +74,7 @@ def tune(
     search = search_module.plan_from(space_file, run.options, run.sets, run.callbacks, run.preset, trials=trials,
                                      sampler=sampler, pruner=pruner, storage=storage)
     console = display.console(wide=True)
-    outcome = search_module.run(search, jobs=jobs, console=console, executor=executor)
+    outcome = search_module.run(search, jobs=jobs, console=console, executor=executor, tags=tag or (), note=note)
     keys = list(search.space.params)
     ranked = sorted((t for t in outcome.trials if t.value is not None and t.state.name == "COMPLETE"),
                     key=lambda t: rank(t.value, t.number))[:BEST_SHOWN]

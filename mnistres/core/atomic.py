@@ -163,15 +163,18 @@ def read_own(path: str | os.PathLike, limit: int = 1 << 16) -> bytes:
         os.close(handle)
 
 
+def leftovers(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:
+    """The temporary files that writes of `names` in `folder` left when their process was killed."""
+    return [leftover for name in names for leftover in Path(folder).glob(f".{glob.escape(name)}.*{TEMP_TAG}*")]
+
+
 def remove_leftovers(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:
     """Delete the temporary files that writes of `names` in `folder` left when their process was
     killed. Only the holder of the folder's lock may call this: another writer's temporary file
     would be in use."""
-    removed = []
-    for name in names:
-        for leftover in Path(folder).glob(f".{glob.escape(name)}.*{TEMP_TAG}*"):
-            leftover.unlink(missing_ok=True)
-            removed.append(leftover)
+    removed = leftovers(folder, names)
+    for leftover in removed:
+        leftover.unlink(missing_ok=True)
     return removed
 
 

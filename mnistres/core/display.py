@@ -219,8 +219,11 @@ def runs_table(title: str, listed: Iterable[Any], keys: list[str]) -> Table:
     from mnistres.core.wording import duration
 
     keys = [key for key in keys if key != "epochs"]  # the epochs column gives the planned ones (done/planned)
+    listed = list(listed)
+    tagged = any(run.tags for run in listed)
     table = Table(title=Text(title), title_justify="left")
-    for header in ("run", "status", "epochs", "best val %", "final val %", *keys, "started (UTC)", "time", "size"):
+    for header in ("run", "status", "epochs", "best val %", "final val %", *keys, "started (UTC)", "time", "size",
+                   *(["tags"] if tagged else [])):
         table.add_column(header, justify="right" if header in ("epochs", "best val %", "final val %", "time", "size")
                          else "left", no_wrap=header == "run")
     for run in listed:
@@ -228,7 +231,8 @@ def runs_table(title: str, listed: Iterable[Any], keys: list[str]) -> Table:
         took = "—" if run.seconds is None else duration(run.seconds)
         cells = [run.name, run.status, epochs, _percent(run.best_val_acc), _percent(run.final_val_acc),
                  *(values.shown(key, run.config.get(key)) if key in run.config else "—" for key in keys),
-                 run.started[:16].replace("T", " "), took, _size(run.bytes)]
+                 run.started[:16].replace("T", " "), took, size_text(run.bytes),
+                 *([" ".join(f"#{tag}" for tag in run.tags)] if tagged else [])]
         table.add_row(*map(Text, cells))
     return table
 
@@ -237,7 +241,8 @@ def _percent(value: Any) -> str:
     return f"{100 * value:.2f}" if isinstance(value, (int, float)) and value == value else "—"
 
 
-def _size(count: int) -> str:
+def size_text(count: int) -> str:
+    """A size in bytes as a person reads it: 512 B, 2.3 MB."""
     for unit in ("B", "kB", "MB", "GB"):
         if count < 1000 or unit == "GB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"

@@ -67,6 +67,11 @@ def describe_holder(holder: dict[str, Any]) -> str:
     return f"process {holder.get('pid', '?')} on {holder.get('host', '?')}{when}{command}"
 
 
+def holder_of(directory: Path) -> str:
+    """Who holds (or last held) `directory`'s lock, in words."""
+    return describe_holder(_read_holder(Path(directory) / LOCK_FILE))
+
+
 def holder_state(directory: Path) -> str:
     """Who holds `directory`'s lock, without taking it: "none" (no lock file, or its holder on this host
     is gone), "alive" (a live process on this host) or "elsewhere" (another host: cannot be checked)."""

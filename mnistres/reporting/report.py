@@ -17,7 +17,7 @@ from mnistres.core import atomic
 from mnistres.core.display import markdown_table
 from mnistres.reporting import figures as figures_module, search
 from mnistres.reporting.observations import observations, pts
-from mnistres.runs import names, rundir
+from mnistres.runs import about, names, rundir
 from mnistres.runs import mistakes as mistakes_module
 from mnistres.errors import ConfigError
 from mnistres.reporting.reference import METRICS, POINTS, Entry, Reference
@@ -175,7 +175,37 @@ def what_was_run(study: Study, h: str) -> list[str]:
                                                                     "the last digits)" if len(computed) > 1 else "")])
     if starts and ends:
         rows.append(["dates", f"{starts[0]} to {ends[-1]} (UTC)"])
+    rows += about_rows(study)
     return [f"{h} What was run", ""] + _table(("", ""), rows)
+
+
+def about_rows(study: Study) -> list[list[str]]:
+    """What the user said about the study and its runs (about.yaml): the sweep's or search's tags and note,
+    each tag with the runs that carry it, and the runs' notes."""
+    def cell(words: str) -> str:  # one table cell: a note's lines and pipes would break the table
+        return " ".join(words.split()).replace("|", "\\|")
+
+    rows: list[list[str]] = []
+    if study.path is not None:
+        whole, _ = about.read_quietly(study.path)
+        kind = "search" if study.tune is not None else "sweep"
+        if whole.tags:
+            rows.append([f"the {kind}'s tags", cell(" ".join(f"#{tag}" for tag in whole.tags))])
+        if whole.note:
+            rows.append([f"the {kind}'s note", cell(whole.note)])
+    tagged: dict[str, list[str]] = {}
+    notes: list[str] = []
+    for run in study.runs:
+        told, _ = about.read_quietly(run.path)
+        for tag in told.tags:
+            tagged.setdefault(tag, []).append(run.name)
+        if told.note:
+            notes.append(f"{run.name}: {told.note}")
+    if tagged:
+        rows.append(["runs' tags", cell("; ".join(f"#{tag}: {', '.join(names)}" for tag, names in tagged.items()))])
+    if notes:
+        rows.append(["runs' notes", cell(" · ".join(notes))])
+    return rows
 
 
 def _numerics_text(numerics: Any) -> str:

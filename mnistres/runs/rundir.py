@@ -42,6 +42,7 @@ CONFIG, METRICS, SUMMARY, LAST, BEST = "config.yaml", "metrics.jsonl", "summary.
 MISTAKES = "mistakes.npz"  # a completed run's most confident mistakes on its validation images (`mistakes`)
 RUN_FILES = (CONFIG, METRICS, SUMMARY, LAST, BEST, MISTAKES)
 SWEEP_FILE, LOGS, REPORT = "sweep.yaml", "logs", "report.md"
+ABOUT = "about.yaml"  # what the user says about a run, sweep or search: tags and a note (`about`)
 
 # What each file of a run directory holds, for the reference pages (`python -m mnistres.cli.reference`).
 FILE_MEANINGS = {
@@ -56,10 +57,12 @@ FILE_MEANINGS = {
               "predicted class, confidence, the pixels), for `report` to draw without a checkpoint; NumPy arrays, "
               "no pickles.",
     LOCK_FILE: "While a process writes the run: its machine, process id, start time and command.",
+    ABOUT: "Its tags and note (`--tag`, `--note`, `mnistres runs tag`), when it has any; may change at any time.",
 }
 SWEEP_FILE_MEANINGS = {
     SWEEP_FILE: "The sweep's plan and each point's state (status, message, attempt), rewritten as points end.",
     REPORT: "The sweep's report, with its figures beside it (unless --no-report).",
+    ABOUT: "The sweep's tags and note, which its points take on in listings, when it has any.",
     LOGS + "/": "One log per point (POINT.log) and the config handed to its process (POINT.yaml).",
     "POINT/": "One run directory per point, as above.",
 }
@@ -92,6 +95,7 @@ TUNE_FILE_MEANINGS = {
     LOGS + "/": "One log per trial and the config handed to its process, as a sweep's.",
     OWNERS + "/": "One lock per tune process working on the study (a trial whose process is gone is taken over).",
     REPORT: "The search's report (`mnistres report DIR`), with its figures beside it.",
+    ABOUT: "The search's tags and note, which its trials take on in listings, when it has any.",
 }
 
 
@@ -108,7 +112,7 @@ def trial_number(name: str) -> Optional[int]:
 
 def tune_part(name: str) -> bool:
     """Is `name` something a tune directory holds (so that two processes starting one search may meet there)?"""
-    return name in (TUNE_FILE, OWNERS, TEST_RESULT, LOGS, LOCK_FILE) or trial_number(name) is not None or \
+    return name in (TUNE_FILE, OWNERS, TEST_RESULT, LOGS, LOCK_FILE, ABOUT) or trial_number(name) is not None or \
         name.lstrip(".").startswith((TUNE_FILE, STUDY_JOURNAL))  # a write in progress; the journal's own lock
 
 
@@ -279,6 +283,16 @@ def is_run(path: Path) -> bool:
 
 def is_sweep(path: Path) -> bool:
     return (path / SWEEP_FILE).is_file()
+
+
+def kind(path: Path) -> str:
+    """What a directory is to mnistres: "run", "sweep", "search" (a tune directory), or "" (anything else)."""
+    path = Path(path)
+    if is_run(path):
+        return "run"
+    if is_sweep(path):
+        return "sweep"
+    return "search" if is_tune(path) else ""
 
 
 MAX_POINTS = 10_000  # points in one sweep; beyond this a sweep is a mistake, not a study
@@ -476,7 +490,7 @@ def clear(run_dir: Path, *, earlier_run: bool, outputs: Iterable[str] = ()) -> N
                 path.unlink()
         except OSError as error:
             raise WriteError(f"cannot remove the earlier run's {path}: {reason(error)}") from None
-    for name in RUN_FILES:
+    for name in (*RUN_FILES, ABOUT):  # the earlier run's tags and note were about it
         (run_dir / name).unlink(missing_ok=True)
 
 

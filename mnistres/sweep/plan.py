@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from mnistres import config as config_module
 from mnistres.core import atomic
 from mnistres.sweep import driver
-from mnistres.runs import names, rundir
+from mnistres.runs import about, names, rundir
 from mnistres.config import RunConfig
 from mnistres.errors import ConfigError, WriteError, reason
 from mnistres.core.interrupts import Interrupted, OutputClosed, shielded, sigterm_as_interrupt
@@ -218,7 +218,7 @@ def executor_spec(executor: str, scheduler: Optional[str] = None, scheduler_file
 
 def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), console: Any = None,
         overwrite: bool = False, executor: str = "local", scheduler: Optional[str] = None,
-        scheduler_file: Optional[str] = None) -> Outcome:
+        scheduler_file: Optional[str] = None, tags: Iterable[str] = (), note: Optional[str] = None) -> Outcome:
     """Run every point that has no result yet; the sweep goes on past failed or diverged points.
 
     Ctrl-C or SIGTERM stops the running points (each marks itself interrupted) and raises
@@ -230,7 +230,8 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
     in this process or as child processes, "here" in this process, "dask:scheduler=ADDRESS" as Dask
     tasks (on a LocalCluster of `jobs` workers without a scheduler). `scheduler` and `scheduler_file`
     are the dask executor's options under their old names. Every executor's points are driven alike
-    (`driver`), and each point's outcome is read from its run directory.
+    (`driver`), and each point's outcome is read from its run directory. `tags` and `note` go on the
+    sweep (its about.yaml; its points show them too).
     """
     from mnistres.train import data as data_module, devices as devices_module
     from mnistres.core import display
@@ -238,6 +239,7 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
 
     console = console or display.console(wide=True)
     spec = executor_spec(executor, scheduler, scheduler_file)
+    told = (tuple(about.check_tag(tag) for tag in tags), None if note is None else about.check_note(note))
     with sigterm_as_interrupt():
         # Missing data, an unavailable device or too many threads fail here, once, not in every point.
         for device in sorted(set(devices) or {point.config.device for point in plan.points}):
@@ -268,7 +270,7 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
         try:
             if pending:  # a missing extra or an unreachable scheduler: before anything is written
                 runner.open()
-            _run_locked(plan, states, pending, lock, console, runner, threads)
+            _run_locked(plan, states, pending, lock, console, runner, threads, told)
         finally:
             with shielded():
                 runner.close()
@@ -276,7 +278,7 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
 
 
 def _run_locked(plan: Plan, states: list[PointState], pending: list[PointState], lock: Lock, console: Any,
-                runner: Any, threads: int) -> None:
+                runner: Any, threads: int, told: tuple[tuple[str, ...], Optional[str]] = ((), None)) -> None:
     """The points, run while this process holds the sweep directory; sweep.yaml written before and after."""
     from mnistres.sweep import view as view_module
 
@@ -291,6 +293,8 @@ def _run_locked(plan: Plan, states: list[PointState], pending: list[PointState],
         atomic.remove_leftovers(plan.directory / rundir.LOGS,
                                 [rundir.point_config_file(plan.directory, p.name).name for p in plan.points])
         rundir.write_sweep(plan.directory, plan_record(plan))
+        if told[0] or told[1]:
+            about.add(plan.directory, *told)
         try:
             with view_module.SweepView(states, console) as view:
                 driver.drive(runner, pending, view, threads)

@@ -21,7 +21,7 @@ from mnistres.train import assemble, data as data_module, devices, distributed, 
 from mnistres.core import interrupts
 from mnistres.core.wording import plural
 from mnistres.train import model as model_module, resume as resume_module
-from mnistres.runs import rundir
+from mnistres.runs import about, rundir
 from mnistres.api import Callback
 from mnistres.config import RunConfig
 from mnistres.train.ema import WeightAverage
@@ -45,23 +45,28 @@ class RunResult:
 
 
 def train(config: RunConfig | Resolved, *, console: Any = None, extra_callbacks: Iterable[Callback] = (),
-          overwrite: bool = False, resume: bool = False, attempt: str = "") -> RunResult:
+          overwrite: bool = False, resume: bool = False, attempt: str = "", tags: Iterable[str] = (),
+          note: Optional[str] = None) -> RunResult:
     """Run one training run as `config` describes; the library's entry point.
 
     With `resume`, continue the interrupted run in OUT_DIR/NAME from its last completed epoch
     (see `resume_config`); the result equals that of a run never interrupted. A config already
     resolved (`resolve.resolve`) is not looked up again. `attempt` (any text) is recorded in
-    summary.json, so that whoever started the run can tell its outcome from an earlier one's.
+    summary.json, so that whoever started the run can tell its outcome from an earlier one's. `tags` and
+    `note` go into its about.yaml (added to a resumed run's; `runs.about`).
     """
     return Trainer(config, console=console, extra_callbacks=extra_callbacks, overwrite=overwrite,
-                   resume=resume, attempt=attempt).fit()
+                   resume=resume, attempt=attempt, tags=tags, note=note).fit()
 
 
 class Trainer:
     """The loop: epochs, steps, evaluation, hooks, divergence and interrupts; what callbacks see."""
 
     def __init__(self, config: RunConfig | Resolved, *, console: Any = None, extra_callbacks: Iterable[Callback] = (),
-                 overwrite: bool = False, resume: bool = False, attempt: str = "") -> None:
+                 overwrite: bool = False, resume: bool = False, attempt: str = "", tags: Iterable[str] = (),
+                 note: Optional[str] = None) -> None:
+        # What the user says about the run, checked before any work; written once its directory is ours.
+        self.about = (tuple(about.check_tag(tag) for tag in tags), None if note is None else about.check_note(note))
         if console is None:
             from mnistres.core.display import console as make_console
 
@@ -193,6 +198,8 @@ class Trainer:
                 record.resume(resume_module.restore(self, saved))
             record.begin(self.config, outputs=self.outputs, started=started, device=devices.describe(self.device),
                          processes=world.describe())
+            if world.main and (self.about[0] or self.about[1]):
+                about.add(self.run_dir, *self.about)
         status, message, error_in_flight = "completed", "", False
         self._emit("on_train_begin")
         # SIGTERM stops the run like Ctrl-C; several processes stop together, at a step they agree on.

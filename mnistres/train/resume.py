@@ -55,6 +55,9 @@ def require_last(run_dir: Path) -> Path:
     """last.pt, the checkpoint a resumed run goes on from; refused when no epoch finished."""
     if not (run_dir / rundir.LAST).is_file():
         status = rundir.stored_status(run_dir)
+        if status in rundir.FINISHED:  # `mnistres runs gc` removed it: it was never needed again
+            refuse_finished(run_dir, status, f" ({rundir.LAST} was removed by `mnistres runs gc`; {rundir.BEST} "
+                                             f"keeps its model)")
         when = "before its first epoch ended" if status == "interrupted" else "before any epoch finished"
         raise ConfigError(f"{run_dir} has no {rundir.LAST}: it stopped {when}, so there is nothing to resume; "
                           f"run it again with --overwrite")
@@ -71,15 +74,19 @@ def check(run_dir: Path, stored: Mapping[str, Any], wanted: Mapping[str, Any]) -
     if changed:
         raise ConfigError(f"{run_dir}/{rundir.LAST} was trained with other settings ({', '.join(changed)}); "
                           f"--resume continues a run with its own")
-    status = rundir.stored_status(run_dir)
-    if status == "diverged":
-        raise ConfigError(f"{run_dir} diverged; resuming would diverge again. Start anew with other settings")
-    if status == "completed":
-        raise ConfigError(f"{run_dir} has already completed: nothing to resume")
-    if status == "pruned":
-        raise ConfigError(f"{run_dir} was pruned by its tune study as not promising: nothing to resume")
+    refuse_finished(run_dir, rundir.stored_status(run_dir))
     # Not completed though its last epoch is saved: stopped before the run's end was recorded; resuming
     # trains nothing and finishes it (its mistakes, its summary).
+
+
+def refuse_finished(run_dir: Path, status: str, more: str = "") -> None:
+    """A run that ended (completed, diverged, pruned) is not resumed: say why."""
+    if status == "diverged":
+        raise ConfigError(f"{run_dir} diverged; resuming would diverge again. Start anew with other settings{more}")
+    if status == "completed":
+        raise ConfigError(f"{run_dir} has already completed: nothing to resume{more}")
+    if status == "pruned":
+        raise ConfigError(f"{run_dir} was pruned by its tune study as not promising: nothing to resume{more}")
 
 
 def resumable(run_dir: Path, config: Mapping[str, Any]) -> bool:

@@ -16,7 +16,7 @@ import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from mnistres import config as config_module
 from mnistres.config import RunConfig
@@ -25,7 +25,7 @@ from mnistres.core.interrupts import Interrupted, OutputClosed, deferred, shield
 from mnistres.core.values import text
 from mnistres.errors import ConfigError, WriteError, reason
 from mnistres.resolve import resolve
-from mnistres.runs import names, rundir
+from mnistres.runs import about, names, rundir
 from mnistres.runs.results import objective_of, rank
 from mnistres.sweep import driver
 from mnistres.sweep.plan import Point, choose_jobs, executor_spec
@@ -265,10 +265,12 @@ class Trials:
                         pass
 
 
-def run(search: Search, *, jobs: Optional[int] = None, console: Any = None, executor: str = "local") -> Outcome:
+def run(search: Search, *, jobs: Optional[int] = None, console: Any = None, executor: str = "local",
+        tags: Iterable[str] = (), note: Optional[str] = None) -> Outcome:
     """Run trials until the study holds `search.trials` (this process's and others'), then measure the best
     trial's model on the test set. Ctrl-C or SIGTERM stops the running trials resumably (they stay running in
-    the study; the next `mnistres tune` of the same search resumes them) and raises `Interrupted`."""
+    the study; the next `mnistres tune` of the same search resumes them) and raises `Interrupted`. `tags` and
+    `note` go on the search (its about.yaml; its trials show them too)."""
     from mnistres.core import display
     from mnistres.registry import executors
     from mnistres.train import data as data_module, devices as devices_module
@@ -278,6 +280,7 @@ def run(search: Search, *, jobs: Optional[int] = None, console: Any = None, exec
     console = console or display.console(wide=True)
     base = search.base
     spec = executor_spec(executor)
+    told = (tuple(about.check_tag(tag) for tag in tags), None if note is None else about.check_note(note))
     with sigterm_as_interrupt():
         devices_module.torch_device(base.device)
         devices_module.check_threads(base.threads)
@@ -296,6 +299,8 @@ def run(search: Search, *, jobs: Optional[int] = None, console: Any = None, exec
         if not rundir.is_tune(search.directory):
             rundir.write_tune(search.directory, {"study": search.study, "storage": search.storage,
                                                   **json.loads(json.dumps(search.settings()))})
+        if told[0] or told[1]:
+            about.add(search.directory, *told)
         states: list[PointState] = []
         before = len(study.get_trials(deepcopy=False))
         study.sampler = study_module.make_sampler(search.sampler,
