@@ -119,7 +119,73 @@ def test_to_mnist_refuses_a_blank_image():
         images.to_mnist(np.full((50, 60), 230.0) + np.random.default_rng(0).normal(0, 3, (50, 60)))
 
 
+def dim(digit: np.ndarray, contrast: float, *, paper: float = 79.0, noise: float = 0.0, inverted: bool = False,
+        gradient: float = 0.0, rng: np.random.Generator | None = None, side: int = 84) -> np.ndarray:
+    """A 28x28 MNIST-form digit as a dim photo of it: `side` pixels square, ink `contrast` levels darker than
+    the paper (lighter, `inverted`: chalk on a blackboard), the paper's level rising by `gradient` levels from
+    left to right (light falling unevenly), with sensor noise of `noise` levels; whole levels, as a file has."""
+    big = np.asarray(Image.fromarray(np.asarray(digit, np.uint8)).resize((side, side), Image.BILINEAR), float) / 255
+    ground = paper + gradient * np.linspace(-0.5, 0.5, side)[None, :]
+    image = ground + (1.0 if inverted else -1.0) * contrast * big
+    if noise:
+        image = image + (rng or np.random.default_rng(0)).normal(0.0, noise, image.shape)
+    return np.clip(np.rint(image), 0, 255)
+
+
+DIM_CASES = {  # name: (contrast, options)
+    **{f"{c} levels": (c, {}) for c in (40, 20, 10)},
+    **{f"{c} levels, noise": (c, {"noise": 3.0}) for c in (40, 20, 10)},
+    "20 levels, inverted": (20, {"inverted": True, "paper": 40.0}),
+    "20 levels, uneven light": (20, {"gradient": 80.0, "paper": 110.0}),
+    "20 levels, uneven light, noise": (20, {"gradient": 80.0, "paper": 110.0, "noise": 3.0}),
+}
+
+
+@pytest.mark.parametrize("case", list(DIM_CASES))
+def test_a_dim_photo_comes_out_as_its_full_contrast_scan(case):
+    """Pencil on paper in poor light (gray 39 on 79, say) is the same digit as its bright scan once in MNIST's
+    form; noise, a dark ground and light falling unevenly included."""
+    contrast, options = DIM_CASES[case]
+    rng = np.random.default_rng(1)
+    pixels, _ = glyph_set(10, seed=3)
+    differences = [np.abs(images.to_mnist(dim(digit, 255.0, paper=255.0)).astype(int)
+                          - images.to_mnist(dim(digit, contrast, rng=rng, **options)).astype(int)).mean()
+                   for digit in pixels]
+    # Of 255, the typical digit: a few come out a pixel wider or narrower (their box's edge falls on a
+    # level the dim version rounds the other way), which moves many pixels a little.
+    assert np.median(differences) < (8 if options.get("noise") or contrast < 20 else 4), (case, differences)
+
+
+def test_a_flat_image_is_refused_with_the_contrast_it_has():
+    rng = np.random.default_rng(2)
+    for flat in (np.full((84, 84), 79.0) + rng.normal(0, 3, (84, 84)), np.full((84, 84), 79.0),
+                 np.rint(np.full((84, 84), 120.0) + 40 * np.linspace(-0.5, 0.5, 84)[None, :])):  # just uneven light
+        with pytest.raises(ValueError, match=r"no digit found: the image is flat \(its strongest stroke stands \d+ "
+                                             r"levels of 255 off the paper, against grain of [\d.]+"):
+            images.to_mnist(flat)
+
+
 # --- the model sees photos as it sees clean digits ----------------------------------------------
+
+
+def test_dim_photos_are_predicted_as_their_bright_scans(trained):
+    from mnistres.inference.predict import probabilities
+    from mnistres.inference.trained import load_trained
+
+    model = load_trained(trained, device="cpu")
+    pixels, _ = glyph_set(20, seed=4)
+    rng = np.random.default_rng(6)
+
+    def answers(arrays: list[np.ndarray]) -> list[int]:
+        return [int(np.argmax(p)) for p in probabilities(model, [images.to_mnist(a) for a in arrays])]
+
+    bright = answers([dim(digit, 255.0, paper=255.0) for digit in pixels])
+    for case, (contrast, options) in DIM_CASES.items():
+        seen = answers([dim(digit, contrast, rng=rng, **options) for digit in pixels])
+        agree = sum(a == b for a, b in zip(seen, bright))
+        # A small model of font digits (about 90 % on its own test set) is easily swayed: one of 20 more than
+        # the issue asks of a real model (test_real_data.py: at least 19 of 20 real digits at 20 levels).
+        assert agree >= (18 if contrast >= 20 else 15), (case, agree)
 
 
 def test_photo_like_images_are_classified_as_the_clean_digit(trained, tmp_path):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from typer.testing import CliRunner
 
 from mnistres.runs import rundir
@@ -39,3 +40,25 @@ def test_short_run_on_real_mnist_reaches_95_percent(real_data_dir):
     for kind in ("png", "jpg"):
         assert paper[kind]["same_as_clean"] >= 0.9 and not paper[kind]["errors"], paper[kind]
     assert "(50 usable images): accuracy" in completed.stdout and "precision" in completed.stdout  # eval --images ran
+
+
+    # Dim photos of real test digits (pencil in poor light, chalk on a blackboard, light falling unevenly,
+    # sensor noise) are predicted as their bright scans: 19 of 20 at least, from 20 levels of contrast up.
+    from test_images import DIM_CASES, dim
+
+    from mnistres.inference import images
+    from mnistres.inference.predict import probabilities
+    from mnistres.train import data as data_module
+    from mnistres.inference.trained import load_trained
+
+    model = load_trained("runs/smoke/best.pt", device="cpu")
+    digits = data_module.load_split("mnist", Path(real_data_dir), "test", download=False)[0][:20, 0].numpy()
+    rng = np.random.default_rng(0)
+
+    def answers(arrays):
+        return [int(np.argmax(p)) for p in probabilities(model, [images.to_mnist(a) for a in arrays])]
+
+    bright = answers([dim(digit, 255.0, paper=255.0) for digit in digits])
+    for case, (contrast, options) in DIM_CASES.items():
+        agree = sum(a == b for a, b in zip(answers([dim(d, contrast, rng=rng, **options) for d in digits]), bright))
+        assert agree >= (19 if contrast >= 20 else 15), (case, agree)

@@ -4,8 +4,8 @@ MNIST digits are white ink on black, their longer side scaled to 20 pixels keepi
 ratio (with anti-aliasing, so strokes keep grey edges), and pasted into a 28x28 field so that
 their centre of mass sits at the centre. A photo or a scan is dark ink on light paper, on a
 large canvas, anywhere in it; a model trained on MNIST sees such an image as noise. `to_mnist`
-redoes MNIST's steps: grayscale, invert a light background, crop to the ink, scale the longer
-side to 20 pixels, paste by centre of mass.
+redoes MNIST's steps: grayscale, the paper's level taken away and the ink (dark or light) stretched by
+the image's own contrast, crop to the ink, scale the longer side to 20 pixels, paste by centre of mass.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ MAX_ARRAY_VALUES = 64_000_000  # per array file: 80,000 MNIST-sized images
 MAX_ARRAYS = 10_000  # arrays in one .npz
 WORK_SIDE = 1024  # larger pictures are shrunk to this longer side as they are read: a digit needs 20 pixels
 SIDE, BOX = 28, 20  # MNIST's field, and the box its digits are scaled into
-MIN_CONTRAST = 32.0  # ink must stand this far (of 255) above the background, or the image is blank
+MIN_CONTRAST = 6.0  # levels of 255 the strongest stroke must stand off the paper, whatever the grain
+SIGNAL_TO_GRAIN = 6.0  # ... and this many times the paper's grain (a flat, noisy image reaches about 3)
 INK_SHARE = 0.25  # a pixel is ink when it reaches this share of the darkest ink (for the crop)
 NOISE_SHARE = 0.1  # fainter than this share of the ink is paper texture or JPEG noise: set to black
 
@@ -282,34 +283,52 @@ def as_mnist(gray: np.ndarray) -> np.ndarray:
 
 
 def to_mnist(gray: np.ndarray) -> np.ndarray:
-    """A grayscale image (0-255) of one digit, in MNIST's form: (28, 28) uint8, white on black."""
+    """A grayscale image (0-255) of one digit, in MNIST's form: (28, 28) uint8, white on black.
+
+    Works from the image's own contrast, not absolute levels, so that a dim photo (pencil at gray 39 on
+    paper at 79) reads as its bright scan would: the paper's level is a plane fitted to the border (which
+    is mostly paper; a plane follows light falling unevenly across the page), the ink is on whichever side
+    of it the image strays far from it (dark on light, or chalk on a blackboard), and only an image whose
+    strongest stroke is not clearly above its grain is refused as flat.
+    """
     if gray.ndim != 2 or min(gray.shape) < 1:
         raise ValueError(f"has shape {gray.shape}; expected a 2-D image")
-    # 1. Paper or ink? The border is mostly background: if it is light, the ink is dark; invert.
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if np.median(border) > 127.5:
-        gray = 255.0 - gray
-        border = 255.0 - border
-    # 2. Subtract the background's level and stretch the ink to full white.
-    ink = np.clip(gray - np.median(border), 0.0, None)
-    strongest = float(ink.max())
-    if strongest < MIN_CONTRAST:
-        raise ValueError("no digit found: the image is blank or has too little contrast")
-    # Stretch so that the body of the strokes is white, as in MNIST: by a high percentile of the
-    # ink, not its maximum, which a few JPEG or sensor specks can set.
-    level = float(np.percentile(ink[ink >= INK_SHARE * strongest], 90))
-    ink = np.clip(ink * (255.0 / level), 0.0, 255.0)
-    ink[ink < NOISE_SHARE * 255.0] = 0.0
-    # 3. Crop to the ink's bounding box.
-    rows = np.flatnonzero((ink >= INK_SHARE * 255.0).any(axis=1))
-    cols = np.flatnonzero((ink >= INK_SHARE * 255.0).any(axis=0))
+    # 1. The paper: a plane through the border's levels; what stands off it is ink, or grain.
+    residual = gray - _paper(gray)
+    smooth = _box_blur(residual, max(1, round(min(gray.shape) / 100)))  # strokes stay, grain averages out
+    grain, raw_grain = _spread(_border(smooth)), _spread(_border(residual))  # the paper's grain, smoothed and not
+    # 2. Ink on the side the image strays furthest: dark on light paper, or light on a dark ground.
+    stray = 4.0 * grain
+    dark, light = float(np.clip(-smooth - stray, 0, None).sum()), float(np.clip(smooth - stray, 0, None).sum())
+    side = -1.0 if dark > light else 1.0
+    ink, ink_smooth = np.clip(side * residual, 0.0, None), np.clip(side * smooth, 0.0, None)
+    contrast = float(np.percentile(ink_smooth, 99.9)) if ink_smooth.size > 1000 else float(ink_smooth.max())
+    if contrast < max(MIN_CONTRAST, SIGNAL_TO_GRAIN * grain):
+        raise ValueError(f"no digit found: the image is flat (its strongest stroke stands {contrast:.0f} levels of "
+                         f"255 off the paper, against grain of {grain:.1f}; a digit needs {MIN_CONTRAST:.0f} levels "
+                         f"and {SIGNAL_TO_GRAIN:.0f} times the grain)")
+    # 3. Stretch so that the body of the strokes is white, as in MNIST: by a high percentile of the ink,
+    # not its maximum, which a few JPEG or sensor specks can set; then the grain below it goes to black.
+    level = float(np.percentile(ink[ink_smooth >= INK_SHARE * contrast], 90))
+    gain = 255.0 / level
+    if raw_grain * gain > NOISE_SHARE * 255.0:  # grain that stretching makes loud: the smoothed strokes instead
+        ink, raw_grain = ink_smooth, grain
+        gain = 255.0 / float(np.percentile(ink[ink >= INK_SHARE * contrast], 90))
+    ink = np.clip(ink * gain, 0.0, 255.0)
+    ink[ink < max(NOISE_SHARE * 255.0, 3.0 * raw_grain * gain)] = 0.0
+    # 4. Crop to the strokes' bounding box: pixels of strong ink with strokes around them (a lone speck of
+    # grain has none, so it does not stretch the box).
+    strokes = (ink >= INK_SHARE * 255.0) & (ink_smooth >= max(INK_SHARE * contrast / 2, 4.0 * grain))
+    if not strokes.any():  # only grain reached the strokes' level
+        raise ValueError(f"no digit found: nothing stands clearly off the paper's grain ({grain:.1f} levels)")
+    rows, cols = np.flatnonzero(strokes.any(axis=1)), np.flatnonzero(strokes.any(axis=0))
     ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    # 4. Scale the longer side to 20 pixels, keeping the aspect ratio, with anti-aliasing.
+    # 5. Scale the longer side to 20 pixels, keeping the aspect ratio, with anti-aliasing.
     height, width = ink.shape
     scale = BOX / max(height, width)
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
     digit = _resize(ink, size)
-    # 5. Paste into 28x28 with the centre of mass at the centre (kept whole inside the field).
+    # 6. Paste into 28x28 with the centre of mass at the centre (kept whole inside the field).
     total = float(digit.sum())
     ys, xs = np.indices(digit.shape)
     centre_y = float((ys * digit).sum()) / total if total else (digit.shape[0] - 1) / 2
@@ -319,6 +338,46 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
     field = np.zeros((SIDE, SIDE), dtype=np.float32)
     field[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
     return np.rint(np.clip(field, 0.0, 255.0)).astype(np.uint8)
+
+
+def _spread(values: np.ndarray) -> float:
+    """The standard deviation of the bulk of `values`, from their median absolute deviation (strokes that
+    reach the border do not count)."""
+    return 1.4826 * float(np.median(np.abs(values - np.median(values))))
+
+
+def _border(image: np.ndarray) -> np.ndarray:
+    """The outermost pixels of each side (a 28x28 field's border, a photo's edges): mostly paper."""
+    return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+
+
+def _paper(gray: np.ndarray) -> np.ndarray:
+    """The paper's level at every pixel: a plane a + b*x + c*y fitted to the border's pixels, once more
+    without those far off it (a stroke that reaches the edge); a plane follows light that falls unevenly."""
+    height, width = gray.shape
+    ys, xs = np.indices(gray.shape, dtype=np.float64)
+    values, across, down = _border(gray), _border(xs / max(width, 1)), _border(ys / max(height, 1))
+    keep = np.ones(values.shape, dtype=bool)
+    for _ in range(2):
+        design = np.stack([np.ones(int(keep.sum())), across[keep], down[keep]], axis=1)
+        coefficients, *_ = np.linalg.lstsq(design, values[keep], rcond=None)
+        fitted = coefficients[0] + coefficients[1] * across + coefficients[2] * down
+        off = np.abs(values - fitted)
+        spread = 1.4826 * float(np.median(off)) + 1.0  # (+1: a clean border has none, yet levels are whole)
+        keep = off <= 3.0 * spread
+        if keep.sum() < 3:
+            break
+    return coefficients[0] + coefficients[1] * (xs / max(width, 1)) + coefficients[2] * (ys / max(height, 1))
+
+
+def _box_blur(image: np.ndarray, radius: int) -> np.ndarray:
+    """The mean over a (2r+1)-pixel square around each pixel (edges: the square within the image)."""
+    padded = np.pad(image.astype(np.float64), radius, mode="edge")
+    summed = padded.cumsum(axis=0).cumsum(axis=1)
+    summed = np.pad(summed, ((1, 0), (1, 0)))
+    side = 2 * radius + 1
+    total = summed[side:, side:] - summed[:-side, side:] - summed[side:, :-side] + summed[:-side, :-side]
+    return total / (side * side)
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
