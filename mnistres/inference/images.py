@@ -38,7 +38,8 @@ MAX_ARRAYS = 10_000  # arrays in one .npz
 WORK_SIDE = 1024  # larger pictures are shrunk to this longer side as they are read: a digit needs 20 pixels
 SIDE, BOX = 28, 20  # MNIST's field, and the box its digits are scaled into
 MIN_CONTRAST = 6.0  # levels of 255 the strongest stroke must stand off the paper, whatever the grain
-SIGNAL_TO_GRAIN = 6.0  # ... and this many times the paper's grain (a flat, noisy image reaches about 3)
+SIGNAL_TO_GRAIN = 6.0  # ... and, below CLEAR_CONTRAST, this many times the paper's grain (flat noise: about 3)
+CLEAR_CONTRAST = 32.0  # strokes this far off the paper are read as they are; dimmer ones against the grain
 INK_SHARE = 0.25  # a pixel is ink when it reaches this share of the darkest ink (for the crop)
 NOISE_SHARE = 0.1  # fainter than this share of the ink is paper texture or JPEG noise: set to black
 
@@ -297,13 +298,17 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
     residual = gray - _paper(gray)
     smooth = _box_blur(residual, max(1, round(min(gray.shape) / 100)))  # strokes stay, grain averages out
     grain, raw_grain = _spread(_border(smooth)), _spread(_border(residual))  # the paper's grain, smoothed and not
-    # 2. Ink on the side the image strays furthest: dark on light paper, or light on a dark ground.
+    # 2. Ink on the side the image strays furthest: dark on light paper, or light on a dark ground (where
+    # nothing strays clearly, as in a busy picture whose border is no plain paper: dark ink on a light border).
     stray = 4.0 * grain
     dark, light = float(np.clip(-smooth - stray, 0, None).sum()), float(np.clip(smooth - stray, 0, None).sum())
-    side = -1.0 if dark > light else 1.0
+    side = (-1.0 if dark > light else 1.0) if dark or light else (-1.0 if np.median(_border(gray)) > 127.5 else 1.0)
     ink, ink_smooth = np.clip(side * residual, 0.0, None), np.clip(side * smooth, 0.0, None)
     contrast = float(np.percentile(ink_smooth, 99.9)) if ink_smooth.size > 1000 else float(ink_smooth.max())
-    if contrast < max(MIN_CONTRAST, SIGNAL_TO_GRAIN * grain):
+    # The border's spread is the paper's grain when the strokes stand well above it; in a busy picture whose
+    # border is no plain paper it is not, and a clear one (CLEAR_CONTRAST) is read as it is.
+    grainy = contrast >= SIGNAL_TO_GRAIN * grain
+    if contrast < MIN_CONTRAST or (contrast < CLEAR_CONTRAST and not grainy):
         raise ValueError(f"no digit found: the image is flat (its strongest stroke stands {contrast:.0f} levels of "
                          f"255 off the paper, against grain of {grain:.1f}; a digit needs {MIN_CONTRAST:.0f} levels "
                          f"and {SIGNAL_TO_GRAIN:.0f} times the grain)")
@@ -311,14 +316,16 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
     # not its maximum, which a few JPEG or sensor specks can set; then the grain below it goes to black.
     level = float(np.percentile(ink[ink_smooth >= INK_SHARE * contrast], 90))
     gain = 255.0 / level
-    if raw_grain * gain > NOISE_SHARE * 255.0:  # grain that stretching makes loud: the smoothed strokes instead
+    if grainy and raw_grain * gain > NOISE_SHARE * 255.0:  # grain that stretching makes loud: smoothed strokes
         ink, raw_grain = ink_smooth, grain
         gain = 255.0 / float(np.percentile(ink[ink >= INK_SHARE * contrast], 90))
     ink = np.clip(ink * gain, 0.0, 255.0)
-    ink[ink < max(NOISE_SHARE * 255.0, 3.0 * raw_grain * gain)] = 0.0
-    # 4. Crop to the strokes' bounding box: pixels of strong ink with strokes around them (a lone speck of
-    # grain has none, so it does not stretch the box).
-    strokes = (ink >= INK_SHARE * 255.0) & (ink_smooth >= max(INK_SHARE * contrast / 2, 4.0 * grain))
+    ink[ink < max(NOISE_SHARE * 255.0, 3.0 * raw_grain * gain if grainy else 0.0)] = 0.0
+    # 4. Crop to the strokes' bounding box: pixels of strong ink, on grainy paper only those with strokes
+    # around them (a lone speck of grain has none, so it does not stretch the box).
+    strokes = ink >= INK_SHARE * 255.0
+    if grainy:
+        strokes &= ink_smooth >= max(INK_SHARE * contrast / 2, 4.0 * grain)
     if not strokes.any():  # only grain reached the strokes' level
         raise ValueError(f"no digit found: nothing stands clearly off the paper's grain ({grain:.1f} levels)")
     rows, cols = np.flatnonzero(strokes.any(axis=1)), np.flatnonzero(strokes.any(axis=0))
