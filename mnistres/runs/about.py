@@ -60,6 +60,11 @@ def check_directory(directory: Path) -> None:
                           f"{rundir.SWEEP_FILE}, {rundir.TUNE_FILE} is there)")
 
 
+def checked(tags: Iterable[str], note: Optional[str]) -> tuple[tuple[str, ...], Optional[str]]:
+    """--tag and --note as given to train, sweep or tune, checked before any work (None: no note given)."""
+    return tuple(check_tag(tag) for tag in tags), None if note is None else check_note(note)
+
+
 def read(directory: Path) -> About:
     """The directory's tags and note (none when it has no about.yaml); a damaged file is a MnistresError."""
     path = Path(directory) / ABOUT
@@ -108,11 +113,14 @@ def add(directory: Path, tags: Iterable[str] = (), note: Optional[str] = None) -
         write(directory, after)
 
 
-def inherited(run_dir: Path, top: Path) -> list[str]:
-    """The tags of the folders between `top` and `run_dir` (a sweep's, a search's), outermost first."""
+def inherited(run_dir: Path, top: Path, known: Optional[dict[Path, list[str]]] = None) -> list[str]:
+    """The tags of the folders between `top` and `run_dir` (a sweep's, a search's), outermost first. `known`:
+    folders' tags already read (a listing passes one dict, so a sweep's about.yaml is read once, not per point)."""
     run_dir, top = Path(run_dir), Path(top)
+    known = {} if known is None else known
     tags: list[str] = []
-    folders = [parent for parent in run_dir.parents if parent == top or top in parent.parents]
-    for folder in reversed(folders):
-        tags += read_quietly(folder)[0].tags
+    for folder in reversed([parent for parent in run_dir.parents if parent == top or top in parent.parents]):
+        if folder not in known:
+            known[folder] = read_quietly(folder)[0].tags
+        tags += known[folder]
     return list(dict.fromkeys(tags))

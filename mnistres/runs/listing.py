@@ -91,12 +91,13 @@ def run_dirs(folder: Path) -> list[Path]:
     return found
 
 
-def describe(path: Path, name: str, top: Optional[Path] = None) -> Listed:
+def describe(path: Path, name: str, top: Optional[Path] = None,
+             known: Optional[dict[Path, list[str]]] = None) -> Listed:
     """One run directory from its files; a damaged one is listed as unreadable, with the reason. `top`:
     the folder listed, whose sweeps' and searches' tags the run takes on too."""
     size = folder_bytes(path)
     own, unreadable = about.read_quietly(path)
-    tags = list(dict.fromkeys([*own.tags, *(about.inherited(path, top) if top is not None else [])]))
+    tags = list(dict.fromkeys([*own.tags, *(about.inherited(path, top, known) if top is not None else [])]))
     try:
         summary = rundir.read_summary(path / rundir.SUMMARY)
         history = rundir.read_history(path / rundir.METRICS)
@@ -133,7 +134,8 @@ def list_runs(folder: str | os.PathLike, status: Optional[str] = None,
     wanted = [about.check_tag(tag) for tag in tags]
     if not folder.is_dir():
         raise ConfigError(f"{folder} is not a folder (runs are written to runs/ unless --out-dir says otherwise)")
-    listed = [describe(path, path.relative_to(folder).as_posix() if path != folder else path.name, folder)
+    known: dict[Path, list[str]] = {}  # each sweep's or search's tags, read once
+    listed = [describe(path, path.relative_to(folder).as_posix() if path != folder else path.name, folder, known)
               for path in run_dirs(folder)]
     if status is not None:
         listed = [run for run in listed if run.status == status]
@@ -160,12 +162,13 @@ def rows(listed: list[Listed]) -> list[dict[str, Any]]:
 def study_rows(studies: Iterable[Any]) -> list[dict[str, Any]]:
     """`report --csv`: the rows of the studies' runs (`results.Study`), each led by its study and variant."""
     found: list[tuple[dict[str, str], Listed]] = []
+    known: dict[Path, list[str]] = {}
     for study in studies:
         for variant in study.variants:
             for run in variant.runs:
                 top = study.path if study.path is not None and study.path in run.path.parents else None
                 name = run.path.relative_to(top).as_posix() if top is not None else run.path.name
-                found.append(({"study": study.title, "variant": variant.label}, describe(run.path, name, top)))
+                found.append(({"study": study.title, "variant": variant.label}, describe(run.path, name, top, known)))
     keys = settings_of([run for _, run in found])
     return [{**lead, **run.row(keys)} for lead, run in found]
 

@@ -239,7 +239,7 @@ def run(plan: Plan, *, jobs: Optional[int] = None, devices: Sequence[str] = (), 
 
     console = console or display.console(wide=True)
     spec = executor_spec(executor, scheduler, scheduler_file)
-    told = (tuple(about.check_tag(tag) for tag in tags), None if note is None else about.check_note(note))
+    told = about.checked(tags, note)
     with sigterm_as_interrupt():
         # Missing data, an unavailable device or too many threads fail here, once, not in every point.
         for device in sorted(set(devices) or {point.config.device for point in plan.points}):

@@ -66,7 +66,7 @@ class Trainer:
                  overwrite: bool = False, resume: bool = False, attempt: str = "", tags: Iterable[str] = (),
                  note: Optional[str] = None) -> None:
         # What the user says about the run, checked before any work; written once its directory is ours.
-        self.about = (tuple(about.check_tag(tag) for tag in tags), None if note is None else about.check_note(note))
+        self.about = about.checked(tags, note)
         if console is None:
             from mnistres.core.display import console as make_console
 

@@ -280,7 +280,7 @@ def run(search: Search, *, jobs: Optional[int] = None, console: Any = None, exec
     console = console or display.console(wide=True)
     base = search.base
     spec = executor_spec(executor)
-    told = (tuple(about.check_tag(tag) for tag in tags), None if note is None else about.check_note(note))
+    told = about.checked(tags, note)
     with sigterm_as_interrupt():
         devices_module.torch_device(base.device)
         devices_module.check_threads(base.threads)
